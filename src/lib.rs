@@ -1,0 +1,16 @@
+//! stockade: a container sandbox supervisor for the bash tools of AI agents.
+//!
+//! One command flows through four stages, each a module:
+//! [`check`] (parse + escape rules) -> [`plan`] (profile + request -> container spec)
+//! -> [`backend`] (run it in a container) -> [`audit`] (one hash-chained record).
+
+pub mod audit;
+pub mod backend;
+pub mod check;
+pub mod engine;
+pub mod exit;
+pub mod image;
+pub mod plan;
+pub mod profile;
+pub mod seccomp;
+pub mod state;

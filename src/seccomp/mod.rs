@@ -1,0 +1,1 @@
+//! Seccomp profiles in the Docker/OCI JSON format: import, resolve, compile, lint, diff, record.
