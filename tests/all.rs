@@ -1,0 +1,3 @@
+//! Integration tests: the real `stockade` binary against a real Docker engine.
+
+mod suite;

@@ -1,0 +1,4 @@
+pub mod common;
+
+mod exec;
+mod profiles;
