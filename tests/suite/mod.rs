@@ -1,4 +1,5 @@
 pub mod common;
 
 mod exec;
+mod image;
 mod profiles;
