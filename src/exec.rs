@@ -127,8 +127,20 @@ pub fn select_profile(ctx: &Context, args: &ExecArgs) -> Result<Profile, ExecErr
 /// Runs one command. `echo` streams output live (else it is only captured for `--json`).
 /// Never returns before the audit log has a `finish` for every `start` it wrote.
 pub async fn execute(ctx: &Context, args: &ExecArgs, echo: bool) -> Result<Report, ExecError> {
-    let exec_id = new_exec_id();
     let profile = select_profile(ctx, args)?;
+    execute_with(ctx, &profile, args, echo).await
+}
+
+/// [`execute`] under an already loaded profile (for tools that derive a profile, such as the
+/// seccomp recorder).
+pub async fn execute_with(
+    ctx: &Context,
+    profile: &Profile,
+    args: &ExecArgs,
+    echo: bool,
+) -> Result<Report, ExecError> {
+    let profile = profile.clone();
+    let exec_id = new_exec_id();
     let audit = AuditLog::open(&ctx.state_dir)?;
 
     let verdict = if args.bypass_check {
