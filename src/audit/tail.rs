@@ -191,6 +191,68 @@ fn shorten(command: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::test_support::{finish, log_with, start};
+    use std::io::Write;
+
+    #[test]
+    fn tail_reads_last_records_oldest_first() {
+        let (_tmp, log) = log_with(5);
+        let last = tail(log.path(), 3).unwrap();
+        assert_eq!(
+            last.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![8, 9, 10]
+        );
+        assert_eq!(tail(log.path(), 100).unwrap().len(), 10);
+        assert!(tail(log.path(), 0).unwrap().is_empty());
+        let missing = log.path().with_file_name("nope.jsonl");
+        assert!(tail(&missing, 3).unwrap().is_empty());
+    }
+
+    #[test]
+    fn tail_skips_partial_last_line() {
+        let (_tmp, log) = log_with(1);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .unwrap();
+        f.write_all(b"{\"seq\":3").unwrap();
+        let last = tail(log.path(), 5).unwrap();
+        assert_eq!(last.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn human_view_is_one_line_per_execution() {
+        let (_tmp, log) = log_with(0);
+        log.append(start("aaaaaaaa-1111")).unwrap();
+        log.append(start("bbbbbbbb-2222")).unwrap();
+        log.append(finish("aaaaaaaa-1111")).unwrap();
+        let records = tail(log.path(), 10).unwrap();
+        let text = format_human(&records);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].contains("aaaaaaaa ") && lines[0].contains("exit=0"),
+            "{text}"
+        );
+        assert!(
+            lines[0].contains("1.2s") && lines[0].contains("echo aaaaaaaa-1111"),
+            "{text}"
+        );
+        assert!(
+            lines[0].contains("s1") && lines[0].contains("allow"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("bbbbbbbb") && lines[1].contains("running?"),
+            "{text}"
+        );
+        // A finish whose start lies before the window still gets a line.
+        let text = format_human(&records[2..]);
+        assert!(
+            text.contains("aaaaaaaa") && text.contains("exit=0"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn shorten_flattens_and_caps() {
