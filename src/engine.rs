@@ -19,7 +19,10 @@ pub enum EngineError {
     #[error("the Docker engine at {host} speaks API {version}; stockade needs 1.41 or newer (Docker 20.10+)")]
     TooOld { host: String, version: String },
     #[error("engine call `{call}` did not answer within {}s; the engine may be wedged or restarting", timeout.as_secs())]
-    Timeout { call: &'static str, timeout: Duration },
+    Timeout {
+        call: &'static str,
+        timeout: Duration,
+    },
     #[error("engine call `{call}` failed: {source}")]
     Call {
         call: &'static str,
@@ -68,13 +71,15 @@ impl Engine {
         let docker = match tokio::time::timeout(call_timeout, docker.negotiate_version()).await {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Err(_) => return Err(unreachable(format!("no answer within {}s", call_timeout.as_secs()))),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no answer within {}s",
+                    call_timeout.as_secs()
+                )))
+            }
         };
         let version = docker.client_version();
-        let (major, minor) = (
-            version.major_version,
-            version.minor_version,
-        );
+        let (major, minor) = (version.major_version, version.minor_version);
         if (major, minor) < MIN_API_VERSION {
             return Err(EngineError::TooOld {
                 host,

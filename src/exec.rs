@@ -212,7 +212,16 @@ pub async fn execute_with(
         profile.output_cap,
         echo.then(|| Box::new(std::io::stderr()) as Box<dyn std::io::Write + Send>),
     );
-    let result = run(ctx, &profile, args, &exec_id, &mut stdout, &mut stderr, &mut report).await;
+    let result = run(
+        ctx,
+        &profile,
+        args,
+        &exec_id,
+        &mut stdout,
+        &mut stderr,
+        &mut report,
+    )
+    .await;
     stdout.finish_echo();
     stderr.finish_echo();
 
@@ -227,7 +236,12 @@ pub async fn execute_with(
     report.duration_ms = finish.duration_ms;
     match &result {
         Ok(()) => {
-            finish.outcome = if report.timed_out { "timed_out" } else { "completed" }.to_string();
+            finish.outcome = if report.timed_out {
+                "timed_out"
+            } else {
+                "completed"
+            }
+            .to_string();
             finish.exit_code = report.exit_code;
             finish.signal = report.signal;
             finish.timed_out = report.timed_out;
@@ -235,7 +249,9 @@ pub async fn execute_with(
             report.status = if report.timed_out {
                 exit::EXIT_TIMEOUT
             } else {
-                report.exit_code.map_or(exit::EXIT_STOCKADE_ERROR, |c| (c & 0xff) as u8)
+                report
+                    .exit_code
+                    .map_or(exit::EXIT_STOCKADE_ERROR, |c| (c & 0xff) as u8)
             };
         }
         Err(e) => {
@@ -247,7 +263,9 @@ pub async fn execute_with(
     }
     if let Err(e) = audit.append(RecordBody::Finish(finish)) {
         // The command ran; its start is on record. Say loudly that its finish is not.
-        report.error = Some(format!("command finished but its audit finish record could not be written: {e}"));
+        report.error = Some(format!(
+            "command finished but its audit finish record could not be written: {e}"
+        ));
         report.status = exit::EXIT_STOCKADE_ERROR;
     }
     Ok(report)
@@ -275,7 +293,13 @@ async fn run(
         None => None,
     };
     let mut progress = |line: &str| eprintln!("stockade: {line}");
-    image::ensure_image(&backend.engine().docker, &plan.container.image, &ctx.state_dir, &mut progress).await?;
+    image::ensure_image(
+        &backend.engine().docker,
+        &plan.container.image,
+        &ctx.state_dir,
+        &mut progress,
+    )
+    .await?;
     let container = backend.ensure_container(&plan.container).await?;
     report.container = Some(container.name.clone());
 
@@ -294,7 +318,13 @@ async fn run(
     report.signal = outcome.signal();
     report.timed_out = outcome.timed_out;
     if outcome.exit_code == Some(137) {
-        report.oom_killed = session::oom_killed(&backend, &container, &ctx.state_dir, plan.session.as_deref()).await;
+        report.oom_killed = session::oom_killed(
+            &backend,
+            &container,
+            &ctx.state_dir,
+            plan.session.as_deref(),
+        )
+        .await;
     }
     if oneshot {
         backend.remove(&container.id).await?;

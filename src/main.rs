@@ -17,7 +17,11 @@ use stockade::profile::{self, ProfileDirs};
 use stockade::{audit, image, session, state};
 
 #[derive(Debug, Parser)]
-#[command(name = "stockade", version, about = "Run an agent's shell commands in a locked-down container: check, run, audit.")]
+#[command(
+    name = "stockade",
+    version,
+    about = "Run an agent's shell commands in a locked-down container: check, run, audit."
+)]
 struct Cli {
     /// Where the audit log and session state live [env: STOCKADE_STATE_DIR; default: XDG state dir]
     #[arg(long, global = true)]
@@ -110,7 +114,7 @@ enum AuditCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show recent records
+    /// Show recent executions (`--json`: the last N raw records)
     Tail {
         #[arg(short, default_value_t = 20)]
         n: usize,
@@ -144,7 +148,10 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stockade: cannot start the async runtime: {e}");
@@ -184,7 +191,9 @@ fn context(cli: &Cli) -> anyhow::Result<Context> {
 }
 
 async fn connect() -> anyhow::Result<DockerBackend> {
-    Ok(DockerBackend::new(Engine::connect(engine::call_timeout_from_env()).await?))
+    Ok(DockerBackend::new(
+        Engine::connect(engine::call_timeout_from_env()).await?,
+    ))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -222,7 +231,10 @@ async fn run_exec(cli: &Cli, e: &ExecCli) -> anyhow::Result<u8> {
         Err(err) => {
             if e.json {
                 let status = exec_error_status(&err);
-                println!("{}", serde_json::json!({ "error": err.to_string(), "exit_code": null }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": err.to_string(), "exit_code": null })
+                );
                 return Ok(status);
             }
             return Err(err.into());
@@ -257,9 +269,15 @@ async fn run_session(cli: &Cli, cmd: &SessionCmd) -> anyhow::Result<u8> {
             if *json {
                 println!("{}", serde_json::to_string(&sessions)?);
             } else {
-                println!("{:<24} {:<12} {:<10} CONTAINER", "SESSION", "PROFILE", "STATE");
+                println!(
+                    "{:<24} {:<12} {:<10} CONTAINER",
+                    "SESSION", "PROFILE", "STATE"
+                );
                 for s in sessions {
-                    println!("{:<24} {:<12} {:<10} {}", s.session, s.profile, s.state, s.container);
+                    println!(
+                        "{:<24} {:<12} {:<10} {}",
+                        s.session, s.profile, s.state, s.container
+                    );
                 }
             }
         }
@@ -286,10 +304,11 @@ async fn run_session(cli: &Cli, cmd: &SessionCmd) -> anyhow::Result<u8> {
 
 fn run_audit(cli: &Cli, cmd: &AuditCmd) -> anyhow::Result<u8> {
     let state_dir = state::resolve_state_dir(cli.state_dir.clone())?;
-    let path = audit::log_path(&state_dir);
+    let path = state_dir.join(audit::LOG_FILE);
     match cmd {
         AuditCmd::Verify { json } => {
-            let report = audit::verify(&path).with_context(|| format!("verifying {}", path.display()))?;
+            let report =
+                audit::verify(&path).with_context(|| format!("verifying {}", path.display()))?;
             if *json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -298,13 +317,17 @@ fn run_audit(cli: &Cli, cmd: &AuditCmd) -> anyhow::Result<u8> {
             Ok(if report.ok() { 0 } else { 1 })
         }
         AuditCmd::Tail { n, json } => {
-            let records = audit::tail(&path, *n)?;
             if *json {
-                for r in &records {
-                    println!("{}", serde_json::to_string(r)?);
+                for r in audit::tail(&path, *n)? {
+                    println!("{}", serde_json::to_string(&r)?);
                 }
             } else {
-                print!("{}", audit::format_tail(&records));
+                // A start and a finish per execution: read enough records for n executions.
+                let records = audit::tail(&path, n.saturating_mul(2))?;
+                let executions = audit::executions(&records);
+                for e in &executions[executions.len().saturating_sub(*n)..] {
+                    println!("{e}");
+                }
             }
             Ok(0)
         }
@@ -319,7 +342,10 @@ fn run_profile(cli: &Cli, cmd: &ProfileCmd) -> anyhow::Result<u8> {
                 println!("{name}");
             }
         }
-        ProfileCmd::Show { profile: name, json } => {
+        ProfileCmd::Show {
+            profile: name,
+            json,
+        } => {
             let p = profile::load(name, &dirs)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&p)?);

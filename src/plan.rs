@@ -22,7 +22,7 @@ pub const LABEL_ELEVATED: &str = "org.stockade.elevated";
 pub const KIND_ONESHOT: &str = "oneshot";
 pub const KIND_SESSION: &str = "session";
 
-/// The container's own process tree: docker-init as PID 1 and this keeper as PID 2. It runs as
+/// The container's own process tree: docker-init as PID 1 and this keeper as its child. It runs as
 /// root (with no capabilities) so that the sandbox user cannot kill it and end a session.
 pub const KEEPER_CMD: &[&str] = &["sleep", "infinity"];
 pub const KEEPER_USER: &str = "0:0";
@@ -163,9 +163,7 @@ pub fn plan(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let working_dir = match &request.workdir {
-        Some(w) if !w.starts_with('/') => {
-            return Err(PlanError::Workdir { workdir: w.clone() })
-        }
+        Some(w) if !w.starts_with('/') => return Err(PlanError::Workdir { workdir: w.clone() }),
         Some(w) => w.clone(),
         None => profile.workdir.clone(),
     };
@@ -191,18 +189,33 @@ pub fn plan(
     })
 }
 
-fn container_spec(profile: &Profile, session: Option<&str>, exec_id: &str, owner: &Owner) -> ContainerSpec {
+fn container_spec(
+    profile: &Profile,
+    session: Option<&str>,
+    exec_id: &str,
+    owner: &Owner,
+) -> ContainerSpec {
     let mut security_opt = vec![format!("seccomp={}", profile.seccomp.json)];
     if profile.no_new_privileges {
         security_opt.push("no-new-privileges".to_string());
     }
+    // uid/gid: the engine gives a tmpfs over an image directory that directory's mode but
+    // not always its owner, so the sandbox user is made the owner explicitly.
+    let (uid, gid) = profile
+        .user
+        .split_once(':')
+        .unwrap_or((&profile.user, &profile.user));
     let tmpfs = profile
         .tmpfs
         .iter()
         .map(|t| {
+            let exec = if t.exec { "exec" } else { "noexec" };
             (
                 t.path.clone(),
-                format!("rw,nosuid,nodev,size={},mode={:o}", t.size_bytes, t.mode),
+                format!(
+                    "rw,nosuid,nodev,{exec},size={},mode={:o},uid={uid},gid={gid}",
+                    t.size_bytes, t.mode
+                ),
             )
         })
         .collect();
@@ -268,19 +281,25 @@ fn spec_digest(spec: &ContainerSpec) -> String {
 }
 
 /// The script that ends a command's processes inside the container: TERM to every process
-/// except PID 1 (docker-init), PID 2 (the keeper) and itself, wait up to the grace period for
-/// them to go, then KILL what is left. It runs as the command's user, so it reaches exactly the
+/// except PID 1 (docker-init), the keeper and itself, wait up to the grace period for them to
+/// go, then KILL what is left. It runs as the command's user, so it reaches exactly the
 /// processes that user could start, including ones that detached or called setsid.
+///
+/// The keeper is the oldest child of PID 1: exec'd commands have parent 0 (they enter the
+/// container from outside), and orphans re-parented to PID 1 are all younger than the keeper.
 pub fn kill_script(grace: Duration) -> Vec<String> {
     let polls = (grace.as_millis() / 50).max(1);
     let script = format!(
-        r#"others() {{ read -r me _ < /proc/self/stat
-  for d in /proc/[0-9]*; do p=${{d#/proc/}}; case $p in 1|2|$$|$me) continue;; esac
-  st=; while read -r k v _; do [ "$k" = State: ] && {{ st=$v; break; }}; done < $d/status 2>/dev/null
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ] && kill -0 $p 2>/dev/null && echo $p; done; }}
-for p in $(others); do kill -TERM $p 2>/dev/null; done
+        r#"ppid() {{ while read -r k v _; do [ "$k" = PPid: ] && {{ echo "$v"; return; }}; done < "$1/status"; }}
+keeper=; for d in /proc/[0-9]*; do p=${{d#/proc/}}
+  [ "$(ppid "$d" 2>/dev/null)" = 1 ] && {{ [ -z "$keeper" ] || [ "$p" -lt "$keeper" ]; }} && keeper=$p; done
+others() {{ read -r me _ < /proc/self/stat
+  for d in /proc/[0-9]*; do p=${{d#/proc/}}; case $p in 1|$$|$me|$keeper) continue;; esac
+  st=; while read -r k v _; do [ "$k" = State: ] && {{ st=$v; break; }}; done < "$d/status" 2>/dev/null
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ] && kill -0 "$p" 2>/dev/null && echo "$p"; done; }}
+for p in $(others); do kill -TERM "$p" 2>/dev/null; done
 i=0; while [ $i -lt {polls} ]; do [ -z "$(others)" ] && exit 0; sleep 0.05; i=$((i+1)); done
-for p in $(others); do kill -KILL $p 2>/dev/null; done
+for p in $(others); do kill -KILL "$p" 2>/dev/null; done
 exit 0"#
     );
     vec!["/bin/sh".into(), "-c".into(), script]

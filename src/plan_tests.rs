@@ -55,7 +55,7 @@ fn default_profile_plans_a_locked_down_oneshot_container() {
     assert!(c.init);
     assert_eq!(
         c.tmpfs.get("/tmp").map(String::as_str),
-        Some("rw,nosuid,nodev,size=67108864,mode=1777")
+        Some("rw,nosuid,nodev,noexec,size=67108864,mode=1777,uid=1000,gid=1000")
     );
     assert_eq!(
         plan.process,
@@ -90,31 +90,49 @@ fn spec_digest_changes_with_the_profile() {
     b.pids_limit += 1;
     let pa = plan(&a, &request("x"), "1", &owner()).unwrap();
     let pb = plan(&b, &request("x"), "1", &owner()).unwrap();
-    assert_ne!(pa.container.labels[LABEL_SPEC_DIGEST], pb.container.labels[LABEL_SPEC_DIGEST]);
+    assert_ne!(
+        pa.container.labels[LABEL_SPEC_DIGEST],
+        pb.container.labels[LABEL_SPEC_DIGEST]
+    );
 }
 
 #[test]
 fn bad_requests_are_refused() {
     let profile = load("default", &ProfileDirs::default()).unwrap();
     let mut req = request("a\0b");
-    assert_eq!(plan(&profile, &req, "1", &owner()).unwrap_err(), PlanError::NulByte);
+    assert_eq!(
+        plan(&profile, &req, "1", &owner()).unwrap_err(),
+        PlanError::NulByte
+    );
     req = request("ls");
     req.session = Some("../escape".into());
-    assert!(matches!(plan(&profile, &req, "1", &owner()), Err(PlanError::SessionId { .. })));
+    assert!(matches!(
+        plan(&profile, &req, "1", &owner()),
+        Err(PlanError::SessionId { .. })
+    ));
     req = request("ls");
     req.env = vec!["LD_PRELOAD=/x.so".into()];
-    assert!(matches!(plan(&profile, &req, "1", &owner()), Err(PlanError::EnvNotAllowed { .. })));
+    assert!(matches!(
+        plan(&profile, &req, "1", &owner()),
+        Err(PlanError::EnvNotAllowed { .. })
+    ));
     req.env = vec!["NOEQUALS".into()];
-    assert!(matches!(plan(&profile, &req, "1", &owner()), Err(PlanError::EnvSyntax { .. })));
+    assert!(matches!(
+        plan(&profile, &req, "1", &owner()),
+        Err(PlanError::EnvSyntax { .. })
+    ));
     req = request("ls");
     req.workdir = Some("relative".into());
-    assert!(matches!(plan(&profile, &req, "1", &owner()), Err(PlanError::Workdir { .. })));
+    assert!(matches!(
+        plan(&profile, &req, "1", &owner()),
+        Err(PlanError::Workdir { .. })
+    ));
 }
 
 #[test]
 fn kill_script_spares_init_keeper_and_itself() {
     let script = kill_script(Duration::from_secs(2)).join(" ");
-    assert!(script.contains("1|2|$$|$me"));
+    assert!(script.contains("1|$$|$me|$keeper"));
     assert!(script.contains("kill -TERM"));
     assert!(script.contains("kill -KILL"));
     assert!(script.contains("-lt 40"), "2 s of 50 ms polls: {script}");

@@ -89,7 +89,9 @@ impl ProfileDirs {
     /// `explicit` (from `--profiles-dir`), else `STOCKADE_PROFILES_DIR`, then the user's config dir.
     pub fn from_env(explicit: Option<PathBuf>) -> Self {
         let mut dirs = Vec::new();
-        if let Some(dir) = explicit.or_else(|| std::env::var_os("STOCKADE_PROFILES_DIR").map(PathBuf::from)) {
+        if let Some(dir) =
+            explicit.or_else(|| std::env::var_os("STOCKADE_PROFILES_DIR").map(PathBuf::from))
+        {
             dirs.push(dir);
         }
         if let Some(config) = crate::config::config_dir() {
@@ -105,6 +107,8 @@ pub struct Tmpfs {
     pub path: String,
     pub size_bytes: u64,
     pub mode: u32,
+    /// Whether programs may be executed from it (the engine's default is `noexec`).
+    pub exec: bool,
 }
 
 /// A host path bound into the sandbox.
@@ -197,10 +201,12 @@ impl Profile {
 
     /// Whether `name` may be set with `--env`.
     pub fn env_allowed(&self, name: &str) -> bool {
-        self.env_allow.iter().any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => pattern == name,
-        })
+        self.env_allow
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => pattern == name,
+            })
     }
 }
 
@@ -294,7 +300,10 @@ pub fn load(name_or_path: &str, dirs: &ProfileDirs) -> Result<Profile, ProfileEr
 
 /// Names of every profile reachable from `dirs` plus the built-in ones.
 pub fn list(dirs: &ProfileDirs) -> Vec<String> {
-    let mut names: BTreeSet<String> = BUILTIN_PROFILES.iter().map(|(n, _)| n.to_string()).collect();
+    let mut names: BTreeSet<String> = BUILTIN_PROFILES
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
     for dir in &dirs.dirs {
         if let Ok(entries) = std::fs::read_dir(dir) {
             for entry in entries.flatten() {
@@ -328,7 +337,12 @@ pub fn load_file(path: &Path) -> Result<Profile, ProfileError> {
         .and_then(|s| s.to_str())
         .unwrap_or("profile")
         .to_string();
-    parse(&name, &file, &text, Some(path.parent().unwrap_or(Path::new("."))))
+    parse(
+        &name,
+        &file,
+        &text,
+        Some(path.parent().unwrap_or(Path::new("."))),
+    )
 }
 
 fn read_capped(path: &Path, limit: u64) -> Result<String, ProfileError> {
@@ -364,7 +378,10 @@ pub fn parse(
     let image = validate_image(&raw.image).map_err(|p| invalid("image", p))?;
     validate_user(&raw.user, raw.elevated).map_err(|p| invalid("user", p))?;
     if !raw.workdir.starts_with('/') {
-        return Err(invalid("workdir", format!("{:?} must be an absolute path", raw.workdir)));
+        return Err(invalid(
+            "workdir",
+            format!("{:?} must be an absolute path", raw.workdir),
+        ));
     }
     validate_network(&raw.network).map_err(|p| invalid("network", p))?;
     if !raw.no_new_privileges {
@@ -394,13 +411,29 @@ pub fn parse(
         .iter()
         .map(|(path, size)| {
             if !path.starts_with('/') || path == "/" {
-                return Err(invalid("tmpfs", format!("{path:?} must be an absolute path other than /")));
+                return Err(invalid(
+                    "tmpfs",
+                    format!("{path:?} must be an absolute path other than /"),
+                ));
             }
-            let size_bytes = parse_size(size).map_err(|p| invalid(&format!("tmpfs.\"{path}\""), p))?;
+            let field = format!("tmpfs.\"{path}\"");
+            let (size, exec) = match size.split_once(',') {
+                None => (size.as_str(), false),
+                Some((size, "exec")) => (size, true),
+                Some((size, "noexec")) => (size, false),
+                Some((_, other)) => {
+                    return Err(invalid(
+                        &field,
+                        format!("{other:?}: the only option is exec or noexec"),
+                    ))
+                }
+            };
+            let size_bytes = parse_size(size).map_err(|p| invalid(&field, p))?;
             Ok(Tmpfs {
                 path: path.clone(),
                 size_bytes,
                 mode: 0o1777,
+                exec,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -411,7 +444,10 @@ pub fn parse(
 
     let limits = &raw.limits;
     if limits.pids <= 0 || limits.pids > 1_000_000 {
-        return Err(invalid("limits.pids", format!("{} is not in 1..=1000000", limits.pids)));
+        return Err(invalid(
+            "limits.pids",
+            format!("{} is not in 1..=1000000", limits.pids),
+        ));
     }
     let memory = parse_size(&limits.memory).map_err(|p| invalid("limits.memory", p))?;
     if memory < MIN_MEMORY {
@@ -420,25 +456,38 @@ pub fn parse(
             format!("{} is below the engine's minimum of 6m", limits.memory),
         ));
     }
-    let memory_bytes = i64::try_from(memory).map_err(|_| invalid("limits.memory", "too large".to_string()))?;
+    let memory_bytes =
+        i64::try_from(memory).map_err(|_| invalid("limits.memory", "too large".to_string()))?;
     let max_cpus = 1024.0;
     if !(limits.cpus > 0.0 && limits.cpus <= max_cpus) {
-        return Err(invalid("limits.cpus", format!("{} is not in (0, 1024]", limits.cpus)));
+        return Err(invalid(
+            "limits.cpus",
+            format!("{} is not in (0, 1024]", limits.cpus),
+        ));
     }
     let timeout = parse_duration(&limits.timeout).map_err(|p| invalid("limits.timeout", p))?;
     if timeout.is_zero() || timeout > MAX_TIMEOUT {
-        return Err(invalid("limits.timeout", format!("{} is not in (0, 24h]", limits.timeout)));
+        return Err(invalid(
+            "limits.timeout",
+            format!("{} is not in (0, 24h]", limits.timeout),
+        ));
     }
     let kill_grace = match &limits.kill_grace {
         Some(g) => parse_duration(g).map_err(|p| invalid("limits.kill_grace", p))?,
         None => DEFAULT_KILL_GRACE,
     };
     if kill_grace > Duration::from_secs(60) {
-        return Err(invalid("limits.kill_grace", "must be at most 60s".to_string()));
+        return Err(invalid(
+            "limits.kill_grace",
+            "must be at most 60s".to_string(),
+        ));
     }
     let output_cap = parse_size(&limits.output_cap).map_err(|p| invalid("limits.output_cap", p))?;
     if output_cap == 0 || output_cap > MAX_OUTPUT_CAP {
-        return Err(invalid("limits.output_cap", format!("{} is not in (0, 1g]", limits.output_cap)));
+        return Err(invalid(
+            "limits.output_cap",
+            format!("{} is not in (0, 1g]", limits.output_cap),
+        ));
     }
 
     for pattern in &raw.env_allow {
@@ -501,7 +550,9 @@ fn validate_user(user: &str, elevated: bool) -> Result<(), String> {
     let (uid, gid) = user.split_once(':').unwrap_or((user, ""));
     let numeric = |s: &str| !s.is_empty() && s.len() <= 10 && s.chars().all(|c| c.is_ascii_digit());
     if !numeric(uid) || !(gid.is_empty() || numeric(gid)) {
-        return Err(format!("{user:?} must be numeric UID or UID:GID (names depend on the image)"));
+        return Err(format!(
+            "{user:?} must be numeric UID or UID:GID (names depend on the image)"
+        ));
     }
     let is_root = uid.trim_start_matches('0').is_empty();
     if is_root && !elevated {
@@ -513,9 +564,9 @@ fn validate_user(user: &str, elevated: bool) -> Result<(), String> {
 fn validate_network(network: &str) -> Result<(), String> {
     match network {
         "host" => Err("\"host\" shares the host's network stack; use \"none\"".to_string()),
-        n if n.starts_with("container:") => {
-            Err(format!("{n:?} joins another container's namespace; use \"none\""))
-        }
+        n if n.starts_with("container:") => Err(format!(
+            "{n:?} joins another container's namespace; use \"none\""
+        )),
         "" => Err("must be set (\"none\" for no network)".to_string()),
         n if n
             .chars()
@@ -573,7 +624,10 @@ fn validate_bind(bind: &Bind) -> Result<(), String> {
             }
         }
         if candidate.extension().is_some_and(|e| e == "sock") {
-            return Err(format!("source {:?} is a socket path; sockets are never bound", bind.source));
+            return Err(format!(
+                "source {:?} is a socket path; sockets are never bound",
+                bind.source
+            ));
         }
     }
     let target = normalize(Path::new(&bind.target));
@@ -607,7 +661,10 @@ fn load_seccomp(
     cap_add: &[String],
 ) -> Result<SeccompRef, String> {
     if reference.eq_ignore_ascii_case("unconfined") {
-        return Err("\"unconfined\" disables syscall filtering; name a Docker/OCI seccomp JSON file".to_string());
+        return Err(
+            "\"unconfined\" disables syscall filtering; name a Docker/OCI seccomp JSON file"
+                .to_string(),
+        );
     }
     let (path, json) = match base_dir {
         None => match BUILTIN_SECCOMP.iter().find(|(p, _)| *p == reference) {
@@ -628,7 +685,10 @@ fn load_seccomp(
 /// Parses sizes such as `512`, `64k`, `64m`, `1g` (binary units, case-insensitive, optional `b`/`ib`).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim().to_ascii_lowercase();
-    let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
     let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => t.split_at(i),
         None => (t, ""),
@@ -678,26 +738,75 @@ impl fmt::Display for Profile {
         writeln!(f, "workdir         {}", self.workdir)?;
         writeln!(f, "read-only root  {}", self.read_only_root)?;
         for t in &self.tmpfs {
-            writeln!(f, "tmpfs           {} size={} mode={:o}", t.path, human_size(t.size_bytes), t.mode)?;
+            writeln!(
+                f,
+                "tmpfs           {} size={} {}",
+                t.path,
+                human_size(t.size_bytes),
+                if t.exec { "exec" } else { "noexec" }
+            )?;
         }
         writeln!(f, "network         {}", self.network)?;
         writeln!(f, "cap drop        {}", self.cap_drop.join(" "))?;
-        writeln!(f, "cap add         {}", if self.cap_add.is_empty() { "-".to_string() } else { self.cap_add.join(" ") })?;
+        writeln!(
+            f,
+            "cap add         {}",
+            if self.cap_add.is_empty() {
+                "-".to_string()
+            } else {
+                self.cap_add.join(" ")
+            }
+        )?;
         let effective: Vec<String> = self.effective_caps().into_iter().collect();
-        writeln!(f, "effective caps  {}", if effective.is_empty() { "none".to_string() } else { effective.join(" ") })?;
+        writeln!(
+            f,
+            "effective caps  {}",
+            if effective.is_empty() {
+                "none".to_string()
+            } else {
+                effective.join(" ")
+            }
+        )?;
         writeln!(f, "no-new-privs    {}", self.no_new_privileges)?;
         writeln!(f, "seccomp         {}", self.seccomp.path.display())?;
         writeln!(f, "pids limit      {}", self.pids_limit)?;
-        writeln!(f, "memory          {} (no swap)", human_size(self.memory_bytes as u64))?;
+        writeln!(
+            f,
+            "memory          {} (no swap)",
+            human_size(self.memory_bytes as u64)
+        )?;
         writeln!(f, "cpus            {}", self.cpus)?;
-        writeln!(f, "timeout         {} ms (kill grace {} ms)", self.timeout.as_millis(), self.kill_grace.as_millis())?;
-        writeln!(f, "output cap      {} per stream", human_size(self.output_cap))?;
+        writeln!(
+            f,
+            "timeout         {} ms (kill grace {} ms)",
+            self.timeout.as_millis(),
+            self.kill_grace.as_millis()
+        )?;
+        writeln!(
+            f,
+            "output cap      {} per stream",
+            human_size(self.output_cap)
+        )?;
         writeln!(f, "env allowed     {}", self.env_allow.join(" "))?;
         for b in &self.binds {
-            writeln!(f, "bind            {} -> {} ({})", b.source, b.target, if b.read_only { "ro" } else { "rw" })?;
+            writeln!(
+                f,
+                "bind            {} -> {} ({})",
+                b.source,
+                b.target,
+                if b.read_only { "ro" } else { "rw" }
+            )?;
         }
         writeln!(f, "elevated        {}", self.elevated)?;
-        write!(f, "allowed rules   {}", if self.policy.allow_rules.is_empty() { "-".to_string() } else { self.policy.allow_rules.join(" ") })
+        write!(
+            f,
+            "allowed rules   {}",
+            if self.policy.allow_rules.is_empty() {
+                "-".to_string()
+            } else {
+                self.policy.allow_rules.join(" ")
+            }
+        )
     }
 }
 

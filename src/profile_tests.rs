@@ -14,7 +14,10 @@ fn sizes_parse_in_binary_units() {
     assert!(parse_size("-1m").is_err());
     assert!(parse_size("1.5g").is_err());
     assert!(parse_size("99999999999999999999t").is_err());
-    assert!(parse_size("16777216t").is_err(), "overflow must be an error");
+    assert!(
+        parse_size("16777216t").is_err(),
+        "overflow must be an error"
+    );
 }
 
 #[test]
@@ -49,7 +52,15 @@ fn elevated_profile_adds_no_dangerous_capability() {
     let p = load("elevated", &ProfileDirs::default()).unwrap();
     assert!(p.elevated);
     assert_eq!(p.network, "none");
-    for cap in ["CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_SYS_MODULE", "CAP_NET_ADMIN", "CAP_DAC_READ_SEARCH", "CAP_NET_RAW", "CAP_MKNOD"] {
+    for cap in [
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_PTRACE",
+        "CAP_SYS_MODULE",
+        "CAP_NET_ADMIN",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_NET_RAW",
+        "CAP_MKNOD",
+    ] {
         assert!(!p.effective_caps().contains(cap), "{cap}");
     }
 }
@@ -76,8 +87,14 @@ fn env_allowlist_supports_prefixes() {
 
 #[test]
 fn capability_names_are_canonicalized_and_checked() {
-    assert_eq!(canonical_cap("net_admin", false), Ok("CAP_NET_ADMIN".to_string()));
-    assert_eq!(canonical_cap("CAP_CHOWN", false), Ok("CAP_CHOWN".to_string()));
+    assert_eq!(
+        canonical_cap("net_admin", false),
+        Ok("CAP_NET_ADMIN".to_string())
+    );
+    assert_eq!(
+        canonical_cap("CAP_CHOWN", false),
+        Ok("CAP_CHOWN".to_string())
+    );
     assert!(canonical_cap("CAP_FLY", false).is_err());
     assert!(canonical_cap("ALL", false).is_err());
     assert_eq!(canonical_cap("all", true), Ok("ALL".to_string()));

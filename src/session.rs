@@ -8,7 +8,9 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
 use crate::backend::{BackendError, Container, DockerBackend};
-use crate::plan::{self, LABEL_KIND, LABEL_OWNER_BOOT, LABEL_OWNER_PID, LABEL_PROFILE, LABEL_SESSION};
+use crate::plan::{
+    self, LABEL_KIND, LABEL_OWNER_BOOT, LABEL_OWNER_PID, LABEL_PROFILE, LABEL_SESSION,
+};
 use crate::state;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,11 +60,12 @@ fn lock_file(state_dir: &Path, session: &str) -> Result<(PathBuf, File), Session
 /// Waits for and takes the session's lock.
 pub fn lock(state_dir: &Path, session: &str) -> Result<SessionLock, SessionError> {
     let (path, file) = lock_file(state_dir, session)?;
-    let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| SessionError::Lock {
-        session: session.to_string(),
-        path,
-        source: errno.into(),
-    })?;
+    let lock =
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| SessionError::Lock {
+            session: session.to_string(),
+            path,
+            source: errno.into(),
+        })?;
     Ok(SessionLock { _lock: lock })
 }
 
@@ -85,7 +88,10 @@ pub fn boot_id() -> String {
 
 /// Whether the stockade process that created a one-shot container is gone.
 pub fn owner_is_gone(labels: &std::collections::HashMap<String, String>) -> bool {
-    let Some(pid) = labels.get(LABEL_OWNER_PID).and_then(|p| p.parse::<i32>().ok()) else {
+    let Some(pid) = labels
+        .get(LABEL_OWNER_PID)
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
         return true;
     };
     if labels.get(LABEL_OWNER_BOOT).map(String::as_str) != Some(boot_id().as_str()) {
@@ -164,7 +170,11 @@ pub async fn list(backend: &DockerBackend) -> Result<Vec<SessionInfo>, SessionEr
 }
 
 /// Removes a session's container, waiting for a running command of it to end first.
-pub async fn remove(backend: &DockerBackend, state_dir: &Path, session: &str) -> Result<(), SessionError> {
+pub async fn remove(
+    backend: &DockerBackend,
+    state_dir: &Path,
+    session: &str,
+) -> Result<(), SessionError> {
     plan::validate_session_id(session)?;
     let containers = backend.list_managed(Some((LABEL_SESSION, session))).await?;
     if containers.is_empty() {
@@ -191,7 +201,11 @@ pub struct PruneReport {
 
 /// Removes idle session containers and one-shot containers whose stockade process is gone.
 /// A session whose lock is held (a command is running) is left alone and reported as busy.
-pub async fn prune(backend: &DockerBackend, state_dir: &Path, sessions_too: bool) -> Result<PruneReport, SessionError> {
+pub async fn prune(
+    backend: &DockerBackend,
+    state_dir: &Path,
+    sessions_too: bool,
+) -> Result<PruneReport, SessionError> {
     let mut report = PruneReport::default();
     for c in backend.list_managed(None).await? {
         let labels = c.labels.clone().unwrap_or_default();

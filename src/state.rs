@@ -171,6 +171,17 @@ pub fn open_private_file(path: &Path, flags: OFlag) -> Result<File, StateError> 
     open_private_file_at(dir.as_fd(), parent, name, flags)
 }
 
+/// Writes `bytes` to a private file (created 0600, truncated), through [`open_private_file`].
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    use std::io::Write;
+    let mut file = open_private_file(path, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC)?;
+    file.write_all(bytes)
+        .map_err(|source| StateError::CreateDir {
+            path: path.to_owned(),
+            source,
+        })
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Dir,

@@ -48,7 +48,8 @@ impl DockerBackend {
     /// Creates and starts a container for `spec`. For a session container that already exists
     /// with the same spec digest, reuses it (starting it if it stopped).
     pub async fn ensure_container(&self, spec: &ContainerSpec) -> Result<Container, BackendError> {
-        let is_session = spec.labels.get(LABEL_KIND).map(String::as_str) == Some(plan::KIND_SESSION);
+        let is_session =
+            spec.labels.get(LABEL_KIND).map(String::as_str) == Some(plan::KIND_SESSION);
         if is_session {
             if let Some(container) = self.reuse_session(spec).await? {
                 return Ok(container);
@@ -79,7 +80,11 @@ impl DockerBackend {
             Err(e) => return Err(e.into()),
         };
         let id = info.id.clone().unwrap_or_else(|| spec.name.clone());
-        let labels = info.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+        let labels = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
         let wanted = spec.labels.get(LABEL_SPEC_DIGEST);
         if labels.get(LABEL_SPEC_DIGEST) != wanted {
             return Err(BackendError::SessionMismatch {
@@ -137,7 +142,10 @@ impl DockerBackend {
         };
         let created = self
             .engine
-            .call("create container", docker.create_container(Some(options), body))
+            .call(
+                "create container",
+                docker.create_container(Some(options), body),
+            )
             .await?;
         let container = Container {
             id: created.id,
@@ -145,7 +153,10 @@ impl DockerBackend {
         };
         if let Err(e) = self
             .engine
-            .call("start container", docker.start_container(&container.id, None))
+            .call(
+                "start container",
+                docker.start_container(&container.id, None),
+            )
             .await
         {
             let _ = self.remove(&container.id).await;
@@ -265,7 +276,11 @@ impl DockerBackend {
 
     /// TERM then KILL every process of the command's user in the container but the init and
     /// the keeper, from inside the container.
-    async fn kill_tree(&self, container: &Container, process: &ProcessSpec) -> Result<(), BackendError> {
+    async fn kill_tree(
+        &self,
+        container: &Container,
+        process: &ProcessSpec,
+    ) -> Result<(), BackendError> {
         let docker = &self.engine.docker;
         let exec = self
             .engine
@@ -289,7 +304,8 @@ impl DockerBackend {
             .await?;
         if let StartExecResults::Attached { mut output, .. } = start {
             let bound = process.kill_grace + self.engine.call_timeout;
-            let _ = tokio::time::timeout(bound, async { while output.next().await.is_some() {} }).await;
+            let _ =
+                tokio::time::timeout(bound, async { while output.next().await.is_some() {} }).await;
         }
         Ok(())
     }
@@ -329,7 +345,9 @@ impl DockerBackend {
                 text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
             }
         };
-        tokio::time::timeout(self.engine.call_timeout, read).await.ok()?;
+        tokio::time::timeout(self.engine.call_timeout, read)
+            .await
+            .ok()?;
         text.lines()
             .find_map(|l| l.strip_prefix("oom_kill "))
             .and_then(|n| n.trim().parse().ok())
@@ -358,7 +376,10 @@ impl DockerBackend {
     }
 
     /// Every stockade container, optionally only those with `label=value`.
-    pub async fn list_managed(&self, extra: Option<(&str, &str)>) -> Result<Vec<ContainerSummary>, BackendError> {
+    pub async fn list_managed(
+        &self,
+        extra: Option<(&str, &str)>,
+    ) -> Result<Vec<ContainerSummary>, BackendError> {
         let mut labels = vec![format!("{LABEL_MANAGED}=1")];
         if let Some((k, v)) = extra {
             labels.push(format!("{k}={v}"));
@@ -371,7 +392,10 @@ impl DockerBackend {
         };
         Ok(self
             .engine
-            .call("list containers", self.engine.docker.list_containers(Some(options)))
+            .call(
+                "list containers",
+                self.engine.docker.list_containers(Some(options)),
+            )
             .await?)
     }
 }

@@ -93,7 +93,10 @@ impl Capture {
         if let (Some(echo), Some(marker)) = (&mut self.echo, marker) {
             let _ = echo.write_all(marker.as_bytes());
             let (a, b) = self.tail.as_slices();
-            let _ = echo.write_all(a).and_then(|_| echo.write_all(b)).and_then(|_| echo.flush());
+            let _ = echo
+                .write_all(a)
+                .and_then(|_| echo.write_all(b))
+                .and_then(|_| echo.flush());
         }
     }
 
@@ -133,7 +136,10 @@ mod tests {
         let text = c.text();
         assert!(text.starts_with("abcdef"), "{text}");
         assert!(text.ends_with("op"), "{text}");
-        assert!(text.contains("8 of 16 bytes omitted after byte 6"), "{text}");
+        assert!(
+            text.contains("8 of 16 bytes omitted after byte 6"),
+            "{text}"
+        );
     }
 
     #[test]

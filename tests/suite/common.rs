@@ -42,7 +42,11 @@ pub fn ensure_base_image() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let env = Env::new();
-        let out = env.cmd().args(["image", "build"]).output().expect("run stockade image build");
+        let out = env
+            .cmd()
+            .args(["image", "build"])
+            .output()
+            .expect("run stockade image build");
         assert!(
             out.status.success(),
             "stockade image build failed: {}",
@@ -59,7 +63,10 @@ pub struct Env {
 impl Env {
     pub fn new() -> Env {
         Env {
-            dir: tempfile::Builder::new().prefix("stockade-test-").tempdir().expect("tempdir"),
+            dir: tempfile::Builder::new()
+                .prefix("stockade-test-")
+                .tempdir()
+                .expect("tempdir"),
         }
     }
 
@@ -161,13 +168,24 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Names of containers (any state) that carry `label`.
 pub fn containers_with_label(label: &str) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-a", "--filter", &format!("label={label}"), "--format", "{{.Names}}"])
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label={label}"),
+            "--format",
+            "{{.Names}}",
+        ])
         .output()
         .expect("docker ps");
     String::from_utf8_lossy(&out.stdout)

@@ -17,11 +17,19 @@ fn default_profile_runs_as_non_root_without_caps_network_or_writable_root() {
          touch /tmp/ok && echo tmp-writable",
     );
     let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "stdout={text} stderr={}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout={text} stderr={}",
+        stderr(&out)
+    );
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "1000");
     for cap_line in &lines[1..5] {
-        assert!(cap_line.ends_with("0000000000000000"), "capability set not empty: {cap_line}");
+        assert!(
+            cap_line.ends_with("0000000000000000"),
+            "capability set not empty: {cap_line}"
+        );
     }
     assert_eq!(lines[5], "lo", "only the loopback interface: {text}");
     assert_eq!(lines[6], "root-read-only");
@@ -54,7 +62,11 @@ fn timeout_exits_124_and_is_audited() {
     let started = Instant::now();
     let (code, v) = env.exec_json(&["--timeout", "1s"], "echo begun; sleep 30");
     assert_eq!(code, 124, "{v}");
-    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(v["timed_out"], true);
     assert_eq!(v["stdout"], "begun\n");
     let records = env.audit_records();
@@ -115,8 +127,19 @@ fn json_reports_every_field() {
     let (code, v) = env.exec_json(&[], "echo hi; echo oops >&2; exit 7");
     assert_eq!(code, 7);
     for field in [
-        "exit_code", "signal", "timed_out", "oom_killed", "duration_ms", "stdout", "stderr",
-        "truncated", "verdict", "rules", "audit_id", "session", "container",
+        "exit_code",
+        "signal",
+        "timed_out",
+        "oom_killed",
+        "duration_ms",
+        "stdout",
+        "stderr",
+        "truncated",
+        "verdict",
+        "rules",
+        "audit_id",
+        "session",
+        "container",
     ] {
         assert!(v.get(field).is_some(), "missing {field}: {v}");
     }
@@ -147,7 +170,14 @@ fn oneshot_container_is_gone_afterwards() {
     assert_eq!(code, 0);
     let name = v["container"].as_str().unwrap().to_string();
     let out = std::process::Command::new("docker")
-        .args(["ps", "-a", "--filter", &format!("name=^{name}$"), "--format", "{{.Names}}"])
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name=^{name}$"),
+            "--format",
+            "{{.Names}}",
+        ])
         .output()
         .unwrap();
     assert_eq!(stdout(&out).trim(), "", "container {name} left behind");
@@ -158,15 +188,26 @@ fn session_keeps_state_between_calls_and_is_removed() {
     require_docker!();
     let env = Env::new();
     let s = unique("reuse");
-    let (code, first) = env.exec_json(&["--session", &s], "echo remembered > /workspace/note; echo $$");
+    let (code, first) = env.exec_json(
+        &["--session", &s],
+        "echo remembered > /workspace/note; echo $$",
+    );
     assert_eq!(code, 0, "{first}");
     let (code, second) = env.exec_json(&["--session", &s], "cat /workspace/note");
     assert_eq!(code, 0, "{second}");
     assert_eq!(second["stdout"], "remembered\n");
     assert_eq!(first["container"], second["container"]);
-    let ls = env.cmd().args(["session", "ls", "--json"]).output().unwrap();
+    let ls = env
+        .cmd()
+        .args(["session", "ls", "--json"])
+        .output()
+        .unwrap();
     let sessions: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
-    assert!(sessions.as_array().unwrap().iter().any(|x| x["session"] == s.as_str()));
+    assert!(sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["session"] == s.as_str()));
     let rm = env.cmd().args(["session", "rm", &s]).output().unwrap();
     assert!(rm.status.success(), "{}", stderr(&rm));
     assert!(common::containers_with_label(&format!("org.stockade.session={s}")).is_empty());
@@ -229,5 +270,9 @@ fn env_is_passed_only_when_the_profile_allows_it() {
     assert_eq!(stdout(&out), "C.UTF-8\n");
     let out = env.exec(&["--env", "LD_PRELOAD=/tmp/x.so"], "true");
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("not allowed by profile"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not allowed by profile"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -24,7 +24,11 @@ output_cap = "64k"
 fn env_with_seccomp() -> Env {
     let env = Env::new();
     std::fs::create_dir_all(env.profiles_dir()).unwrap();
-    std::fs::copy("profiles/seccomp/default.json", env.profiles_dir().join("seccomp.json")).unwrap();
+    std::fs::copy(
+        "profiles/seccomp/default.json",
+        env.profiles_dir().join("seccomp.json"),
+    )
+    .unwrap();
     env
 }
 
@@ -48,7 +52,11 @@ fn with(line_before: &str, replacement: &str) -> String {
 fn the_valid_profile_loads() {
     let env = env_with_seccomp();
     env.write_profile("good", VALID);
-    let out = env.cmd().args(["profile", "show", "good"]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["profile", "show", "good"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -69,8 +77,14 @@ fn unknown_field_is_rejected() {
 
 #[test]
 fn unknown_capability_is_rejected() {
-    let err = rejected(&with("drop = [\"ALL\"]", "drop = [\"ALL\"]\nadd = [\"CAP_FLY\"]"));
-    assert!(err.contains("capabilities.add") && err.contains("CAP_FLY"), "{err}");
+    let err = rejected(&with(
+        "drop = [\"ALL\"]",
+        "drop = [\"ALL\"]\nadd = [\"CAP_FLY\"]",
+    ));
+    assert!(
+        err.contains("capabilities.add") && err.contains("CAP_FLY"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -82,19 +96,32 @@ fn adding_all_capabilities_is_rejected() {
 #[test]
 fn bad_size_is_rejected() {
     let err = rejected(&with("memory = \"256m\"", "memory = \"lots\""));
-    assert!(err.contains("limits.memory") && err.contains("not a size"), "{err}");
+    assert!(
+        err.contains("limits.memory") && err.contains("not a size"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_duration_is_rejected() {
     let err = rejected(&with("timeout = \"10s\"", "timeout = \"10 parsecs\""));
-    assert!(err.contains("limits.timeout") && err.contains("not a duration"), "{err}");
+    assert!(
+        err.contains("limits.timeout") && err.contains("not a duration"),
+        "{err}"
+    );
 }
 
 #[test]
 fn docker_socket_bind_is_rejected() {
-    for source in ["/var/run/docker.sock", "/run/docker.sock", "/var/run", "/run/containerd/containerd.sock"] {
-        let err = rejected(&format!("{VALID}\n[[binds]]\nsource = \"{source}\"\ntarget = \"/s\"\n"));
+    for source in [
+        "/var/run/docker.sock",
+        "/run/docker.sock",
+        "/var/run",
+        "/run/containerd/containerd.sock",
+    ] {
+        let err = rejected(&format!(
+            "{VALID}\n[[binds]]\nsource = \"{source}\"\ntarget = \"/s\"\n"
+        ));
         assert!(err.contains("binds"), "{source}: {err}");
     }
 }
@@ -106,19 +133,37 @@ fn symlink_to_docker_socket_is_rejected() {
     std::os::unix::fs::symlink("/var/run/docker.sock", &link).unwrap();
     env.write_profile(
         "bad",
-        &format!("{VALID}\n[[binds]]\nsource = \"{}\"\ntarget = \"/s\"\n", link.display()),
+        &format!(
+            "{VALID}\n[[binds]]\nsource = \"{}\"\ntarget = \"/s\"\n",
+            link.display()
+        ),
     );
     let out = env.cmd().args(["profile", "show", "bad"]).output().unwrap();
     if std::path::Path::new("/var/run/docker.sock").exists() {
         assert_eq!(out.status.code(), Some(125));
-        assert!(stderr(&out).contains("container runtime"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("container runtime"),
+            "{}",
+            stderr(&out)
+        );
     }
 }
 
 #[test]
 fn system_path_binds_are_rejected() {
-    for source in ["/", "/proc", "/sys", "/dev", "/etc", "/proc/1/root", "/etc/shadow", "/tmp/../etc"] {
-        let err = rejected(&format!("{VALID}\n[[binds]]\nsource = \"{source}\"\ntarget = \"/mnt/x\"\n"));
+    for source in [
+        "/",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/etc",
+        "/proc/1/root",
+        "/etc/shadow",
+        "/tmp/../etc",
+    ] {
+        let err = rejected(&format!(
+            "{VALID}\n[[binds]]\nsource = \"{source}\"\ntarget = \"/mnt/x\"\n"
+        ));
         assert!(err.contains("binds"), "{source}: {err}");
     }
 }
@@ -132,13 +177,22 @@ fn network_host_is_rejected() {
 
 #[test]
 fn seccomp_unconfined_is_rejected() {
-    let err = rejected(&with("seccomp = \"seccomp.json\"", "seccomp = \"unconfined\""));
-    assert!(err.contains("seccomp") && err.contains("unconfined"), "{err}");
+    let err = rejected(&with(
+        "seccomp = \"seccomp.json\"",
+        "seccomp = \"unconfined\"",
+    ));
+    assert!(
+        err.contains("seccomp") && err.contains("unconfined"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_seccomp_file_is_rejected() {
-    let err = rejected(&with("seccomp = \"seccomp.json\"", "seccomp = \"nope.json\""));
+    let err = rejected(&with(
+        "seccomp = \"seccomp.json\"",
+        "seccomp = \"nope.json\"",
+    ));
     assert!(err.contains("seccomp"), "{err}");
 }
 
@@ -157,7 +211,15 @@ fn no_new_privileges_cannot_be_turned_off() {
 #[test]
 fn unknown_profile_name_says_where_it_looked() {
     let env = Env::new();
-    let out = env.cmd().args(["exec", "--profile", "nosuch", "--", "true"]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["exec", "--profile", "nosuch", "--", "true"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("unknown profile \"nosuch\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown profile \"nosuch\""),
+        "{}",
+        stderr(&out)
+    );
 }
