@@ -161,7 +161,7 @@ const DANGEROUS_SYSCALLS: &[Dangerous] = &[
         why: "replaces or restarts the running kernel",
     },
     Dangerous {
-        names: &["open_by_handle_at", "name_to_handle_at"],
+        names: &["open_by_handle_at"],
         severity: Severity::Critical,
         why: "opens files by handle, bypassing the mount namespace (the 'shocker' escape)",
     },
@@ -201,7 +201,7 @@ const DANGEROUS_SYSCALLS: &[Dangerous] = &[
         why: "its flags live in memory seccomp cannot inspect, so namespace creation cannot be filtered",
     },
     Dangerous {
-        names: &["settimeofday", "clock_settime", "clock_adjtime", "stime", "syslog", "vhangup"],
+        names: &["settimeofday", "clock_settime", "stime", "syslog", "vhangup"],
         severity: Severity::Warn,
         why: "changes or reads host-wide state (clock, kernel log, terminal, names)",
     },

@@ -1,0 +1,3 @@
+//! The integration test binary: one crate, modules under tests/suite/.
+
+mod suite;
