@@ -239,7 +239,7 @@ const RUNTIME_INIT: &[&str] = &[
     "prctl",
 ];
 
-fn finding(
+pub(crate) fn finding(
     id: &'static str,
     severity: Severity,
     subject: impl Into<String>,

@@ -577,3 +577,50 @@ proptest! {
         }
     }
 }
+
+// ---- CLI handlers ----
+
+#[test]
+fn cli_handlers_report_through_exit_codes() {
+    use stockade::seccomp::cli::{
+        run_diff, run_lint, DiffArgs, LintArgs, ResolveArgs, EXIT_FINDINGS,
+    };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seccomp");
+    let docker = dir.join("docker-default.json").display().to_string();
+    let podman = dir.join("podman-default.json").display().to_string();
+    let resolve = ResolveArgs {
+        arch: Some(Arch::X86_64),
+        kernel: Some("6.1".into()),
+        ..ResolveArgs::default()
+    };
+    let lint = |profile: &str, cap_add: &[&str]| {
+        let mut resolve = resolve.clone();
+        resolve.cap_add = cap_add.iter().map(|s| s.to_string()).collect();
+        run_lint(&LintArgs {
+            profile: profile.to_string(),
+            json: true,
+            resolve,
+        })
+        .unwrap()
+    };
+    assert_eq!(lint(&docker, &[]), 0);
+    assert_eq!(lint(&docker, &["sys_admin"]), EXIT_FINDINGS);
+    assert_eq!(lint(&podman, &[]), EXIT_FINDINGS);
+    let diff = |a: &str, b: &str| {
+        run_diff(&DiffArgs {
+            a: a.to_string(),
+            b: b.to_string(),
+            json: false,
+            resolve: resolve.clone(),
+        })
+        .unwrap()
+    };
+    assert_eq!(diff(&docker, &docker), 0);
+    assert_eq!(diff(&docker, &podman), EXIT_FINDINGS);
+    let missing = run_lint(&LintArgs {
+        profile: "/nonexistent.json".into(),
+        json: false,
+        resolve,
+    });
+    assert!(missing.is_err());
+}
