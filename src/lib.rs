@@ -7,10 +7,13 @@
 pub mod audit;
 pub mod backend;
 pub mod check;
+pub mod config;
 pub mod engine;
+pub mod exec;
 pub mod exit;
 pub mod image;
 pub mod plan;
 pub mod profile;
 pub mod seccomp;
+pub mod session;
 pub mod state;

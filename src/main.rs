@@ -1,1 +1,332 @@
-fn main() {}
+//! The `stockade` command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use stockade::backend::DockerBackend;
+use stockade::config::Config;
+use stockade::engine::{self, Engine};
+use stockade::exec::{self, Context, ExecArgs};
+use stockade::exit::EXIT_STOCKADE_ERROR;
+use stockade::plan::ExecRequest;
+use stockade::profile::{self, ProfileDirs};
+use stockade::{audit, image, session, state};
+
+#[derive(Debug, Parser)]
+#[command(name = "stockade", version, about = "Run an agent's shell commands in a locked-down container: check, run, audit.")]
+struct Cli {
+    /// Where the audit log and session state live [env: STOCKADE_STATE_DIR; default: XDG state dir]
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+    /// An extra directory of profiles, searched first [env: STOCKADE_PROFILES_DIR]
+    #[arg(long, global = true)]
+    profiles_dir: Option<PathBuf>,
+    /// The configuration file [env: STOCKADE_CONFIG; default: config dir/config.toml]
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Diagnostic logging to stderr (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check, run in a sandbox, and audit one command
+    Exec(ExecCli),
+    /// Sandbox sessions: warm containers reused across calls
+    #[command(subcommand)]
+    Session(SessionCmd),
+    /// The audit log
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// The base image
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Sandbox profiles
+    #[command(subcommand)]
+    Profile(ProfileCmd),
+}
+
+#[derive(Debug, Args)]
+struct ExecCli {
+    /// Profile name or path to a profile file
+    #[arg(long, short)]
+    profile: Option<String>,
+    /// Run in the warm container of this session (created on first use)
+    #[arg(long, short)]
+    session: Option<String>,
+    /// Override the profile's timeout (e.g. 30s, 2m)
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<std::time::Duration>,
+    /// Working directory inside the sandbox
+    #[arg(long)]
+    workdir: Option<String>,
+    /// Environment variable for the command (names must be allowed by the profile)
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    env: Vec<String>,
+    /// Use the elevated profile (requires allow_elevation in the configuration)
+    #[arg(long)]
+    elevated: bool,
+    /// Print one JSON object instead of streaming output
+    #[arg(long)]
+    json: bool,
+    /// Testing only: skip the check stage (the bypass is audited)
+    #[arg(long, hide = true)]
+    unsafe_skip_check: bool,
+    /// The command, run as `bash -c COMMAND`
+    #[arg(last = true, required = true, num_args = 1..)]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionCmd {
+    /// List session containers
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a session's container
+    Rm { session: String },
+    /// Remove idle session containers and orphaned one-shot containers
+    Prune {
+        /// Only orphaned one-shot containers; keep idle sessions
+        #[arg(long)]
+        orphans_only: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Verify the hash chain; report tampering, truncation and unfinished executions
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show recent records
+    Tail {
+        #[arg(short, default_value_t = 20)]
+        n: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCmd {
+    /// Build the base image offline from host files and import it into the engine
+    Build,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProfileCmd {
+    /// List the profiles stockade can find
+    List,
+    /// Print the effective sandbox a profile gives, after defaults
+    Show {
+        profile: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    profile::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stockade: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_STOCKADE_ERROR);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("stockade: {e:#}");
+            ExitCode::from(EXIT_STOCKADE_ERROR)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STOCKADE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn context(cli: &Cli) -> anyhow::Result<Context> {
+    Ok(Context {
+        state_dir: state::resolve_state_dir(cli.state_dir.clone())?,
+        profile_dirs: ProfileDirs::from_env(cli.profiles_dir.clone()),
+        config: Config::load(cli.config.as_deref())?,
+        call_timeout: engine::call_timeout_from_env(),
+    })
+}
+
+async fn connect() -> anyhow::Result<DockerBackend> {
+    Ok(DockerBackend::new(Engine::connect(engine::call_timeout_from_env()).await?))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match &cli.command {
+        Command::Exec(e) => run_exec(&cli, e).await,
+        Command::Session(cmd) => run_session(&cli, cmd).await,
+        Command::Audit(cmd) => run_audit(&cli, cmd),
+        Command::Image(ImageCmd::Build) => {
+            let backend = connect().await?;
+            let mut progress = |line: &str| eprintln!("stockade: {line}");
+            let id = image::build_base_image(&backend.engine().docker, &mut progress).await?;
+            println!("{} {id}", image::base_image_ref());
+            Ok(0)
+        }
+        Command::Profile(cmd) => run_profile(&cli, cmd),
+    }
+}
+
+async fn run_exec(cli: &Cli, e: &ExecCli) -> anyhow::Result<u8> {
+    let ctx = context(cli)?;
+    let args = ExecArgs {
+        profile: e.profile.clone(),
+        elevated: e.elevated,
+        bypass_check: e.unsafe_skip_check,
+        request: ExecRequest {
+            command: e.command.join(" "),
+            session: e.session.clone(),
+            timeout: e.timeout,
+            workdir: e.workdir.clone(),
+            env: e.env.clone(),
+        },
+    };
+    let report = match exec::execute(&ctx, &args, !e.json).await {
+        Ok(r) => r,
+        Err(err) => {
+            if e.json {
+                let status = exec_error_status(&err);
+                println!("{}", serde_json::json!({ "error": err.to_string(), "exit_code": null }));
+                return Ok(status);
+            }
+            return Err(err.into());
+        }
+    };
+    if e.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else if let Some(error) = &report.error {
+        let _ = std::io::stdout().flush();
+        eprintln!("stockade: {error}");
+    } else if report.timed_out {
+        eprintln!("stockade: timed out; the command's processes were killed inside the sandbox");
+    }
+    Ok(report.status)
+}
+
+fn exec_error_status(err: &exec::ExecError) -> u8 {
+    match err {
+        exec::ExecError::ElevationRefused | exec::ExecError::NotElevatedProfile { .. } => {
+            stockade::exit::EXIT_DENIED
+        }
+        _ => EXIT_STOCKADE_ERROR,
+    }
+}
+
+async fn run_session(cli: &Cli, cmd: &SessionCmd) -> anyhow::Result<u8> {
+    let ctx = context(cli)?;
+    let backend = connect().await?;
+    match cmd {
+        SessionCmd::Ls { json } => {
+            let sessions = session::list(&backend).await?;
+            if *json {
+                println!("{}", serde_json::to_string(&sessions)?);
+            } else {
+                println!("{:<24} {:<12} {:<10} CONTAINER", "SESSION", "PROFILE", "STATE");
+                for s in sessions {
+                    println!("{:<24} {:<12} {:<10} {}", s.session, s.profile, s.state, s.container);
+                }
+            }
+        }
+        SessionCmd::Rm { session } => {
+            session::remove(&backend, &ctx.state_dir, session).await?;
+            println!("removed session {session}");
+        }
+        SessionCmd::Prune { orphans_only, json } => {
+            let report = session::prune(&backend, &ctx.state_dir, !orphans_only).await?;
+            if *json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "removed {} session container(s), {} orphaned one-shot container(s); {} busy left alone",
+                    report.sessions.len(),
+                    report.orphans.len(),
+                    report.busy.len()
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn run_audit(cli: &Cli, cmd: &AuditCmd) -> anyhow::Result<u8> {
+    let state_dir = state::resolve_state_dir(cli.state_dir.clone())?;
+    let path = audit::log_path(&state_dir);
+    match cmd {
+        AuditCmd::Verify { json } => {
+            let report = audit::verify(&path).with_context(|| format!("verifying {}", path.display()))?;
+            if *json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(if report.ok() { 0 } else { 1 })
+        }
+        AuditCmd::Tail { n, json } => {
+            let records = audit::tail(&path, *n)?;
+            if *json {
+                for r in &records {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            } else {
+                print!("{}", audit::format_tail(&records));
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn run_profile(cli: &Cli, cmd: &ProfileCmd) -> anyhow::Result<u8> {
+    let dirs = ProfileDirs::from_env(cli.profiles_dir.clone());
+    match cmd {
+        ProfileCmd::List => {
+            for name in profile::list(&dirs) {
+                println!("{name}");
+            }
+        }
+        ProfileCmd::Show { profile: name, json } => {
+            let p = profile::load(name, &dirs)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                println!("{p}");
+            }
+        }
+    }
+    Ok(0)
+}

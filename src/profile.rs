@@ -1,1 +1,725 @@
-//! profile
+//! Sandbox profiles: a TOML file per profile, validated completely at load.
+//!
+//! A profile that loads is a profile that is safe to apply: every check happens here, none when
+//! the container is created. See docs/profiles.md for the format.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::check::Policy;
+use crate::seccomp;
+
+/// Profiles shipped inside the binary: (name, TOML text).
+const BUILTIN_PROFILES: &[(&str, &str)] = &[
+    ("default", include_str!("../profiles/default.toml")),
+    ("elevated", include_str!("../profiles/elevated.toml")),
+];
+
+/// Seccomp files shipped inside the binary, by their path relative to `profiles/`.
+const BUILTIN_SECCOMP: &[(&str, &str)] = &[(
+    "seccomp/default.json",
+    include_str!("../profiles/seccomp/default.json"),
+)];
+
+/// The image name that stands for stockade's own base image at this version.
+pub const BASE_IMAGE_ALIAS: &str = "stockade/base";
+
+/// Profile files larger than this are refused before parsing.
+const MAX_PROFILE_BYTES: u64 = 256 * 1024;
+/// Seccomp files larger than this are refused before parsing.
+const MAX_SECCOMP_BYTES: u64 = 4 * 1024 * 1024;
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+const MAX_OUTPUT_CAP: u64 = 1 << 30;
+const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+
+/// Host paths a profile may never bind into a sandbox (nor anything below them).
+const FORBIDDEN_BIND_SOURCES: &[&str] = &["/proc", "/sys", "/dev", "/etc", "/boot"];
+/// Container runtime sockets: access to any of them is root on the host.
+const RUNTIME_SOCKETS: &[&str] = &[
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/containerd/containerd.sock",
+    "/var/run/containerd/containerd.sock",
+    "/run/crio/crio.sock",
+    "/var/run/crio/crio.sock",
+    "/run/podman/podman.sock",
+    "/var/run/podman/podman.sock",
+    "/var/run/cri-dockerd.sock",
+    "/run/docker",
+    "/var/lib/docker",
+];
+/// Container paths a bind may not cover.
+const FORBIDDEN_BIND_TARGETS: &[&str] = &["/", "/proc", "/sys", "/dev"];
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProfileError {
+    #[error("unknown profile {name:?}: no file {name}.toml in {searched}, and no built-in profile of that name (built-in: default, elevated)")]
+    NotFound { name: String, searched: String },
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: larger than {limit} bytes")]
+    TooLarge { file: String, limit: u64 },
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{file}: field `{field}`: {problem}")]
+    Invalid {
+        file: String,
+        field: String,
+        problem: String,
+    },
+}
+
+/// Where named profiles are looked up, in order; built-in profiles come last.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileDirs {
+    pub dirs: Vec<PathBuf>,
+}
+
+impl ProfileDirs {
+    /// `explicit` (from `--profiles-dir`), else `STOCKADE_PROFILES_DIR`, then the user's config dir.
+    pub fn from_env(explicit: Option<PathBuf>) -> Self {
+        let mut dirs = Vec::new();
+        if let Some(dir) = explicit.or_else(|| std::env::var_os("STOCKADE_PROFILES_DIR").map(PathBuf::from)) {
+            dirs.push(dir);
+        }
+        if let Some(config) = crate::config::config_dir() {
+            dirs.push(config.join("profiles"));
+        }
+        ProfileDirs { dirs }
+    }
+}
+
+/// A tmpfs mount inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tmpfs {
+    pub path: String,
+    pub size_bytes: u64,
+    pub mode: u32,
+}
+
+/// A host path bound into the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bind {
+    pub source: String,
+    pub target: String,
+    #[serde(default = "default_true")]
+    pub read_only: bool,
+}
+
+/// The seccomp profile a sandbox runs under.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeccompRef {
+    /// Where it was read from (`builtin:` prefix for files shipped in the binary).
+    pub path: PathBuf,
+    /// The file's contents, passed to the engine unchanged.
+    #[serde(skip)]
+    pub json: String,
+}
+
+/// A validated sandbox profile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Profile {
+    pub name: String,
+    /// The file it was loaded from (`builtin:NAME` for built-in profiles).
+    pub source: String,
+    pub description: String,
+    /// The image reference after resolving the `stockade/base` alias.
+    pub image: String,
+    pub user: String,
+    pub workdir: String,
+    pub read_only_root: bool,
+    pub tmpfs: Vec<Tmpfs>,
+    pub network: String,
+    /// Canonical `CAP_*` names, or `ALL`.
+    pub cap_drop: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub no_new_privileges: bool,
+    pub seccomp: SeccompRef,
+    pub pids_limit: i64,
+    pub memory_bytes: i64,
+    pub cpus: f64,
+    #[serde(with = "duration_ms")]
+    pub timeout: Duration,
+    #[serde(with = "duration_ms")]
+    pub kill_grace: Duration,
+    pub output_cap: u64,
+    pub env_allow: Vec<String>,
+    pub binds: Vec<Bind>,
+    pub elevated: bool,
+    pub policy: Policy,
+}
+
+/// Docker's default capability set (moby `oci/caps/defaults.go`).
+pub const DOCKER_DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+impl Profile {
+    /// The capabilities a process in the sandbox ends up with: Docker's defaults, minus drops,
+    /// plus adds (the order dockerd applies them).
+    pub fn effective_caps(&self) -> BTreeSet<String> {
+        let mut caps: BTreeSet<String> = if self.cap_drop.iter().any(|c| c == "ALL") {
+            BTreeSet::new()
+        } else {
+            DOCKER_DEFAULT_CAPS
+                .iter()
+                .map(|c| c.to_string())
+                .filter(|c| !self.cap_drop.contains(c))
+                .collect()
+        };
+        caps.extend(self.cap_add.iter().cloned());
+        caps
+    }
+
+    /// Whether `name` may be set with `--env`.
+    pub fn env_allowed(&self, name: &str) -> bool {
+        self.env_allow.iter().any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => pattern == name,
+        })
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    #[serde(default)]
+    description: String,
+    image: String,
+    user: String,
+    workdir: String,
+    read_only_root: bool,
+    network: String,
+    #[serde(default = "default_true")]
+    no_new_privileges: bool,
+    #[serde(default)]
+    elevated: bool,
+    seccomp: String,
+    #[serde(default)]
+    env_allow: Vec<String>,
+    #[serde(default)]
+    tmpfs: BTreeMap<String, String>,
+    capabilities: RawCapabilities,
+    limits: RawLimits,
+    #[serde(default)]
+    binds: Vec<Bind>,
+    #[serde(default)]
+    policy: Policy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapabilities {
+    drop: Vec<String>,
+    #[serde(default)]
+    add: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    pids: i64,
+    memory: String,
+    cpus: f64,
+    timeout: String,
+    #[serde(default)]
+    kill_grace: Option<String>,
+    output_cap: String,
+}
+
+const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// Load a profile by name (searched in `dirs`, then built in) or by path (contains `/` or ends
+/// in `.toml`).
+pub fn load(name_or_path: &str, dirs: &ProfileDirs) -> Result<Profile, ProfileError> {
+    if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
+        return load_file(Path::new(name_or_path));
+    }
+    if !is_valid_name(name_or_path) {
+        return Err(ProfileError::NotFound {
+            name: name_or_path.to_string(),
+            searched: "(profile names are letters, digits, '-', '_' and '.')".to_string(),
+        });
+    }
+    for dir in &dirs.dirs {
+        let candidate = dir.join(format!("{name_or_path}.toml"));
+        if candidate.exists() {
+            return load_file(&candidate);
+        }
+    }
+    match BUILTIN_PROFILES.iter().find(|(n, _)| *n == name_or_path) {
+        Some((name, text)) => parse(name, &format!("builtin:{name}"), text, None),
+        None => Err(ProfileError::NotFound {
+            name: name_or_path.to_string(),
+            searched: if dirs.dirs.is_empty() {
+                "no profile directory".to_string()
+            } else {
+                dirs.dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        }),
+    }
+}
+
+/// Names of every profile reachable from `dirs` plus the built-in ones.
+pub fn list(dirs: &ProfileDirs) -> Vec<String> {
+    let mut names: BTreeSet<String> = BUILTIN_PROFILES.iter().map(|(n, _)| n.to_string()).collect();
+    for dir in &dirs.dirs {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                        names.insert(stem.to_string());
+                    }
+                }
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.')
+}
+
+/// Load and validate one profile file.
+pub fn load_file(path: &Path) -> Result<Profile, ProfileError> {
+    let file = path.display().to_string();
+    let text = read_capped(path, MAX_PROFILE_BYTES)?;
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("profile")
+        .to_string();
+    parse(&name, &file, &text, Some(path.parent().unwrap_or(Path::new("."))))
+}
+
+fn read_capped(path: &Path, limit: u64) -> Result<String, ProfileError> {
+    let file = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|source| ProfileError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    if meta.len() > limit {
+        return Err(ProfileError::TooLarge { file, limit });
+    }
+    std::fs::read_to_string(path).map_err(|source| ProfileError::Read { file, source })
+}
+
+/// Parse and validate profile text. `base_dir` is where relative seccomp paths resolve;
+/// `None` means the built-in files.
+pub fn parse(
+    name: &str,
+    file: &str,
+    text: &str,
+    base_dir: Option<&Path>,
+) -> Result<Profile, ProfileError> {
+    let raw: RawProfile = toml::from_str(text).map_err(|e| ProfileError::Syntax {
+        file: file.to_string(),
+        message: e.to_string().trim_end().replace('\n', " "),
+    })?;
+    let invalid = |field: &str, problem: String| ProfileError::Invalid {
+        file: file.to_string(),
+        field: field.to_string(),
+        problem,
+    };
+
+    let image = validate_image(&raw.image).map_err(|p| invalid("image", p))?;
+    validate_user(&raw.user, raw.elevated).map_err(|p| invalid("user", p))?;
+    if !raw.workdir.starts_with('/') {
+        return Err(invalid("workdir", format!("{:?} must be an absolute path", raw.workdir)));
+    }
+    validate_network(&raw.network).map_err(|p| invalid("network", p))?;
+    if !raw.no_new_privileges {
+        return Err(invalid(
+            "no_new_privileges",
+            "must be true: without it a setuid binary in the image regains privileges".to_string(),
+        ));
+    }
+
+    let cap_drop = raw
+        .capabilities
+        .drop
+        .iter()
+        .map(|c| canonical_cap(c, true))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|p| invalid("capabilities.drop", p))?;
+    let cap_add = raw
+        .capabilities
+        .add
+        .iter()
+        .map(|c| canonical_cap(c, false))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|p| invalid("capabilities.add", p))?;
+
+    let tmpfs = raw
+        .tmpfs
+        .iter()
+        .map(|(path, size)| {
+            if !path.starts_with('/') || path == "/" {
+                return Err(invalid("tmpfs", format!("{path:?} must be an absolute path other than /")));
+            }
+            let size_bytes = parse_size(size).map_err(|p| invalid(&format!("tmpfs.\"{path}\""), p))?;
+            Ok(Tmpfs {
+                path: path.clone(),
+                size_bytes,
+                mode: 0o1777,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    for bind in &raw.binds {
+        validate_bind(bind).map_err(|p| invalid("binds", p))?;
+    }
+
+    let limits = &raw.limits;
+    if limits.pids <= 0 || limits.pids > 1_000_000 {
+        return Err(invalid("limits.pids", format!("{} is not in 1..=1000000", limits.pids)));
+    }
+    let memory = parse_size(&limits.memory).map_err(|p| invalid("limits.memory", p))?;
+    if memory < MIN_MEMORY {
+        return Err(invalid(
+            "limits.memory",
+            format!("{} is below the engine's minimum of 6m", limits.memory),
+        ));
+    }
+    let memory_bytes = i64::try_from(memory).map_err(|_| invalid("limits.memory", "too large".to_string()))?;
+    let max_cpus = 1024.0;
+    if !(limits.cpus > 0.0 && limits.cpus <= max_cpus) {
+        return Err(invalid("limits.cpus", format!("{} is not in (0, 1024]", limits.cpus)));
+    }
+    let timeout = parse_duration(&limits.timeout).map_err(|p| invalid("limits.timeout", p))?;
+    if timeout.is_zero() || timeout > MAX_TIMEOUT {
+        return Err(invalid("limits.timeout", format!("{} is not in (0, 24h]", limits.timeout)));
+    }
+    let kill_grace = match &limits.kill_grace {
+        Some(g) => parse_duration(g).map_err(|p| invalid("limits.kill_grace", p))?,
+        None => DEFAULT_KILL_GRACE,
+    };
+    if kill_grace > Duration::from_secs(60) {
+        return Err(invalid("limits.kill_grace", "must be at most 60s".to_string()));
+    }
+    let output_cap = parse_size(&limits.output_cap).map_err(|p| invalid("limits.output_cap", p))?;
+    if output_cap == 0 || output_cap > MAX_OUTPUT_CAP {
+        return Err(invalid("limits.output_cap", format!("{} is not in (0, 1g]", limits.output_cap)));
+    }
+
+    for pattern in &raw.env_allow {
+        let stem = pattern.strip_suffix('*').unwrap_or(pattern);
+        if stem.is_empty() || !stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(invalid(
+                "env_allow",
+                format!("{pattern:?} is not a variable name (optionally ending in *)"),
+            ));
+        }
+    }
+
+    let seccomp = load_seccomp(&raw.seccomp, base_dir, &cap_drop, &cap_add)
+        .map_err(|p| invalid("seccomp", p))?;
+
+    Ok(Profile {
+        name: name.to_string(),
+        source: file.to_string(),
+        description: raw.description,
+        image,
+        user: raw.user,
+        workdir: raw.workdir,
+        read_only_root: raw.read_only_root,
+        tmpfs,
+        network: raw.network,
+        cap_drop,
+        cap_add,
+        no_new_privileges: raw.no_new_privileges,
+        seccomp,
+        pids_limit: limits.pids,
+        memory_bytes,
+        cpus: limits.cpus,
+        timeout,
+        kill_grace,
+        output_cap,
+        env_allow: raw.env_allow,
+        binds: raw.binds,
+        elevated: raw.elevated,
+        policy: raw.policy,
+    })
+}
+
+fn validate_image(image: &str) -> Result<String, String> {
+    if image == BASE_IMAGE_ALIAS {
+        return Ok(crate::image::base_image_ref());
+    }
+    let ok = !image.is_empty()
+        && image.len() <= 256
+        && image
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | ':' | '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(image.to_string())
+    } else {
+        Err(format!("{image:?} is not an image reference"))
+    }
+}
+
+fn validate_user(user: &str, elevated: bool) -> Result<(), String> {
+    let (uid, gid) = user.split_once(':').unwrap_or((user, ""));
+    let numeric = |s: &str| !s.is_empty() && s.len() <= 10 && s.chars().all(|c| c.is_ascii_digit());
+    if !numeric(uid) || !(gid.is_empty() || numeric(gid)) {
+        return Err(format!("{user:?} must be numeric UID or UID:GID (names depend on the image)"));
+    }
+    let is_root = uid.trim_start_matches('0').is_empty();
+    if is_root && !elevated {
+        return Err("root (uid 0) is only allowed in a profile with `elevated = true`".to_string());
+    }
+    Ok(())
+}
+
+fn validate_network(network: &str) -> Result<(), String> {
+    match network {
+        "host" => Err("\"host\" shares the host's network stack; use \"none\"".to_string()),
+        n if n.starts_with("container:") => {
+            Err(format!("{n:?} joins another container's namespace; use \"none\""))
+        }
+        "" => Err("must be set (\"none\" for no network)".to_string()),
+        n if n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) =>
+        {
+            Ok(())
+        }
+        n => Err(format!("{n:?} is not a network name")),
+    }
+}
+
+/// Canonical `CAP_*` name, validated against the kernel's list (via `caps`).
+fn canonical_cap(name: &str, allow_all: bool) -> Result<String, String> {
+    if name.eq_ignore_ascii_case("ALL") {
+        return if allow_all {
+            Ok("ALL".to_string())
+        } else {
+            Err("adding ALL capabilities is never allowed; name each one".to_string())
+        };
+    }
+    let canonical = caps::to_canonical(name);
+    caps::Capability::from_str(&canonical)
+        .map(|_| canonical)
+        .map_err(|_| format!("{name:?} is not a Linux capability"))
+}
+
+fn validate_bind(bind: &Bind) -> Result<(), String> {
+    let source = Path::new(&bind.source);
+    if !source.is_absolute() {
+        return Err(format!("source {:?} must be an absolute path", bind.source));
+    }
+    if !Path::new(&bind.target).is_absolute() {
+        return Err(format!("target {:?} must be an absolute path", bind.target));
+    }
+    // Resolve symlinks so a link to the Docker socket is caught too.
+    let resolved = std::fs::canonicalize(source).unwrap_or_else(|_| normalize(source));
+    for candidate in [normalize(source), resolved] {
+        if candidate == Path::new("/") {
+            return Err("source / would expose the whole host filesystem".to_string());
+        }
+        for forbidden in FORBIDDEN_BIND_SOURCES {
+            if candidate.starts_with(forbidden) {
+                return Err(format!(
+                    "source {:?} is under {forbidden}, which is never bound into a sandbox",
+                    bind.source
+                ));
+            }
+        }
+        for socket in RUNTIME_SOCKETS {
+            if candidate.starts_with(socket) || Path::new(socket).starts_with(&candidate) {
+                return Err(format!(
+                    "source {:?} exposes the container runtime ({socket}): that is root on the host",
+                    bind.source
+                ));
+            }
+        }
+        if candidate.extension().is_some_and(|e| e == "sock") {
+            return Err(format!("source {:?} is a socket path; sockets are never bound", bind.source));
+        }
+    }
+    let target = normalize(Path::new(&bind.target));
+    for forbidden in FORBIDDEN_BIND_TARGETS {
+        if target == Path::new(forbidden) || (*forbidden != "/" && target.starts_with(forbidden)) {
+            return Err(format!("target {:?} would cover {forbidden}", bind.target));
+        }
+    }
+    Ok(())
+}
+
+/// Lexical normalization: removes `.` and resolves `..` without touching the filesystem.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::Normal(c) => out.push(c),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn load_seccomp(
+    reference: &str,
+    base_dir: Option<&Path>,
+    cap_drop: &[String],
+    cap_add: &[String],
+) -> Result<SeccompRef, String> {
+    if reference.eq_ignore_ascii_case("unconfined") {
+        return Err("\"unconfined\" disables syscall filtering; name a Docker/OCI seccomp JSON file".to_string());
+    }
+    let (path, json) = match base_dir {
+        None => match BUILTIN_SECCOMP.iter().find(|(p, _)| *p == reference) {
+            Some((p, text)) => (PathBuf::from(format!("builtin:{p}")), text.to_string()),
+            None => return Err(format!("{reference:?} is not a built-in seccomp file")),
+        },
+        Some(dir) => {
+            let path = dir.join(reference);
+            let text = read_capped(&path, MAX_SECCOMP_BYTES).map_err(|e| e.to_string())?;
+            (path, text)
+        }
+    };
+    let _ = (cap_drop, cap_add);
+    seccomp::load_profile_json(&json, &seccomp::LoadOptions::default())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(SeccompRef { path, json })
+}
+
+/// Parses sizes such as `512`, `64k`, `64m`, `1g` (binary units, case-insensitive, optional `b`/`ib`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("{text:?} is not a size (examples: 512k, 64m, 1g)")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (examples: 512k, 64m, 1g)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Parses durations such as `500ms`, `30s`, `10m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let bad = || format!("{text:?} is not a duration (examples: 500ms, 30s, 10m, 1h)");
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(bad()),
+    }
+    .ok_or_else(bad)?;
+    Ok(Duration::from_millis(ms))
+}
+
+impl fmt::Display for Profile {
+    /// The effective sandbox, as `profile show` prints it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "profile         {} ({})", self.name, self.source)?;
+        if !self.description.is_empty() {
+            writeln!(f, "description     {}", self.description)?;
+        }
+        writeln!(f, "image           {}", self.image)?;
+        writeln!(f, "user            {}", self.user)?;
+        writeln!(f, "workdir         {}", self.workdir)?;
+        writeln!(f, "read-only root  {}", self.read_only_root)?;
+        for t in &self.tmpfs {
+            writeln!(f, "tmpfs           {} size={} mode={:o}", t.path, human_size(t.size_bytes), t.mode)?;
+        }
+        writeln!(f, "network         {}", self.network)?;
+        writeln!(f, "cap drop        {}", self.cap_drop.join(" "))?;
+        writeln!(f, "cap add         {}", if self.cap_add.is_empty() { "-".to_string() } else { self.cap_add.join(" ") })?;
+        let effective: Vec<String> = self.effective_caps().into_iter().collect();
+        writeln!(f, "effective caps  {}", if effective.is_empty() { "none".to_string() } else { effective.join(" ") })?;
+        writeln!(f, "no-new-privs    {}", self.no_new_privileges)?;
+        writeln!(f, "seccomp         {}", self.seccomp.path.display())?;
+        writeln!(f, "pids limit      {}", self.pids_limit)?;
+        writeln!(f, "memory          {} (no swap)", human_size(self.memory_bytes as u64))?;
+        writeln!(f, "cpus            {}", self.cpus)?;
+        writeln!(f, "timeout         {} ms (kill grace {} ms)", self.timeout.as_millis(), self.kill_grace.as_millis())?;
+        writeln!(f, "output cap      {} per stream", human_size(self.output_cap))?;
+        writeln!(f, "env allowed     {}", self.env_allow.join(" "))?;
+        for b in &self.binds {
+            writeln!(f, "bind            {} -> {} ({})", b.source, b.target, if b.read_only { "ro" } else { "rw" })?;
+        }
+        writeln!(f, "elevated        {}", self.elevated)?;
+        write!(f, "allowed rules   {}", if self.policy.allow_rules.is_empty() { "-".to_string() } else { self.policy.allow_rules.join(" ") })
+    }
+}
+
+/// `1048576` -> `1m`; exact binary units only, else bytes.
+pub fn human_size(bytes: u64) -> String {
+    for (shift, unit) in [(30, "g"), (20, "m"), (10, "k")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}")
+}
+
+mod duration_ms {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
+
+#[cfg(test)]
+#[path = "profile_tests.rs"]
+mod tests;

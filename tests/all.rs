@@ -1,3 +1,4 @@
-//! The integration test binary: one crate, modules under tests/suite/.
+//! Integration tests: the real `stockade` binary against a real Docker engine, and library
+//! checks that need fixtures.
 
 mod suite;

@@ -20,9 +20,11 @@ pub struct Record {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum RecordBody {
     Start(Start),
     Finish(Finish),
+    Recovered(Recovered),
 }
 
 /// Written (durably) before the command runs. `id` ties it to its `finish`.
@@ -60,4 +62,23 @@ pub struct Finish {
     pub truncated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// Written by the append that found the log ending in a half-written line (a writer was killed
+/// mid-write, or the disk filled). That line is kept, terminated with a newline, and accounted
+/// for here instead of being dropped or overwritten (docs/audit.md, "Crash recovery").
+///
+/// The record's `prev` is the hash of the partial line, so the chain runs through it;
+/// `chain_prev` is the hash of the complete line before it, so the chain also vouches for the
+/// link that the partial line may be too short to carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recovered {
+    /// Byte offset of the partial line's first byte in the log.
+    pub partial_offset: u64,
+    /// Length of the partial line in bytes (without the newline added on recovery).
+    pub partial_len: u64,
+    /// Lowercase hex SHA-256 of the partial line's bytes (equal to this record's `prev`).
+    pub partial_sha256: String,
+    /// Hash of the line before the partial one (64 zeros if it was the first line).
+    pub chain_prev: String,
 }

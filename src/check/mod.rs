@@ -55,9 +55,6 @@ impl Checker {
     }
 
     pub fn check(&self, _command: &str, _policy: &Policy) -> Verdict {
-        Verdict {
-            decision: Decision::Allow,
-            hits: Vec::new(),
-        }
+        Verdict { decision: Decision::Allow, hits: Vec::new() }
     }
 }

@@ -6,10 +6,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
+use super::lint_profile::{effective_caps, lint_profile_for};
 use super::{
     caps, diff, lint_caps, lint_seccomp, load_profile_json, parse_kernel, resolve, Arch,
     LintReport, LoadOptions, ResolvedProfile, MAX_PROFILE_BYTES,
 };
+use crate::profile::{self, Profile, ProfileDirs};
 
 /// Exit status when lint found a critical problem, or diff found a difference.
 pub const EXIT_FINDINGS: u8 = 1;
@@ -23,10 +25,11 @@ pub struct ResolveArgs {
     /// Kernel version for `minKernel` rules, as "6.1" [default: this host's]
     #[arg(long)]
     pub kernel: Option<String>,
-    /// Capability added to Docker's default set (repeatable; SYS_ADMIN, CAP_SYS_ADMIN or ALL)
+    /// For seccomp JSON files: capability added to Docker's default set (repeatable;
+    /// SYS_ADMIN, CAP_SYS_ADMIN or ALL). Sandbox profiles bring their own.
     #[arg(long = "cap-add", value_name = "CAP")]
     pub cap_add: Vec<String>,
-    /// Capability removed from Docker's default set (repeatable, or ALL)
+    /// For seccomp JSON files: capability removed from Docker's default set (repeatable, or ALL)
     #[arg(long = "cap-drop", value_name = "CAP")]
     pub cap_drop: Vec<String>,
     /// Skip syscall names that are no syscall on any architecture instead of failing
@@ -37,7 +40,7 @@ pub struct ResolveArgs {
 /// `stockade profile lint P`
 #[derive(clap::Args, Debug, Clone)]
 pub struct LintArgs {
-    /// A Docker/OCI seccomp JSON file
+    /// A sandbox profile (name or .toml path) or a Docker/OCI seccomp JSON file (*.json)
     pub profile: String,
     /// Print the report as JSON
     #[arg(long)]
@@ -49,9 +52,9 @@ pub struct LintArgs {
 /// `stockade profile diff A B`
 #[derive(clap::Args, Debug, Clone)]
 pub struct DiffArgs {
-    /// The old side: a Docker/OCI seccomp JSON file
+    /// The old side: a sandbox profile (name or .toml path) or a seccomp JSON file (*.json)
     pub a: String,
-    /// The new side: a Docker/OCI seccomp JSON file
+    /// The new side: a sandbox profile (name or .toml path) or a seccomp JSON file (*.json)
     pub b: String,
     /// Print the diff as JSON
     #[arg(long)]
@@ -65,6 +68,8 @@ struct Loaded {
     label: String,
     resolved: ResolvedProfile,
     caps: BTreeSet<String>,
+    /// Set when the input was a sandbox profile rather than a seccomp file.
+    profile: Option<Profile>,
 }
 
 fn read_capped(path: &Path) -> anyhow::Result<String> {
@@ -91,14 +96,7 @@ fn caps_from(args: &ResolveArgs) -> anyhow::Result<BTreeSet<String>> {
     ))
 }
 
-fn load(arg: &str, args: &ResolveArgs) -> anyhow::Result<Loaded> {
-    let path = Path::new(arg);
-    let json = read_capped(path)?;
-    let opts = LoadOptions {
-        allow_unknown_syscalls: args.allow_unknown_syscalls,
-    };
-    let profile = load_profile_json(&json, &opts).with_context(|| path.display().to_string())?;
-    let caps = caps_from(args)?;
+fn target(args: &ResolveArgs) -> anyhow::Result<(Arch, Option<(u32, u32)>)> {
     let arch = args.arch.unwrap_or_else(Arch::host);
     let kernel = match args.kernel.as_deref() {
         None => super::host_kernel(),
@@ -107,20 +105,56 @@ fn load(arg: &str, args: &ResolveArgs) -> anyhow::Result<Loaded> {
             None => bail!("--kernel {text:?}: expected a version such as 6.1"),
         },
     };
+    Ok((arch, kernel))
+}
+
+/// A `*.json` argument is a seccomp file; anything else names a sandbox profile.
+fn load(arg: &str, args: &ResolveArgs, dirs: &ProfileDirs) -> anyhow::Result<Loaded> {
+    let (arch, kernel) = target(args)?;
+    let opts = LoadOptions {
+        allow_unknown_syscalls: args.allow_unknown_syscalls,
+    };
+    if !arg.ends_with(".json") {
+        let p = profile::load(arg, dirs)?;
+        let seccomp = load_profile_json(&p.seccomp.json, &opts)
+            .with_context(|| p.seccomp.path.display().to_string())?;
+        let caps = effective_caps(&p);
+        return Ok(Loaded {
+            label: format!("{} ({})", p.name, p.source),
+            resolved: resolve(&seccomp, &caps, arch, kernel),
+            caps,
+            profile: Some(p),
+        });
+    }
+    let path = Path::new(arg);
+    let json = read_capped(path)?;
+    let seccomp = load_profile_json(&json, &opts).with_context(|| path.display().to_string())?;
+    let caps = caps_from(args)?;
     Ok(Loaded {
         label: arg.to_string(),
-        resolved: resolve(&profile, &caps, arch, kernel),
+        resolved: resolve(&seccomp, &caps, arch, kernel),
         caps,
+        profile: None,
     })
 }
 
 /// Lints one profile and prints the report; returns [`EXIT_FINDINGS`] if any finding is
 /// critical, else 0.
-pub fn run_lint(args: &LintArgs) -> anyhow::Result<u8> {
-    let loaded = load(&args.profile, &args.resolve)?;
-    let mut findings = lint_seccomp(&loaded.resolved);
-    findings.extend(lint_caps(&loaded.caps));
-    let report = LintReport::new(loaded.label, findings);
+pub fn run_lint(args: &LintArgs, dirs: &ProfileDirs) -> anyhow::Result<u8> {
+    let loaded = load(&args.profile, &args.resolve, dirs)?;
+    let report = match &loaded.profile {
+        Some(p) => {
+            let (arch, kernel) = target(&args.resolve)?;
+            let mut report = lint_profile_for(p, arch, kernel);
+            report.subject = loaded.label;
+            report
+        }
+        None => {
+            let mut findings = lint_seccomp(&loaded.resolved);
+            findings.extend(lint_caps(&loaded.caps));
+            LintReport::new(loaded.label, findings)
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -134,9 +168,9 @@ pub fn run_lint(args: &LintArgs) -> anyhow::Result<u8> {
 }
 
 /// Diffs two profiles and prints the diff; returns [`EXIT_FINDINGS`] if they differ, else 0.
-pub fn run_diff(args: &DiffArgs) -> anyhow::Result<u8> {
-    let a = load(&args.a, &args.resolve)?;
-    let b = load(&args.b, &args.resolve)?;
+pub fn run_diff(args: &DiffArgs, dirs: &ProfileDirs) -> anyhow::Result<u8> {
+    let a = load(&args.a, &args.resolve, dirs)?;
+    let b = load(&args.b, &args.resolve, dirs)?;
     let d = diff(&a.resolved, &b.resolved, &a.caps, &b.caps).labelled(a.label, b.label);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&d)?);

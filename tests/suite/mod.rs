@@ -1,1 +1,6 @@
+pub mod common;
+
+mod exec;
+mod image;
+mod profiles;
 mod seccomp;

@@ -582,9 +582,11 @@ proptest! {
 
 #[test]
 fn cli_handlers_report_through_exit_codes() {
+    use stockade::profile::ProfileDirs;
     use stockade::seccomp::cli::{
         run_diff, run_lint, DiffArgs, LintArgs, ResolveArgs, EXIT_FINDINGS,
     };
+    let dirs = ProfileDirs::default();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seccomp");
     let docker = dir.join("docker-default.json").display().to_string();
     let podman = dir.join("podman-default.json").display().to_string();
@@ -596,31 +598,36 @@ fn cli_handlers_report_through_exit_codes() {
     let lint = |profile: &str, cap_add: &[&str]| {
         let mut resolve = resolve.clone();
         resolve.cap_add = cap_add.iter().map(|s| s.to_string()).collect();
-        run_lint(&LintArgs {
+        let args = LintArgs {
             profile: profile.to_string(),
             json: true,
             resolve,
-        })
-        .unwrap()
+        };
+        run_lint(&args, &dirs).unwrap()
     };
     assert_eq!(lint(&docker, &[]), 0);
     assert_eq!(lint(&docker, &["sys_admin"]), EXIT_FINDINGS);
     assert_eq!(lint(&podman, &[]), EXIT_FINDINGS);
     let diff = |a: &str, b: &str| {
-        run_diff(&DiffArgs {
+        let args = DiffArgs {
             a: a.to_string(),
             b: b.to_string(),
             json: false,
             resolve: resolve.clone(),
-        })
-        .unwrap()
+        };
+        run_diff(&args, &dirs).unwrap()
     };
     assert_eq!(diff(&docker, &docker), 0);
     assert_eq!(diff(&docker, &podman), EXIT_FINDINGS);
-    let missing = run_lint(&LintArgs {
+    // Sandbox profiles by name: the built-in default lints without criticals, and differs from
+    // Docker's default seccomp file with Docker's capabilities by the capabilities it drops.
+    assert_eq!(lint("default", &[]), 0);
+    assert_eq!(diff("default", "default"), 0);
+    assert_eq!(diff(&docker, "default"), EXIT_FINDINGS);
+    let args = LintArgs {
         profile: "/nonexistent.json".into(),
         json: false,
         resolve,
-    });
-    assert!(missing.is_err());
+    };
+    assert!(run_lint(&args, &dirs).is_err());
 }

@@ -1,0 +1,102 @@
+//! stockade's own configuration (`config.toml`): what the operator allows.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+}
+
+/// The operator's configuration. Every field defaults to the safe choice.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Whether `--elevated` (and any profile with `elevated = true`) may be used at all.
+    #[serde(default)]
+    pub allow_elevation: bool,
+    /// The profile `--elevated` selects when `--profile` is not given.
+    #[serde(default = "default_elevated_profile")]
+    pub elevated_profile: String,
+    /// The profile used when `--profile` is not given.
+    #[serde(default = "default_profile")]
+    pub default_profile: String,
+}
+
+fn default_elevated_profile() -> String {
+    "elevated".to_string()
+}
+
+fn default_profile() -> String {
+    "default".to_string()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            allow_elevation: false,
+            elevated_profile: default_elevated_profile(),
+            default_profile: default_profile(),
+        }
+    }
+}
+
+/// `$XDG_CONFIG_HOME/stockade`, else `~/.config/stockade`.
+pub fn config_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("stockade"));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|home| PathBuf::from(home).join(".config").join("stockade"))
+}
+
+impl Config {
+    /// `explicit` (`--config`), else `STOCKADE_CONFIG`, else `config.toml` in the config dir.
+    /// A missing default file means the defaults; a missing explicit file is an error.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let named = explicit
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("STOCKADE_CONFIG").map(PathBuf::from));
+        let (path, required) = match named {
+            Some(p) => (p, true),
+            None => match config_dir() {
+                Some(dir) => (dir.join("config.toml"), false),
+                None => return Ok(Config::default()),
+            },
+        };
+        let file = path.display().to_string();
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Config::default())
+            }
+            Err(source) => return Err(ConfigError::Read { file, source }),
+            Ok(meta) if meta.len() > MAX_CONFIG_BYTES => {
+                return Err(ConfigError::Syntax {
+                    file,
+                    message: format!("larger than {MAX_CONFIG_BYTES} bytes"),
+                })
+            }
+            Ok(_) => {}
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            file,
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+}

@@ -1,0 +1,185 @@
+//! Shared helpers: run the real binary in an isolated state dir, probe the engine.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_stockade");
+
+/// Whether a Docker engine answers. Probed once per test binary.
+pub fn docker_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        Command::new("docker")
+            .args(["version", "--format", "{{.Server.APIVersion}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    })
+}
+
+/// Skips the test (returns) when there is no engine, unless STOCKADE_REQUIRE_DOCKER=1 demands one.
+#[macro_export]
+macro_rules! require_docker {
+    () => {
+        if !$crate::suite::common::docker_available() {
+            if std::env::var("STOCKADE_REQUIRE_DOCKER").as_deref() == Ok("1") {
+                panic!("no Docker engine, and STOCKADE_REQUIRE_DOCKER=1 requires one");
+            }
+            eprintln!("skipped: no Docker engine reachable (set STOCKADE_REQUIRE_DOCKER=1 to fail instead)");
+            return;
+        }
+        $crate::suite::common::ensure_base_image();
+    };
+}
+
+/// Builds the base image once per test binary, so parallel tests do not race to build it.
+pub fn ensure_base_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let env = Env::new();
+        let out = env.cmd().args(["image", "build"]).output().expect("run stockade image build");
+        assert!(
+            out.status.success(),
+            "stockade image build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// An isolated stockade environment: its own state, config and profiles directories.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::Builder::new().prefix("stockade-test-").tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn config_home(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    pub fn profiles_dir(&self) -> PathBuf {
+        self.config_home().join("stockade").join("profiles")
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.state_dir().join("audit.jsonl")
+    }
+
+    /// Writes `config.toml`.
+    pub fn write_config(&self, text: &str) {
+        let dir = self.config_home().join("stockade");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.toml"), text).unwrap();
+    }
+
+    /// Writes a profile file into the profiles directory and returns its path.
+    pub fn write_profile(&self, name: &str, text: &str) -> PathBuf {
+        let dir = self.profiles_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env("STOCKADE_STATE_DIR", self.state_dir())
+            .env("XDG_CONFIG_HOME", self.config_home())
+            .env_remove("STOCKADE_CONFIG")
+            .env_remove("STOCKADE_PROFILES_DIR")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `stockade exec [extra...] -- command`.
+    pub fn exec(&self, extra: &[&str], command: &str) -> Output {
+        self.cmd()
+            .arg("exec")
+            .args(extra)
+            .arg("--")
+            .arg(command)
+            .output()
+            .expect("run stockade")
+    }
+
+    /// `stockade exec --json ...` parsed.
+    pub fn exec_json(&self, extra: &[&str], command: &str) -> (i32, serde_json::Value) {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let out = self.exec(&args, command);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let value: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "not one JSON object ({e}): stdout={stdout:?} stderr={:?}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), value)
+    }
+
+    /// The audit log's records, parsed.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        read_jsonl(&self.audit_path())
+    }
+
+    /// Removes every session container this environment created.
+    pub fn cleanup_sessions(&self) {
+        let _ = self.cmd().args(["session", "prune"]).output();
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.state_dir().join("sessions").exists() && docker_available() {
+            self.cleanup_sessions();
+        }
+    }
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}")))
+        .collect()
+}
+
+/// A session id unique to this test process and call site.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Names of containers (any state) that carry `label`.
+pub fn containers_with_label(label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--filter", &format!("label={label}"), "--format", "{{.Names}}"])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
