@@ -678,7 +678,8 @@ fn load_seccomp(
         }
     };
     let _ = (cap_drop, cap_add);
-    seccomp::validate_json(&json).map_err(|e| format!("{}: {e}", path.display()))?;
+    seccomp::load_profile_json(&json, &seccomp::LoadOptions::default())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(SeccompRef { path, json })
 }
 

@@ -3,3 +3,4 @@ pub mod common;
 mod exec;
 mod image;
 mod profiles;
+mod seccomp;

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Regenerates src/seccomp/syscalls/table.rs from the host's kernel UAPI headers.
+
+Needs gcc and linux-libc-dev (Debian). x86_64 numbers come from asm/unistd_64.h; aarch64 numbers
+from asm-generic/unistd.h, preprocessed with the feature macros arm64's asm/unistd.h sets, then
+evaluated by a small C program (the generic header defines some numbers through other macros).
+Syscalls newer than the host's headers are appended from LATE_SYSCALLS below; their numbers are
+the same on both architectures (the kernel unified numbering from 403 on).
+Usage: tools/gen-syscall-table.py > src/seccomp/syscalls/table.rs
+"""
+import re, subprocess, sys, tempfile, os
+
+INC = "/usr/include"
+X86_DIR = f"{INC}/x86_64-linux-gnu/asm"
+# arm64's arch/arm64/include/uapi/asm/unistd.h defines these before including the generic table.
+ARM64_WANTS = ["RENAMEAT", "NEW_STAT", "SET_GET_RLIMIT", "TIME32_SYSCALLS", "SYS_CLONE3", "MEMFD_SECRET"]
+
+# Added to the kernel after 6.1: (name, number, on x86_64, on aarch64).
+LATE_SYSCALLS = [
+    ("cachestat", 451, True, True),
+    ("fchmodat2", 452, True, True),
+    ("map_shadow_stack", 453, True, True),
+    ("futex_wake", 454, True, True),
+    ("futex_wait", 455, True, True),
+    ("futex_requeue", 456, True, True),
+    ("statmount", 457, True, True),
+    ("listmount", 458, True, True),
+    ("lsm_get_self_attr", 459, True, True),
+    ("lsm_set_self_attr", 460, True, True),
+    ("lsm_list_modules", 461, True, True),
+    ("mseal", 462, True, True),
+    ("setxattrat", 463, True, True),
+    ("getxattrat", 464, True, True),
+    ("listxattrat", 465, True, True),
+    ("removexattrat", 466, True, True),
+    ("open_tree_attr", 467, True, True),
+    ("file_getattr", 468, True, True),
+    ("file_setattr", 469, True, True),
+    ("uretprobe", 335, True, False),
+]
+
+# Names that exist only on architectures whose headers are not on the host (arm, ppc, s390,
+# mips, riscv, sparc, alpha, parisc, ...). They are valid in a profile (Docker's and Podman's
+# defaults list them for those architectures) and resolve to nothing on x86_64/aarch64.
+OTHER_ARCH_ONLY = """
+arm_fadvise64_64 arm_sync_file_range breakpoint cacheflush set_tls usr26 usr32
+swapcontext sync_file_range2 spu_run spu_create subpage_prot switch_endian sys_debug_setcontext
+rtas multiplexer sys_kexec_load pciconfig_iobase pciconfig_read pciconfig_write
+s390_pci_mmio_read s390_pci_mmio_write s390_runtime_instr s390_guarded_storage s390_sthyi
+riscv_flush_icache riscv_hwprobe cachectl sysmips syscall send recv
+atomic_barrier atomic_cmpxchg_32 get_thread_area set_thread_area
+osf_getdomainname getpagesize memory_ordering utrap_install kern_features
+""".split()
+
+
+def defines(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r"#define __NR_(\w+)\s+(\d+)", line)
+        if m:
+            out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def generic64():
+    wants = "".join(f"#define __ARCH_WANT_{w}\n" for w in ARM64_WANTS)
+    src = wants + "#include <asm-generic/unistd.h>\n"
+    macros = subprocess.run(["cpp", "-dM", "-"], input=src, capture_output=True, text=True, check=True).stdout
+    names = sorted(set(re.findall(r"#define __NR_(\w+) ", macros)) - {"syscalls", "arch_specific_syscall"})
+    prog = wants + "#include <stdio.h>\n#include <asm-generic/unistd.h>\nint main(void){\n"
+    prog += "".join(f'printf("{n} %d\\n", (int)(__NR_{n}));\n' for n in names) + "return 0;}\n"
+    with tempfile.TemporaryDirectory() as d:
+        c, exe = os.path.join(d, "g.c"), os.path.join(d, "g")
+        open(c, "w").write(prog)
+        subprocess.run(["gcc", "-o", exe, c], check=True)
+        out = subprocess.run([exe], capture_output=True, text=True, check=True).stdout
+    return {n: int(v) for n, v in (l.split() for l in out.splitlines())}
+
+
+def emit_table(name, table):
+    print(f"pub(super) const {name}: &[(&str, u32)] = &[")
+    for n, v in sorted(table.items()):
+        print(f'    ("{n}", {v}),')
+    print("];\n")
+
+
+def main():
+    x86 = defines(f"{X86_DIR}/unistd_64.h")
+    arm = generic64()
+    for name, nr, on_x86, on_arm in LATE_SYSCALLS:
+        if on_x86:
+            x86.setdefault(name, nr)
+        if on_arm:
+            arm.setdefault(name, nr)
+    others = set(defines(f"{X86_DIR}/unistd_32.h")) | set(defines(f"{X86_DIR}/unistd_x32.h"))
+    # 32-bit generic names (the *_time64 calls, fcntl64, ...): the same header without 64-bit longs.
+    macros = subprocess.run(["cpp", "-dM", "-D__BITS_PER_LONG=32", "-"], input="#include <asm-generic/unistd.h>\n",
+                            capture_output=True, text=True, check=True).stdout
+    others |= set(re.findall(r"#define __NR_(\w+) ", macros))
+    others |= set(OTHER_ARCH_ONLY)
+    others -= set(x86) | set(arm) | {"syscalls", "arch_specific_syscall"}
+    headers = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "linux-libc-dev"], capture_output=True, text=True).stdout
+    print("// @generated by tools/gen-syscall-table.py from linux-libc-dev " + headers + " (do not edit by hand).")
+    print("//! Syscall numbers per architecture, and names that exist only on other architectures.\n")
+    emit_table("X86_64", x86)
+    emit_table("AARCH64", arm)
+    print("pub(super) const OTHER_ARCH_ONLY: &[&str] = &[")
+    for n in sorted(others):
+        print(f'    "{n}",')
+    print("];")
+
+
+main()
