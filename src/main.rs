@@ -139,6 +139,10 @@ enum ProfileCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Findings with severity and a fix for each, and a 0-100 score
+    Lint(stockade::seccomp::cli::LintArgs),
+    /// Syscalls and capabilities added and removed between two profiles
+    Diff(stockade::seccomp::cli::DiffArgs),
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -147,6 +151,14 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Exec(_)) {
+        // Reports piped into `head` should end quietly. `exec` keeps SIGPIPE ignored: a reader
+        // going away must not kill stockade before it writes the audit finish record.
+        // SAFETY: setting a signal disposition to SIG_DFL before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_tracing(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -342,6 +354,8 @@ fn run_profile(cli: &Cli, cmd: &ProfileCmd) -> anyhow::Result<u8> {
                 println!("{name}");
             }
         }
+        ProfileCmd::Lint(args) => return stockade::seccomp::cli::run_lint(args, &dirs),
+        ProfileCmd::Diff(args) => return stockade::seccomp::cli::run_diff(args, &dirs),
         ProfileCmd::Show {
             profile: name,
             json,
