@@ -6,16 +6,21 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::audit::{AuditLog, Finish, RecordBody, Start};
-use crate::backend::{self, BackendError, Capture, DockerBackend};
+use crate::backend::{self, BackendError, Capture, Container, DockerBackend};
 use crate::check::{Checker, Decision, Verdict};
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::plan::{self, ExecRequest, Owner};
+use crate::inflight::{self, Marker};
+use crate::interrupt::{self, Interrupt};
+use crate::plan::{self, ExecRequest, Owner, Plan};
 use crate::profile::{self, Profile, ProfileDirs};
 use crate::{exit, image, session};
 
-/// Output beyond this many times the cap means the command is flooding: it is stopped.
-pub const FLOOD_FACTOR: u64 = 64;
+pub use crate::plan::FLOOD_FACTOR;
+
+/// How long an execution waits, at its end, for the background removal of orphaned one-shot
+/// containers it started (only after a crash; see [`session::sweep_in_background`]).
+const SWEEP_JOIN: Duration = Duration::from_secs(2);
 
 /// Everything `stockade exec` was asked.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +52,15 @@ pub struct Report {
     pub stdout: String,
     pub stderr: String,
     pub truncated: bool,
+    /// The output passed the hard limit (cap x [`FLOOD_FACTOR`]) and the command was stopped.
+    pub output_limit_hit: bool,
+    /// The command hit the sandbox's process limit (a fork was refused).
+    pub pids_limit_hit: bool,
+    /// The kill inside the sandbox could not end every process, so the container was reset
+    /// (a session's container restarted: its tmpfs contents are gone).
+    pub sandbox_reset: bool,
+    /// Signal stockade received during the execution (the command was stopped).
+    pub interrupted: Option<i32>,
     pub verdict: Decision,
     pub rules: Vec<String>,
     pub audit_id: Option<String>,
@@ -84,6 +98,8 @@ pub enum ExecError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Session(#[from] session::SessionError),
+    #[error("interrupted by {}; the command's processes were ended inside the sandbox", interrupt::name(*signal))]
+    Interrupted { signal: i32 },
 }
 
 impl Report {
@@ -97,6 +113,10 @@ impl Report {
             stdout: String::new(),
             stderr: String::new(),
             truncated: false,
+            output_limit_hit: false,
+            pids_limit_hit: false,
+            sandbox_reset: false,
+            interrupted: None,
             verdict: verdict.decision,
             rules: verdict.rule_ids(),
             audit_id: None,
@@ -107,6 +127,39 @@ impl Report {
             error: None,
             status: exit::EXIT_STOCKADE_ERROR,
         }
+    }
+}
+
+impl Report {
+    /// One line per limit the execution hit, for humans (the JSON has the flags).
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.output_limit_hit {
+            notes.push(format!(
+                "the command's output passed the hard limit ({FLOOD_FACTOR} x the profile's \
+                 output cap); it was stopped"
+            ));
+        }
+        if self.oom_killed {
+            notes.push(
+                "the command was killed by the out-of-memory killer (the profile's memory \
+                 limit)"
+                    .to_string(),
+            );
+        }
+        if self.pids_limit_hit {
+            notes.push(
+                "the command hit the profile's process limit (a fork was refused)".to_string(),
+            );
+        }
+        if self.sandbox_reset {
+            notes.push(
+                "the kill inside the sandbox could not end every process, so the container \
+                 was reset (a session's /workspace and other tmpfs contents are gone)"
+                    .to_string(),
+            );
+        }
+        notes
     }
 }
 
@@ -127,8 +180,77 @@ pub fn select_profile(ctx: &Context, args: &ExecArgs) -> Result<Profile, ExecErr
 /// Runs one command. `echo` streams output live (else it is only captured for `--json`).
 /// Never returns before the audit log has a `finish` for every `start` it wrote.
 pub async fn execute(ctx: &Context, args: &ExecArgs, echo: bool) -> Result<Report, ExecError> {
-    let profile = select_profile(ctx, args)?;
+    let profile = match select_profile(ctx, args) {
+        Ok(p) => p,
+        Err(e) => {
+            audit_refusal(ctx, args, &e);
+            return Err(e);
+        }
+    };
     execute_with(ctx, &profile, args, echo).await
+}
+
+/// A request refused before its profile could be loaded (unknown or malformed profile,
+/// elevation misuse) still leaves a `start` and a `finish` in the audit log, when the log can
+/// be written: an agent probing profile names is visible there.
+fn audit_refusal(ctx: &Context, args: &ExecArgs, error: &ExecError) {
+    let Ok(audit) = AuditLog::open(&ctx.state_dir) else {
+        return;
+    };
+    let id = new_exec_id();
+    let verdict = if args.bypass_check {
+        Verdict {
+            decision: Decision::Allow,
+            hits: Vec::new(),
+        }
+    } else {
+        Checker::builtin().check(&args.request.command, &Default::default())
+    };
+    let requested = match (&args.profile, args.elevated) {
+        (Some(p), _) => p.clone(),
+        (None, true) => ctx.config.elevated_profile.clone(),
+        (None, false) => ctx.config.default_profile.clone(),
+    };
+    let start = Start {
+        id: id.clone(),
+        session: args.request.session.clone(),
+        user: current_user(),
+        command: args.request.command.clone(),
+        verdict: verdict.decision,
+        rules: verdict.rule_ids(),
+        profile: requested,
+        backend: backend::BACKEND_DOCKER.to_string(),
+        elevated: args.elevated,
+        check_bypassed: args.bypass_check,
+    };
+    if audit.append(RecordBody::Start(start)).is_err() {
+        return;
+    }
+    let mut finish = blank_finish(&id, args.request.session.clone());
+    finish.outcome = "error".to_string();
+    finish.error = Some(error.to_string());
+    let _ = audit.append(RecordBody::Finish(finish));
+}
+
+fn blank_finish(id: &str, session: Option<String>) -> Finish {
+    Finish {
+        id: id.to_string(),
+        session,
+        container: None,
+        outcome: String::new(),
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        oom_killed: false,
+        duration_ms: 0,
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+        truncated: false,
+        output_limit_hit: false,
+        pids_limit_hit: false,
+        sandbox_reset: false,
+        error: None,
+    }
 }
 
 /// [`execute`] under an already loaded profile (for tools that derive a profile, such as the
@@ -170,21 +292,7 @@ pub async fn execute_with(
         check_bypassed: args.bypass_check,
     };
     let started = Instant::now();
-    let mut finish = Finish {
-        id: exec_id.clone(),
-        session: args.request.session.clone(),
-        container: None,
-        outcome: String::new(),
-        exit_code: None,
-        signal: None,
-        timed_out: false,
-        oom_killed: false,
-        duration_ms: 0,
-        stdout_bytes: 0,
-        stderr_bytes: 0,
-        truncated: false,
-        error: None,
-    };
+    let mut finish = blank_finish(&exec_id, args.request.session.clone());
 
     // Refusals are audited too: a start that says what was asked, a finish that says why not.
     let refusal = if profile.elevated && !ctx.config.allow_elevation {
@@ -212,6 +320,9 @@ pub async fn execute_with(
         profile.output_cap,
         echo.then(|| Box::new(std::io::stderr()) as Box<dyn std::io::Write + Send>),
     );
+    // Installed before the command starts, so that from here on a SIGINT/SIGTERM/SIGHUP ends
+    // the command inside the sandbox and still lets the finish record be written.
+    let interrupt = Interrupt::install();
     let result = run(
         ctx,
         &profile,
@@ -220,6 +331,7 @@ pub async fn execute_with(
         &mut stdout,
         &mut stderr,
         &mut report,
+        &interrupt,
     )
     .await;
     stdout.finish_echo();
@@ -234,10 +346,17 @@ pub async fn execute_with(
     report.stderr = stderr.text();
     report.truncated = finish.truncated;
     report.duration_ms = finish.duration_ms;
+    finish.output_limit_hit = report.output_limit_hit;
+    finish.pids_limit_hit = report.pids_limit_hit;
+    finish.sandbox_reset = report.sandbox_reset;
     match &result {
         Ok(()) => {
-            finish.outcome = if report.timed_out {
+            finish.outcome = if report.interrupted.is_some() {
+                "interrupted"
+            } else if report.timed_out {
                 "timed_out"
+            } else if report.output_limit_hit {
+                "output_limit"
             } else {
                 "completed"
             }
@@ -246,13 +365,27 @@ pub async fn execute_with(
             finish.signal = report.signal;
             finish.timed_out = report.timed_out;
             finish.oom_killed = report.oom_killed;
-            report.status = if report.timed_out {
+            report.status = if let Some(signal) = report.interrupted {
+                let why = ExecError::Interrupted { signal }.to_string();
+                finish.error = Some(why.clone());
+                report.error = Some(why);
+                interrupt::exit_status(signal)
+            } else if report.timed_out {
                 exit::EXIT_TIMEOUT
             } else {
                 report
                     .exit_code
                     .map_or(exit::EXIT_STOCKADE_ERROR, |c| (c & 0xff) as u8)
             };
+        }
+        Err(ExecError::Interrupted { signal }) => {
+            finish.outcome = "interrupted".to_string();
+            finish.signal = Some(*signal);
+            let why = ExecError::Interrupted { signal: *signal }.to_string();
+            finish.error = Some(why.clone());
+            report.error = Some(why);
+            report.interrupted = Some(*signal);
+            report.status = interrupt::exit_status(*signal);
         }
         Err(e) => {
             finish.outcome = "error".to_string();
@@ -271,6 +404,7 @@ pub async fn execute_with(
     Ok(report)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     ctx: &Context,
     profile: &Profile,
@@ -279,33 +413,95 @@ async fn run(
     stdout: &mut Capture,
     stderr: &mut Capture,
     report: &mut Report,
+    interrupt: &Interrupt,
 ) -> Result<(), ExecError> {
     let owner = Owner {
         pid: std::process::id(),
         boot_id: session::boot_id(),
     };
     let plan = plan::plan(profile, &args.request, exec_id, &owner)?;
-    let engine = Engine::connect(ctx.call_timeout).await?;
-    let backend = DockerBackend::new(engine);
-
-    let _lock = match &plan.session {
-        Some(s) => Some(session::lock(&ctx.state_dir, s)?),
-        None => None,
-    };
-    let mut progress = |line: &str| eprintln!("stockade: {line}");
-    image::ensure_image(
-        &backend.engine().docker,
-        &plan.container.image,
+    // Written before any container exists; removed only once nothing of this execution is
+    // left running, so that a `kill -9` from here on is cleaned up by the next invocation.
+    let in_flight = inflight::begin(
         &ctx.state_dir,
-        &mut progress,
-    )
-    .await?;
-    let container = backend.ensure_container(&plan.container).await?;
+        &Marker {
+            id: exec_id.to_string(),
+            pid: owner.pid,
+            boot_id: owner.boot_id.clone(),
+            session: plan.session.clone(),
+        },
+    )?;
+    let setup = async {
+        let engine = Engine::connect(ctx.call_timeout).await?;
+        let backend = DockerBackend::new(engine);
+        let sweep = session::sweep_in_background(&backend, &ctx.state_dir);
+        let lock = match &plan.session {
+            Some(s) => Some(lock_session(&ctx.state_dir, s).await?),
+            None => None,
+        };
+        let mut progress = |line: &str| eprintln!("stockade: {line}");
+        image::ensure_image(
+            &backend.engine().docker,
+            &plan.container.image,
+            &ctx.state_dir,
+            &mut progress,
+        )
+        .await?;
+        let container = backend.ensure_container(&plan.container).await?;
+        if let Some(s) = &plan.session {
+            session::end_leftovers(&backend, &container, &plan.process, &ctx.state_dir, s).await?;
+        }
+        Ok::<_, ExecError>((backend, sweep, lock, container))
+    };
+    let ready = tokio::select! {
+        ready = setup => ready,
+        signal = interrupt.wait() => Err(ExecError::Interrupted { signal }),
+    };
+    let (backend, sweep, _lock, container) = match ready {
+        Ok(ready) => ready,
+        Err(e) => {
+            // Only an interrupted setup can leave a container behind (a failed create or
+            // start removes its own); remove it by name, since its id was never seen.
+            let clean = !matches!(e, ExecError::Interrupted { .. })
+                || remove_oneshot_by_name(ctx, &plan).await;
+            if clean {
+                in_flight.done();
+            }
+            return Err(e);
+        }
+    };
     report.container = Some(container.name.clone());
 
-    let outcome = backend.run(&container, &plan.process, stdout, stderr).await;
+    let result = run_in(
+        ctx, &backend, &container, &plan, stdout, stderr, report, interrupt,
+    )
+    .await;
+    if result.is_ok() {
+        in_flight.done();
+    }
+    if let Some(sweep) = sweep {
+        let _ = tokio::time::timeout(SWEEP_JOIN, sweep).await;
+    }
+    result
+}
+
+/// Runs the planned process in its container and accounts for how it ended.
+#[allow(clippy::too_many_arguments)]
+async fn run_in(
+    ctx: &Context,
+    backend: &DockerBackend,
+    container: &Container,
+    plan: &Plan,
+    stdout: &mut Capture,
+    stderr: &mut Capture,
+    report: &mut Report,
+    interrupt: &Interrupt,
+) -> Result<(), ExecError> {
     let oneshot = plan.session.is_none();
-    let outcome = match outcome {
+    let outcome = match backend
+        .run(container, &plan.process, stdout, stderr, interrupt.wait())
+        .await
+    {
         Ok(o) => o,
         Err(e) => {
             if oneshot {
@@ -317,19 +513,61 @@ async fn run(
     report.exit_code = outcome.exit_code;
     report.signal = outcome.signal();
     report.timed_out = outcome.timed_out;
-    if outcome.exit_code == Some(137) {
-        report.oom_killed = session::oom_killed(
-            &backend,
-            &container,
-            &ctx.state_dir,
-            plan.session.as_deref(),
-        )
-        .await;
+    report.output_limit_hit = outcome.flooded;
+    report.interrupted = outcome.interrupted;
+    // Counters are read only when something went wrong: a clean exit 0 pays no extra call.
+    let stopped = outcome.timed_out || outcome.flooded || outcome.interrupted.is_some();
+    if stopped || outcome.kill_incomplete || outcome.exit_code != Some(0) {
+        let hit =
+            session::limits_hit(backend, container, &ctx.state_dir, plan.session.as_deref()).await;
+        report.oom_killed = hit.oom_killed;
+        report.pids_limit_hit = hit.pids_limit;
+    }
+    if outcome.kill_incomplete {
+        backend.reset(container).await?;
+        report.sandbox_reset = true;
+        if let Some(s) = &plan.session {
+            session::forget_limits(&ctx.state_dir, s);
+        }
     }
     if oneshot {
         backend.remove(&container.id).await?;
     }
     Ok(())
+}
+
+/// Takes a session's lock without blocking the runtime (so a signal is still handled while
+/// another command of the session runs).
+async fn lock_session(
+    state_dir: &std::path::Path,
+    session: &str,
+) -> Result<session::SessionLock, ExecError> {
+    let (dir, name) = (state_dir.to_owned(), session.to_owned());
+    match tokio::task::spawn_blocking(move || session::lock(&dir, &name)).await {
+        Ok(lock) => Ok(lock?),
+        Err(e) => Err(ExecError::Backend(BackendError::Protocol {
+            what: format!("session lock task failed: {e}"),
+        })),
+    }
+}
+
+/// After an interrupted setup, a one-shot container may exist although its id was never
+/// seen: removes it by name, bounded by the engine call timeout. True when it is gone.
+async fn remove_oneshot_by_name(ctx: &Context, plan: &Plan) -> bool {
+    if plan.session.is_some() {
+        return true;
+    }
+    let remove = async {
+        let engine = Engine::connect(ctx.call_timeout).await.ok()?;
+        DockerBackend::new(engine)
+            .remove(&plan.container.name)
+            .await
+            .ok()
+    };
+    matches!(
+        tokio::time::timeout(ctx.call_timeout, remove).await,
+        Ok(Some(()))
+    )
 }
 
 fn denial_message(verdict: &Verdict) -> String {

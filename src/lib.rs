@@ -12,6 +12,8 @@ pub mod engine;
 pub mod exec;
 pub mod exit;
 pub mod image;
+pub mod inflight;
+pub mod interrupt;
 pub mod plan;
 pub mod profile;
 pub mod seccomp;

@@ -243,7 +243,8 @@ async fn run_exec(cli: &Cli, e: &ExecCli) -> anyhow::Result<u8> {
         Err(err) => {
             if e.json {
                 let status = exec_error_status(&err);
-                println!(
+                let _ = writeln!(
+                    std::io::stdout(),
                     "{}",
                     serde_json::json!({ "error": err.to_string(), "exit_code": null })
                 );
@@ -253,12 +254,20 @@ async fn run_exec(cli: &Cli, e: &ExecCli) -> anyhow::Result<u8> {
         }
     };
     if e.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else if let Some(error) = &report.error {
+        // A reader that went away must not turn a finished, audited execution into a panic.
+        let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&report)?);
+    } else {
         let _ = std::io::stdout().flush();
-        eprintln!("stockade: {error}");
-    } else if report.timed_out {
-        eprintln!("stockade: timed out; the command's processes were killed inside the sandbox");
+        if let Some(error) = &report.error {
+            eprintln!("stockade: {error}");
+        } else if report.timed_out {
+            eprintln!(
+                "stockade: timed out; the command's processes were killed inside the sandbox"
+            );
+        }
+        for note in report.notes() {
+            eprintln!("stockade: {note}");
+        }
     }
     Ok(report.status)
 }

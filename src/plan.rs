@@ -29,6 +29,15 @@ pub const KEEPER_USER: &str = "0:0";
 
 const MAX_SESSION_ID: usize = 64;
 
+/// Longest command the sandbox's shell can take: it is passed as one argument of `bash -c`,
+/// and Linux caps a single argument at `MAX_ARG_STRLEN` (32 pages, 131072 bytes, including the
+/// terminating NUL; include/uapi/linux/binfmts.h).
+pub const MAX_COMMAND_BYTES: usize = 131_071;
+
+/// Output beyond this many times the profile's cap means the command is flooding: it is
+/// stopped (its process tree killed, as on timeout) and reported as `output_limit`.
+pub const FLOOD_FACTOR: u64 = 64;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PlanError {
@@ -48,6 +57,8 @@ pub enum PlanError {
     Timeout { timeout: Duration },
     #[error("the command contains a NUL byte, which no shell argument can carry")]
     NulByte,
+    #[error("the command is {len} bytes; the sandbox's shell takes at most {max} bytes in one command (write a script to /workspace and run it instead)")]
+    CommandTooLong { len: usize, max: usize },
 }
 
 /// What the caller asked for.
@@ -92,6 +103,8 @@ pub struct ProcessSpec {
     pub timeout: Duration,
     pub kill_grace: Duration,
     pub output_cap: u64,
+    /// Total output (both streams) past which the command is stopped: cap x [`FLOOD_FACTOR`].
+    pub output_hard_limit: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -139,6 +152,12 @@ pub fn plan(
     if request.command.contains('\0') {
         return Err(PlanError::NulByte);
     }
+    if request.command.len() > MAX_COMMAND_BYTES {
+        return Err(PlanError::CommandTooLong {
+            len: request.command.len(),
+            max: MAX_COMMAND_BYTES,
+        });
+    }
     if let Some(session) = &request.session {
         validate_session_id(session)?;
     }
@@ -181,6 +200,7 @@ pub fn plan(
         timeout,
         kill_grace: profile.kill_grace,
         output_cap: profile.output_cap,
+        output_hard_limit: profile.output_cap.saturating_mul(FLOOD_FACTOR),
     };
     Ok(Plan {
         container,
@@ -280,29 +300,57 @@ fn spec_digest(spec: &ContainerSpec) -> String {
     hex::encode(&Sha256::digest(&bytes)[..12])
 }
 
+/// How long the kill script keeps sending KILL and checking that everything is gone, after the
+/// grace period: KILL is delivered when a process is next scheduled, which under CPU pressure
+/// (a fork bomb on one CPU) takes a moment.
+pub const KILL_CONFIRM: Duration = Duration::from_secs(2);
+/// Exit status of the kill script when processes survived KILL (stuck in the kernel, or a fork
+/// race it lost): the caller must fall back to resetting the container.
+pub const KILL_INCOMPLETE: i64 = 3;
+
 /// The script that ends a command's processes inside the container: TERM to every process
 /// except PID 1 (docker-init), the keeper and itself, wait up to the grace period for them to
-/// go, then KILL what is left. It runs as the command's user, so it reaches exactly the
-/// processes that user could start, including ones that detached or called setsid.
+/// go, then KILL what is left until nothing is, and exit 0; or [`KILL_INCOMPLETE`] if something
+/// survived [`KILL_CONFIRM`]. It runs as the command's user, so it reaches exactly the processes
+/// that user could start, including ones that detached or called setsid.
 ///
 /// The keeper is the oldest child of PID 1: exec'd commands have parent 0 (they enter the
 /// container from outside), and orphans re-parented to PID 1 are all younger than the keeper.
+///
+/// It never forks: under a fork bomb the pids limit is exhausted, and bash retries a failed
+/// fork with a backoff of seconds, so a script that needed a subshell or `sleep` would stall.
+/// It waits with `read -t` on its standard input, which the caller keeps open and silent
+/// (`sleep` only if that input is closed). For a non-root user `kill -1` signals all of that
+/// user's processes in one system call, which the kernel performs under the task list lock, so
+/// a fork bomb cannot slip a new child past it (kill(2), kernel/signal.c
+/// `kill_something_info`); the keeper runs as root and is not hit.
 pub fn kill_script(grace: Duration) -> Vec<String> {
-    let polls = (grace.as_millis() / 50).max(1);
+    const POLL_MS: u128 = 50;
+    let grace_us = grace.as_micros();
+    let confirm_us = KILL_CONFIRM.as_micros();
+    let polls = (grace.as_millis() / POLL_MS).max(1);
+    let confirm_polls = (KILL_CONFIRM.as_millis() / POLL_MS).max(1);
+    // Loops are bounded by time (bash 5's EPOCHREALTIME) and by a count of polls, since under
+    // CPU pressure one pass over /proc can take longer than a poll.
     let script = format!(
-        r#"ppid() {{ while read -r k v _; do [ "$k" = PPid: ] && {{ echo "$v"; return; }}; done < "$1/status"; }}
-keeper=; for d in /proc/[0-9]*; do p=${{d#/proc/}}
-  [ "$(ppid "$d" 2>/dev/null)" = 1 ] && {{ [ -z "$keeper" ] || [ "$p" -lt "$keeper" ]; }} && keeper=$p; done
-others() {{ read -r me _ < /proc/self/stat
-  for d in /proc/[0-9]*; do p=${{d#/proc/}}; case $p in 1|$$|$me|$keeper) continue;; esac
-  st=; while read -r k v _; do [ "$k" = State: ] && {{ st=$v; break; }}; done < "$d/status" 2>/dev/null
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ] && kill -0 "$p" 2>/dev/null && echo "$p"; done; }}
-for p in $(others); do kill -TERM "$p" 2>/dev/null; done
-i=0; while [ $i -lt {polls} ]; do [ -z "$(others)" ] && exit 0; sleep 0.05; i=$((i+1)); done
-for p in $(others); do kill -KILL "$p" 2>/dev/null; done
-exit 0"#
+        r#"nap() {{ read -r -t 0.05 _; [ $? -gt 128 ] || sleep 0.05; }}
+now() {{ t=${{EPOCHREALTIME/./}}; t=${{t:-0}}; }}
+field() {{ v=; while read -r k x _; do [ "$k" = "$1" ] && {{ v=$x; return; }}; done < "$2"; }}
+field Uid: /proc/self/status; uid=$v
+keeper=; [ "$uid" = 0 ] && for d in /proc/[0-9]*; do p=${{d#/proc/}}; v=; field PPid: "$d/status" 2>/dev/null
+  [ "$v" = 1 ] && {{ [ -z "$keeper" ] || [ "$p" -lt "$keeper" ]; }} && keeper=$p; done
+sweep() {{ n=0; for d in /proc/[0-9]*; do p=${{d#/proc/}}; case $p in 1|$$|$keeper) continue;; esac
+  [ -O "$d" ] || continue; v=; field State: "$d/status" 2>/dev/null; case $v in ''|Z|X) continue;; esac
+  kill -$1 "$p" 2>/dev/null && n=$((n+1)); done; }}
+all() {{ if [ "$uid" = 0 ]; then sweep $1; else kill -$1 -1 2>/dev/null; fi; }}
+all TERM
+now; end=$((t+{grace_us})); i=0
+while [ $i -lt {polls} ] && [ $t -le $end ]; do sweep 0; [ $n = 0 ] && exit 0; nap; now; i=$((i+1)); done
+now; end=$((t+{confirm_us})); i=0
+while [ $i -lt {confirm_polls} ] && [ $t -le $end ]; do all KILL; nap; sweep 0; [ $n = 0 ] && exit 0; now; i=$((i+1)); done
+exit {KILL_INCOMPLETE}"#
     );
-    vec!["/bin/sh".into(), "-c".into(), script]
+    vec!["bash".into(), "-c".into(), script]
 }
 
 #[cfg(test)]

@@ -67,6 +67,7 @@ fn default_profile_plans_a_locked_down_oneshot_container() {
             timeout: Duration::from_secs(60),
             kill_grace: Duration::from_secs(2),
             output_cap: 1 << 20,
+            output_hard_limit: 64 << 20,
         }
     );
 }
@@ -104,6 +105,13 @@ fn bad_requests_are_refused() {
         plan(&profile, &req, "1", &owner()).unwrap_err(),
         PlanError::NulByte
     );
+    req = request(&"x".repeat(MAX_COMMAND_BYTES + 1));
+    assert!(matches!(
+        plan(&profile, &req, "1", &owner()),
+        Err(PlanError::CommandTooLong { len, .. }) if len == MAX_COMMAND_BYTES + 1
+    ));
+    req = request(&"x".repeat(MAX_COMMAND_BYTES));
+    assert!(plan(&profile, &req, "1", &owner()).is_ok());
     req = request("ls");
     req.session = Some("../escape".into());
     assert!(matches!(
@@ -132,8 +140,12 @@ fn bad_requests_are_refused() {
 #[test]
 fn kill_script_spares_init_keeper_and_itself() {
     let script = kill_script(Duration::from_secs(2)).join(" ");
-    assert!(script.contains("1|$$|$me|$keeper"));
-    assert!(script.contains("kill -TERM"));
-    assert!(script.contains("kill -KILL"));
+    assert!(script.contains("1|$$|$keeper) continue"));
+    assert!(script.contains("all TERM"));
+    assert!(script.contains("all KILL"));
     assert!(script.contains("-lt 40"), "2 s of 50 ms polls: {script}");
+    assert!(script.ends_with("exit 3"), "{script}");
+    // Fork-free apart from `sleep`: no command substitution, no pipeline.
+    assert!(!script.replace("$((", "").contains("$("), "{script}");
+    assert!(!script.contains(" | "), "{script}");
 }

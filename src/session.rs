@@ -7,11 +7,13 @@ use bollard::models::ContainerSummary;
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
-use crate::backend::{BackendError, Container, DockerBackend};
+use std::time::Duration;
+
+use crate::backend::{BackendError, Container, DockerBackend, LimitCounters};
 use crate::plan::{
-    self, LABEL_KIND, LABEL_OWNER_BOOT, LABEL_OWNER_PID, LABEL_PROFILE, LABEL_SESSION,
+    self, ProcessSpec, LABEL_KIND, LABEL_OWNER_BOOT, LABEL_OWNER_PID, LABEL_PROFILE, LABEL_SESSION,
 };
-use crate::state;
+use crate::{inflight, state};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -90,13 +92,21 @@ pub fn boot_id() -> String {
 pub fn owner_is_gone(labels: &std::collections::HashMap<String, String>) -> bool {
     let Some(pid) = labels
         .get(LABEL_OWNER_PID)
-        .and_then(|p| p.parse::<i32>().ok())
+        .and_then(|p| p.parse::<u32>().ok())
     else {
         return true;
     };
-    if labels.get(LABEL_OWNER_BOOT).map(String::as_str) != Some(boot_id().as_str()) {
+    process_is_gone(pid, labels.get(LABEL_OWNER_BOOT).map_or("", String::as_str))
+}
+
+/// Whether process `pid` of the boot `boot` no longer runs.
+pub fn process_is_gone(pid: u32, boot: &str) -> bool {
+    if boot != boot_id() {
         return true;
     }
+    let Ok(pid) = i32::try_from(pid) else {
+        return true;
+    };
     // ESRCH: no such process. EPERM still means it exists.
     matches!(
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
@@ -104,30 +114,119 @@ pub fn owner_is_gone(labels: &std::collections::HashMap<String, String>) -> bool
     )
 }
 
-/// Reads the memory cgroup's OOM-kill counter inside the container and tells whether it rose
-/// since the last command of this session (one-shot containers start from zero).
-pub async fn oom_killed(
+/// Which of the container's limits the last command hit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitsHit {
+    pub oom_killed: bool,
+    pub pids_limit: bool,
+}
+
+/// Reads the container's cgroup counters and tells which rose since the last command of this
+/// session (one-shot containers start from zero).
+pub async fn limits_hit(
     backend: &DockerBackend,
     container: &Container,
     state_dir: &Path,
     session: Option<&str>,
-) -> bool {
-    let Some(count) = backend.oom_kill_count(container).await else {
-        return false;
+) -> LimitsHit {
+    let Some(now) = backend.limit_counters(container).await else {
+        return LimitsHit::default();
     };
-    let Some(session) = session else {
-        return count > 0;
+    let before = match session.and_then(|s| sessions_dir(state_dir).ok().map(|d| (s, d))) {
+        Some((session, dir)) => {
+            let path = dir.join(format!("{session}.limits"));
+            let before = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| {
+                    let (oom, pids) = text.trim().split_once(' ')?;
+                    Some(LimitCounters {
+                        oom_kills: oom.parse().ok()?,
+                        pids_max: pids.parse().ok()?,
+                    })
+                })
+                .unwrap_or_default();
+            let text = format!("{} {}", now.oom_kills, now.pids_max);
+            let _ = state::write_private_file(&path, text.as_bytes());
+            before
+        }
+        None => LimitCounters::default(),
     };
-    let Ok(dir) = sessions_dir(state_dir) else {
-        return count > 0;
-    };
-    let path = dir.join(format!("{session}.oom"));
-    let before: u64 = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let _ = state::write_private_file(&path, count.to_string().as_bytes());
-    count > before
+    LimitsHit {
+        oom_killed: now.oom_kills > before.oom_kills,
+        pids_limit: now.pids_max > before.pids_max,
+    }
+}
+
+/// Forgets a session's counter baseline (its container was reset or removed, so its cgroup
+/// counters start from zero again).
+pub fn forget_limits(state_dir: &Path, session: &str) {
+    if let Ok(dir) = sessions_dir(state_dir) {
+        let _ = std::fs::remove_file(dir.join(format!("{session}.limits")));
+    }
+}
+
+/// Bound on the background removal of orphaned one-shot containers.
+pub const SWEEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// When an earlier stockade died with a one-shot execution in flight, removes orphaned
+/// one-shot containers (by label, as `session prune --orphans-only` does) in a background task
+/// bounded by [`SWEEP_TIMEOUT`]. Costs one directory read when there is nothing to do.
+pub fn sweep_in_background(
+    backend: &DockerBackend,
+    state_dir: &Path,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let stale: Vec<inflight::Stale> = inflight::stale(state_dir)
+        .into_iter()
+        .filter(|s| s.marker.session.is_none())
+        .collect();
+    if stale.is_empty() {
+        return None;
+    }
+    let backend = backend.clone();
+    let state_dir = state_dir.to_owned();
+    Some(tokio::spawn(async move {
+        let swept = tokio::time::timeout(SWEEP_TIMEOUT, prune(&backend, &state_dir, false)).await;
+        match swept {
+            Ok(Ok(report)) => {
+                tracing::info!(
+                    orphans = report.orphans.len(),
+                    "removed orphaned one-shot containers"
+                );
+                stale.iter().for_each(inflight::Stale::clear);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "orphan sweep failed"),
+            Err(_) => tracing::warn!("orphan sweep timed out"),
+        }
+    }))
+}
+
+/// Ends what dead executions left running in this session's container (their markers say
+/// so), before the next command runs in it. Called with the session's lock held.
+pub async fn end_leftovers(
+    backend: &DockerBackend,
+    container: &Container,
+    process: &ProcessSpec,
+    state_dir: &Path,
+    session: &str,
+) -> Result<(), SessionError> {
+    let stale: Vec<inflight::Stale> = inflight::stale(state_dir)
+        .into_iter()
+        .filter(|s| s.marker.session.as_deref() == Some(session))
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        session,
+        executions = stale.len(),
+        "ending processes left by a stockade that died"
+    );
+    if !backend.end_processes(container, process).await? {
+        backend.reset(container).await?;
+        forget_limits(state_dir, session);
+    }
+    stale.iter().for_each(inflight::Stale::clear);
+    Ok(())
 }
 
 /// One row of `session ls`.
@@ -228,6 +327,18 @@ pub async fn prune(
             }
             _ => {}
         }
+    }
+    // Every orphaned one-shot container is gone now, and so is every removed session's
+    // container: the markers of dead executions in them have nothing left to point at.
+    for stale in inflight::stale(state_dir) {
+        match &stale.marker.session {
+            None => stale.clear(),
+            Some(s) if report.sessions.contains(s) => stale.clear(),
+            Some(_) => {}
+        }
+    }
+    for session in &report.sessions {
+        forget_limits(state_dir, session);
     }
     Ok(report)
 }

@@ -50,7 +50,7 @@ pub struct Finish {
     pub id: String,
     pub session: Option<String>,
     pub container: Option<String>,
-    /// "completed", "timed_out", "denied" or "error".
+    /// "completed", "timed_out", "output_limit", "interrupted", "denied" or "error".
     pub outcome: String,
     pub exit_code: Option<i64>,
     pub signal: Option<i32>,
@@ -60,6 +60,15 @@ pub struct Finish {
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
     pub truncated: bool,
+    /// Output passed the hard limit and the command was stopped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub output_limit_hit: bool,
+    /// The command hit the sandbox's process limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pids_limit_hit: bool,
+    /// The container was reset because the kill inside it could not end every process.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sandbox_reset: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

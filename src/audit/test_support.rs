@@ -34,6 +34,9 @@ pub fn finish(id: &str) -> RecordBody {
         stdout_bytes: 3,
         stderr_bytes: 0,
         truncated: false,
+        output_limit_hit: false,
+        pids_limit_hit: false,
+        sandbox_reset: false,
         error: None,
     })
 }

@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions,
+    RemoveContainerOptions,
 };
 use futures_util::StreamExt;
 
 use super::output::Capture;
-use super::{BackendError, Outcome};
+use super::{BackendError, LimitCounters, Outcome};
 use crate::engine::{status_of, Engine};
 use crate::plan::{
     self, ContainerSpec, ProcessSpec, LABEL_KIND, LABEL_MANAGED, LABEL_SESSION, LABEL_SPEC_DIGEST,
@@ -19,6 +20,35 @@ use crate::plan::{
 
 /// How long to keep reading output after the kill, for the last words of the command.
 const DRAIN_AFTER_KILL: Duration = Duration::from_millis(500);
+/// Beyond the kill script's own bound (grace + confirm), time for the exec to start and end.
+const KILL_MARGIN: Duration = Duration::from_secs(1);
+/// Largest output chunk the engine stream hands over at once; capture memory stays bounded
+/// by the cap plus one chunk, whatever the command writes (one 100 MB line included).
+const OUTPUT_CHUNK: usize = 64 * 1024;
+/// The counters script prints a few short lines; more is not a cgroup file.
+const MAX_COUNTERS_TEXT: usize = 4096;
+/// Prints `FILE KEY VALUE` for each line of the cgroup files that count limits hit. The file
+/// tells v1 from v2 (v2's `memory.events` has a `max` line too, meaning something else).
+const COUNTERS_SCRIPT: &str = "cd /sys/fs/cgroup || exit 0
+for f in memory/memory.oom_control pids/pids.events memory.events pids.events; do
+  [ -r \"$f\" ] && while read -r k v; do echo \"$f $k $v\"; done < \"$f\"; done; exit 0";
+
+/// Attempts at starting the kill script before giving up on it (and resetting the container).
+const KILL_ATTEMPTS: u32 = 3;
+
+enum KillResult {
+    Ended,
+    Incomplete,
+    NotStarted,
+}
+
+/// Why a running command was stopped.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Timeout,
+    Flood,
+    Signal(i32),
+}
 /// Bounded polling for an exec's exit code after its output closed.
 const EXIT_POLLS: u32 = 50;
 const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -28,6 +58,8 @@ const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 pub struct Container {
     pub id: String,
     pub name: String,
+    /// A session's warm container (else a one-shot container).
+    pub session: bool,
 }
 
 /// Runs processes in containers through the Engine API.
@@ -101,6 +133,7 @@ impl DockerBackend {
         Ok(Some(Container {
             id,
             name: spec.name.clone(),
+            session: true,
         }))
     }
 
@@ -150,6 +183,7 @@ impl DockerBackend {
         let container = Container {
             id: created.id,
             name: spec.name.clone(),
+            session: spec.labels.get(LABEL_KIND).map(String::as_str) == Some(plan::KIND_SESSION),
         };
         if let Err(e) = self
             .engine
@@ -165,14 +199,22 @@ impl DockerBackend {
         Ok(container)
     }
 
-    /// Runs `process` in `container`, feeding output to the captures. On timeout, ends the
-    /// command's whole process tree inside the container (TERM, grace, KILL).
+    /// Runs `process` in `container`, feeding output to the captures. The command is stopped
+    /// (its whole process tree ended inside the container: TERM, grace, KILL) when it runs past
+    /// its timeout, when its output passes the hard limit, or when `interrupt` resolves (to the
+    /// signal stockade received). If that kill cannot confirm every process ended, the outcome
+    /// says so (`kill_incomplete`) and the caller resets the container ([`Self::reset`]).
+    ///
+    /// While the command runs, the engine is pinged every call timeout: an engine that stops
+    /// answering ends the call with [`BackendError::EngineLost`] instead of a hang that only
+    /// the command's timeout would bound.
     pub async fn run(
         &self,
         container: &Container,
         process: &ProcessSpec,
         stdout: &mut Capture,
         stderr: &mut Capture,
+        interrupt: impl std::future::Future<Output = i32>,
     ) -> Result<Outcome, BackendError> {
         let docker = &self.engine.docker;
         let exec = self
@@ -205,7 +247,7 @@ impl DockerBackend {
                     Some(StartExecOptions {
                         detach: false,
                         tty: false,
-                        output_capacity: Some(64 * 1024),
+                        output_capacity: Some(OUTPUT_CHUNK),
                     }),
                 ),
             )
@@ -218,43 +260,90 @@ impl DockerBackend {
 
         let deadline = tokio::time::sleep(process.timeout);
         tokio::pin!(deadline);
-        let mut timed_out = false;
-        loop {
+        tokio::pin!(interrupt);
+        let period = self.engine.call_timeout;
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = loop {
             tokio::select! {
                 item = output.next() => match item {
-                    Some(Ok(chunk)) => feed(chunk, stdout, stderr),
-                    Some(Err(e)) => return Err(BackendError::Stream { reason: e.to_string() }),
-                    None => break,
-                },
-                _ = &mut deadline, if !timed_out => {
-                    timed_out = true;
-                    self.kill_tree(container, process).await?;
-                    // Keep the command's last output, but never wait on it for long.
-                    let drain = tokio::time::sleep(DRAIN_AFTER_KILL);
-                    tokio::pin!(drain);
-                    loop {
-                        tokio::select! {
-                            item = output.next() => match item {
-                                Some(Ok(chunk)) => feed(chunk, stdout, stderr),
-                                _ => break,
-                            },
-                            _ = &mut drain => break,
+                    Some(Ok(chunk)) => {
+                        feed(chunk, stdout, stderr);
+                        if stdout.total() + stderr.total() > process.output_hard_limit {
+                            break Some(Stop::Flood);
                         }
                     }
-                    break;
+                    Some(Err(e)) => return Err(BackendError::Stream { reason: e.to_string() }),
+                    None => break None,
+                },
+                _ = &mut deadline => break Some(Stop::Timeout),
+                signal = &mut interrupt => break Some(Stop::Signal(signal)),
+                _ = heartbeat.tick() => {
+                    if let Err(source) = self.engine.call("ping", docker.ping()).await {
+                        return Err(BackendError::EngineLost { source });
+                    }
+                }
+            }
+        };
+        let Some(stop) = stop else {
+            return Ok(Outcome {
+                exit_code: self.exit_code(&exec.id).await?,
+                timed_out: false,
+                flooded: false,
+                interrupted: None,
+                kill_incomplete: false,
+                duration: started.elapsed(),
+            });
+        };
+
+        // The command's output keeps being read while the kill runs: the engine processes a
+        // container's exit events one at a time, and the exit of a process whose output is not
+        // drained waits for that output, holding up the kill script's own exit with it.
+        let kill = self.kill_tree(container, process);
+        tokio::pin!(kill);
+        let mut open = true;
+        let killed = loop {
+            tokio::select! {
+                killed = &mut kill => break killed,
+                item = output.next(), if open => match item {
+                    Some(Ok(chunk)) => feed(chunk, stdout, stderr),
+                    _ => open = false,
+                },
+            }
+        };
+        let ended = killed.unwrap_or_else(|e| {
+            tracing::warn!(container = %container.name, error = %e, "kill inside the container failed");
+            false
+        });
+        // Keep the command's last output, but never wait on it for long.
+        if ended && open {
+            let drain = tokio::time::sleep(DRAIN_AFTER_KILL);
+            tokio::pin!(drain);
+            loop {
+                tokio::select! {
+                    item = output.next() => match item {
+                        Some(Ok(chunk)) => feed(chunk, stdout, stderr),
+                        _ => break,
+                    },
+                    _ = &mut drain => break,
                 }
             }
         }
-        let duration = started.elapsed();
-        let exit_code = if timed_out {
-            None
-        } else {
-            self.exit_code(&exec.id).await?
+        let exit_code = match stop {
+            Stop::Timeout => None,
+            _ if !ended => None,
+            _ => self.exit_code_now(&exec.id).await,
         };
         Ok(Outcome {
             exit_code,
-            timed_out,
-            duration,
+            timed_out: matches!(stop, Stop::Timeout),
+            flooded: matches!(stop, Stop::Flood),
+            interrupted: match stop {
+                Stop::Signal(s) => Some(s),
+                _ => None,
+            },
+            kill_incomplete: !ended,
+            duration: started.elapsed(),
         })
     }
 
@@ -274,13 +363,53 @@ impl DockerBackend {
         })
     }
 
-    /// TERM then KILL every process of the command's user in the container but the init and
-    /// the keeper, from inside the container.
+    /// The exit code of a process that was just killed, if the engine already has it.
+    async fn exit_code_now(&self, exec_id: &str) -> Option<i64> {
+        let info = self
+            .engine
+            .call("inspect exec", self.engine.docker.inspect_exec(exec_id))
+            .await
+            .ok()?;
+        (info.running != Some(true))
+            .then_some(info.exit_code)
+            .flatten()
+    }
+
+    /// Runs [`plan::kill_script`] in the container as the command's user: TERM then KILL every
+    /// process of that user but the init and the keeper. `Ok(true)` when the script saw every
+    /// process gone; `Ok(false)` when it could not confirm that in time.
+    pub async fn end_processes(
+        &self,
+        container: &Container,
+        process: &ProcessSpec,
+    ) -> Result<bool, BackendError> {
+        self.kill_tree(container, process).await
+    }
+
     async fn kill_tree(
         &self,
         container: &Container,
         process: &ProcessSpec,
-    ) -> Result<(), BackendError> {
+    ) -> Result<bool, BackendError> {
+        let deadline = Instant::now() + process.kill_grace + plan::KILL_CONFIRM + KILL_MARGIN;
+        for _ in 0..KILL_ATTEMPTS {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.kill_once(container, process, left).await? {
+                KillResult::Ended => return Ok(true),
+                KillResult::Incomplete => return Ok(false),
+                // With every pid taken, the runtime itself may fail to start the exec.
+                KillResult::NotStarted => tokio::time::sleep(EXIT_POLL_INTERVAL).await,
+            }
+        }
+        Ok(false)
+    }
+
+    async fn kill_once(
+        &self,
+        container: &Container,
+        process: &ProcessSpec,
+        bound: Duration,
+    ) -> Result<KillResult, BackendError> {
         let docker = &self.engine.docker;
         let exec = self
             .engine
@@ -291,6 +420,8 @@ impl DockerBackend {
                     CreateExecOptions::<String> {
                         attach_stdout: Some(true),
                         attach_stderr: Some(true),
+                        // The script waits by reading this silent input (it must not fork).
+                        attach_stdin: Some(true),
                         cmd: Some(plan::kill_script(process.kill_grace)),
                         user: Some(process.user.clone()),
                         ..Default::default()
@@ -302,28 +433,114 @@ impl DockerBackend {
             .engine
             .call("start exec (kill)", docker.start_exec(&exec.id, None))
             .await?;
-        if let StartExecResults::Attached { mut output, .. } = start {
-            let bound = process.kill_grace + self.engine.call_timeout;
-            let _ =
-                tokio::time::timeout(bound, async { while output.next().await.is_some() {} }).await;
+        let StartExecResults::Attached { mut output, input } = start else {
+            return Ok(KillResult::Incomplete);
+        };
+        // The engine may keep an exec's stream open while its input is, so the end of the
+        // script is seen by polling the exec, not by the stream closing.
+        let drain = async {
+            while output.next().await.is_some() {}
+            std::future::pending::<()>().await
+        };
+        let ended = async {
+            loop {
+                tokio::time::sleep(EXIT_POLL_INTERVAL).await;
+                let info = self
+                    .engine
+                    .call("inspect exec (kill)", docker.inspect_exec(&exec.id))
+                    .await?;
+                if info.running != Some(true) {
+                    return Ok::<_, BackendError>(info.exit_code);
+                }
+            }
+        };
+        let code = tokio::time::timeout(bound, async {
+            tokio::select! {
+                code = ended => code,
+                _ = drain => Ok(None),
+            }
+        })
+        .await;
+        drop(input);
+        let Ok(code) = code else {
+            tracing::debug!(container = %container.name, "kill script did not finish in time");
+            return Ok(KillResult::Incomplete);
+        };
+        let code = code?;
+        tracing::debug!(container = %container.name, ?code, "kill script ended");
+        Ok(match code {
+            Some(0) => KillResult::Ended,
+            Some(plan::KILL_INCOMPLETE) => KillResult::Incomplete,
+            _ => KillResult::NotStarted,
+        })
+    }
+
+    /// Ends everything in a container when the kill inside it could not: a one-shot container
+    /// is removed; a session container is killed (the engine ends its whole PID namespace) and
+    /// started again, so the session stays usable, with fresh tmpfs mounts.
+    pub async fn reset(&self, container: &Container) -> Result<(), BackendError> {
+        tracing::warn!(container = %container.name, "resetting the container: the kill inside it did not finish");
+        if !container.session {
+            return self.remove(&container.id).await;
         }
+        let docker = &self.engine.docker;
+        let killed = self
+            .engine
+            .call(
+                "kill container",
+                docker.kill_container(&container.id, None::<KillContainerOptions>),
+            )
+            .await;
+        // 409: it already stopped.
+        match killed {
+            Err(e) if status_of(&e) != Some(409) => return Err(e.into()),
+            _ => {}
+        }
+        self.wait_stopped(container).await?;
+        self.engine
+            .call(
+                "start container",
+                docker.start_container(&container.id, None),
+            )
+            .await?;
         Ok(())
     }
 
-    /// The memory cgroup's OOM-kill counter, read from inside the container (cgroup v1
-    /// `memory.oom_control` or v2 `memory.events`); `None` when it cannot be read.
-    pub async fn oom_kill_count(&self, container: &Container) -> Option<u64> {
+    async fn wait_stopped(&self, container: &Container) -> Result<(), BackendError> {
+        for _ in 0..EXIT_POLLS {
+            let info = self
+                .engine
+                .call(
+                    "inspect container",
+                    self.engine
+                        .docker
+                        .inspect_container(&container.id, None::<InspectContainerOptions>),
+                )
+                .await?;
+            if info.state.and_then(|s| s.running) != Some(true) {
+                return Ok(());
+            }
+            tokio::time::sleep(EXIT_POLL_INTERVAL).await;
+        }
+        Err(BackendError::Protocol {
+            what: format!("container {} did not stop after SIGKILL", container.name),
+        })
+    }
+
+    /// The memory and pids cgroups' counters of limits hit, read from inside the container
+    /// (cgroup v1 `memory.oom_control` and `pids.events`, or v2 `memory.events` and
+    /// `pids.events`); `None` when they cannot be read.
+    pub async fn limit_counters(&self, container: &Container) -> Option<LimitCounters> {
         let docker = &self.engine.docker;
-        let script = "cat /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null || cat /sys/fs/cgroup/memory.events";
         let exec = self
             .engine
             .call(
-                "create exec (oom)",
+                "create exec (counters)",
                 docker.create_exec(
                     &container.id,
                     CreateExecOptions::<String> {
                         attach_stdout: Some(true),
-                        cmd: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
+                        cmd: Some(vec!["/bin/sh".into(), "-c".into(), COUNTERS_SCRIPT.into()]),
                         user: Some(plan::KEEPER_USER.into()),
                         ..Default::default()
                     },
@@ -333,7 +550,7 @@ impl DockerBackend {
             .ok()?;
         let start = self
             .engine
-            .call("start exec (oom)", docker.start_exec(&exec.id, None))
+            .call("start exec (counters)", docker.start_exec(&exec.id, None))
             .await
             .ok()?;
         let StartExecResults::Attached { mut output, .. } = start else {
@@ -342,15 +559,15 @@ impl DockerBackend {
         let mut text = String::new();
         let read = async {
             while let Some(Ok(chunk)) = output.next().await {
-                text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                if text.len() < MAX_COUNTERS_TEXT {
+                    text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                }
             }
         };
         tokio::time::timeout(self.engine.call_timeout, read)
             .await
             .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("oom_kill "))
-            .and_then(|n| n.trim().parse().ok())
+        parse_counters(&text)
     }
 
     /// Force-removes a container (its processes are killed by the engine).
@@ -406,5 +623,63 @@ fn feed(chunk: bollard::container::LogOutput, stdout: &mut Capture, stderr: &mut
         LogOutput::StdOut { message } | LogOutput::Console { message } => stdout.push(&message),
         LogOutput::StdErr { message } => stderr.push(&message),
         LogOutput::StdIn { .. } => {}
+    }
+}
+
+/// Reads the counters script's `FILE KEY VALUE` lines.
+fn parse_counters(text: &str) -> Option<LimitCounters> {
+    let mut counters = LimitCounters::default();
+    let mut seen = false;
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(file), Some(key), Some(value)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let Ok(value) = value.parse::<u64>() else {
+            continue;
+        };
+        match (file, key) {
+            ("memory/memory.oom_control" | "memory.events", "oom_kill") => {
+                counters.oom_kills = value;
+                seen = true;
+            }
+            ("pids/pids.events" | "pids.events", "max") => {
+                counters.pids_max = value;
+                seen = true;
+            }
+            _ => {}
+        }
+    }
+    seen.then_some(counters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_from_cgroup_v1_and_v2() {
+        let v1 = "memory/memory.oom_control oom_kill_disable 0\n\
+                  memory/memory.oom_control under_oom 0\n\
+                  memory/memory.oom_control oom_kill 2\n\
+                  pids/pids.events max 17\n";
+        assert_eq!(
+            parse_counters(v1),
+            Some(LimitCounters {
+                oom_kills: 2,
+                pids_max: 17
+            })
+        );
+        // v2: memory.events' own `max` line is not the pids counter.
+        let v2 = "memory.events max 9\nmemory.events oom_kill 1\npids.events max 0\n";
+        assert_eq!(
+            parse_counters(v2),
+            Some(LimitCounters {
+                oom_kills: 1,
+                pids_max: 0
+            })
+        );
+        assert_eq!(parse_counters(""), None);
     }
 }

@@ -20,8 +20,13 @@ pub enum BackendError {
     Engine(#[from] EngineError),
     #[error("session {session:?} already runs under a different profile or profile version ({profile:?}); remove it with `stockade session rm {session}` or use the same profile")]
     SessionMismatch { session: String, profile: String },
-    #[error("output stream from the engine broke: {reason}")]
+    #[error("the output stream from the engine broke ({reason}); the engine may have stopped or restarted. The next call cleans up what this command left running")]
     Stream { reason: String },
+    #[error("the engine stopped answering while the command ran ({source}); the next call cleans up what this command left running")]
+    EngineLost {
+        #[source]
+        source: EngineError,
+    },
     #[error("unexpected engine behaviour: {what}")]
     Protocol { what: String },
 }
@@ -32,7 +37,24 @@ pub struct Outcome {
     /// The exit code the engine reported; `None` when the command was killed on timeout.
     pub exit_code: Option<i64>,
     pub timed_out: bool,
+    /// Stopped because its output passed the hard limit (`ProcessSpec::output_hard_limit`).
+    pub flooded: bool,
+    /// Stopped because stockade itself received this signal.
+    pub interrupted: Option<i32>,
+    /// The command was stopped but the kill inside the container could not confirm that every
+    /// process ended (the kill script failed, or an engine call did): the container must be
+    /// reset ([`DockerBackend::reset`]).
+    pub kill_incomplete: bool,
     pub duration: Duration,
+}
+
+/// The container's cgroup counters of limits that were hit (cumulative over its life).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitCounters {
+    /// Processes killed by the OOM killer (`oom_kill`).
+    pub oom_kills: u64,
+    /// Forks refused at the pids limit (`max` of `pids.events`).
+    pub pids_max: u64,
 }
 
 impl Outcome {
