@@ -55,6 +55,12 @@ enum Command {
     /// Sandbox profiles
     #[command(subcommand)]
     Profile(ProfileCmd),
+    /// Inside a session container: the session agent (started by stockade itself)
+    #[command(name = "__agent", hide = true)]
+    Agent {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -151,7 +157,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Exec(_)) {
+    if !matches!(cli.command, Command::Exec(_) | Command::Agent { .. }) {
         // Reports piped into `head` should end quietly. `exec` keeps SIGPIPE ignored: a reader
         // going away must not kill stockade before it writes the audit finish record.
         // SAFETY: setting a signal disposition to SIG_DFL before any thread is started.
@@ -221,6 +227,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Profile(cmd) => run_profile(&cli, cmd),
+        Command::Agent { dir } => {
+            stockade::agent::server::serve(dir).await?;
+            Ok(0)
+        }
     }
 }
 
@@ -277,7 +287,7 @@ async fn run_session(cli: &Cli, cmd: &SessionCmd) -> anyhow::Result<u8> {
     let backend = connect().await?;
     match cmd {
         SessionCmd::Ls { json } => {
-            let sessions = session::list(&backend).await?;
+            let sessions = session::list(&backend, &ctx.state_dir).await?;
             if *json {
                 println!("{}", serde_json::to_string(&sessions)?);
             } else {

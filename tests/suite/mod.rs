@@ -1,5 +1,6 @@
 pub mod common;
 
+mod agent;
 mod exec;
 mod image;
 mod profiles;
