@@ -169,6 +169,48 @@ pub fn shell_strings(lang: Lang, code: &str) -> Vec<String> {
     out
 }
 
+fn encoded_literal_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(concat!(
+            r#"(?:b64decode|base64_decode|decode_base64|decode64|atob)\(\s*b?["']([A-Za-z0-9+/=\s]{4,})["']"#,
+            r#"|Buffer\.from\(\s*["']([A-Za-z0-9+/=]{4,})["']\s*,\s*["']base64["']"#,
+            r#"|pack\(\s*["']H\*?["']\s*,\s*["']([0-9a-fA-F]{2,})["']"#,
+            r#"|(?:bytes\.fromhex|hex2bin|unhexlify)\(\s*b?["']([0-9a-fA-F\s]{2,})["']"#
+        ))
+        .expect("static regex")
+    })
+}
+
+/// Text hidden in the code as base64 or hex literals handed to a decoding function
+/// (`b64decode("...")`, `pack("H*", "...")`, `bytes.fromhex("...")`), decoded.
+pub fn decoded_literals(code: &str) -> Vec<String> {
+    use base64::Engine;
+    let code = cut(code, MAX_CODE_BYTES);
+    let mut out = Vec::new();
+    for cap in encoded_literal_re().captures_iter(code).take(MAX_LITERALS) {
+        let decoded = if let Some(m) = cap.get(1).or_else(|| cap.get(2)) {
+            let clean: String = m.as_str().chars().filter(|c| !c.is_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD.decode(clean.as_bytes()).ok()
+        } else if let Some(m) = cap.get(3).or_else(|| cap.get(4)) {
+            let clean: String = m.as_str().chars().filter(|c| !c.is_whitespace()).collect();
+            hex::decode(clean).ok()
+        } else {
+            None
+        };
+        if let Some(bytes) = decoded {
+            out.push(String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    out
+}
+
+/// Whether the code calls something that runs code or commands.
+pub fn executes(code: &str) -> bool {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"(system|exec|execSync|eval|popen|spawn|shell_exec|passthru|proc_open|Popen|call|run|check_output)|`").expect("static regex")).is_match(code)
+}
+
 /// Most string literals taken from one piece of code.
 const MAX_LITERALS: usize = 256;
 
@@ -239,5 +281,7 @@ mod tests {
         assert_eq!(shell_strings(Lang::Ruby, r#"puts `id`"#), ["id"]);
         assert_eq!(shell_strings(Lang::Awk, r#"BEGIN {system("/bin/sh")}"#), ["/bin/sh"]);
         assert_eq!(shell_strings(Lang::Python, r#"os.execl("/bin/sh", "sh", "-p")"#), ["/bin/sh -p"]);
+        assert_eq!(decoded_literals(r#"os.system(base64.b64decode("aWQ=").decode())"#), ["id"]);
+        assert_eq!(decoded_literals(r#"system(pack("H*","6964"))"#), ["id"]);
     }
 }

@@ -106,7 +106,7 @@ pub mod signals {
 /// Normalize `command`. `watched` holds the program names the rules refer to; only tricks that
 /// hide one of them count as name obfuscation (plenty of benign scripts write `"$PYTHON"`).
 pub fn analyze(command: &str, watched: &HashSet<String>) -> Analysis {
-    let mut w = Walker { watched, out: Analysis::default() };
+    let mut w = Walker { watched, out: Analysis::default(), decoded_files: Vec::new() };
     w.script_text(command, &Vars::default(), 0);
     w.out
 }
@@ -114,7 +114,12 @@ pub fn analyze(command: &str, watched: &HashSet<String>) -> Analysis {
 struct Walker<'w> {
     watched: &'w HashSet<String>,
     out: Analysis,
+    /// Files that received decoded output earlier in the command, and what was written.
+    decoded_files: Vec<(String, Output)>,
 }
+
+/// Most decoded files remembered per command.
+const MAX_DECODED_FILES: usize = 64;
 
 fn cut(s: &str) -> String {
     if s.chars().count() <= MAX_FRAGMENT_CHARS {
@@ -215,7 +220,15 @@ impl Walker<'_> {
             return Output::known(String::new(), 0);
         }
         let stdin = io.stdin.or(piped);
-        self.command(fields, env, io.writes, io.reads, stdin, vars, depth, None, 0)
+        let writes = io.writes.clone();
+        let out = self.command(fields, env, io.writes, io.reads, stdin, vars, depth, None, 0);
+        if out.flags & DECODED != 0 && self.decoded_files.len() < MAX_DECODED_FILES {
+            // `... | base64 -d > f; sh f`: remember what went into f.
+            for w in writes {
+                self.decoded_files.push((w, out.clone()));
+            }
+        }
+        out
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -253,10 +266,20 @@ impl Walker<'_> {
         // Redirection targets are operands too; files written through arguments already are.
         let mut operands = operands(&name, &args);
         let code = interp::lang(&name).and_then(|lang| interp::code(lang, &args, stdin.as_ref().and_then(|o| o.text.as_deref())).map(|c| (lang, c)));
+        let mut hidden = Vec::new();
         if let Some((_, c)) = &code {
             // The code is checked through its literals and embedded commands, not as a path.
             operands.retain(|o| *o != c.text);
             operands.extend(interp::literals(&c.text));
+            hidden = interp::decoded_literals(&c.text);
+            operands.extend(hidden.iter().cloned());
+        }
+        let mut args = args;
+        if matches!(name.as_str(), "kubectl" | "oc") && args.windows(2).any(|w| (w[0] == "-f" || w[0] == "--filename") && w[1] == "-") {
+            // A manifest piped in is what the command acts on.
+            if let Some(t) = stdin.as_ref().and_then(|o| o.text.as_ref()) {
+                args.push(t.clone());
+            }
         }
         operands.extend(reads);
         operands.extend(writes.iter().cloned());
@@ -272,6 +295,11 @@ impl Walker<'_> {
             return Output::unknown(0);
         }
 
+        if first.known() && first.text.contains('/') {
+            if let Some(o) = self.decoded_file(&first.text) {
+                self.run_script(o.text, o.flags, vars, depth);
+            }
+        }
         if let Some(p) = parent {
             if p.escape_parent && is_bare_shell(&name, &args) {
                 self.signal(signals::SPAWNED_SHELL, &format!("{name} {}", args.join(" ")));
@@ -316,7 +344,11 @@ impl Walker<'_> {
                         self.run_script(o.text.clone(), o.flags, vars, depth);
                     }
                 }
-                ShellInput::File => {}
+                ShellInput::File(i) => {
+                    if let Some(o) = self.decoded_file(&fields[1 + i].text) {
+                        self.run_script(o.text, o.flags, vars, depth);
+                    }
+                }
             }
         } else if name == "eval" {
             let flags = fields[1..].iter().fold(0, |a, f| a | f.flags);
@@ -324,7 +356,9 @@ impl Walker<'_> {
             self.run_script(known.then(|| args.join(" ")), flags, vars, depth);
         } else if name == "source" || name == "." {
             if let Some(f) = fields.get(1) {
-                if let Some(o) = f.feed.as_deref() {
+                if let Some(o) = self.decoded_file(&f.text) {
+                    self.run_script(o.text, o.flags, vars, depth);
+                } else if let Some(o) = f.feed.as_deref() {
                     self.run_script(o.text.clone(), o.flags, vars, depth);
                 } else if is_stdin_path(&f.text) {
                     if let Some(o) = &stdin {
@@ -336,7 +370,15 @@ impl Walker<'_> {
             if code.from_stdin && stdin.as_ref().is_some_and(|o| o.flags & DECODED != 0) {
                 self.signal(signals::DECODED_EXEC, &code.text);
             }
-            for s in interp::shell_strings(*lang, &code.text) {
+            let mut strings = interp::shell_strings(*lang, &code.text);
+            if interp::executes(&code.text) {
+                for h in &hidden {
+                    self.signal(signals::DECODED_EXEC, h);
+                    strings.extend(interp::shell_strings(*lang, h));
+                    strings.push(h.clone());
+                }
+            }
+            for s in strings {
                 if is_bare_shell_text(&s) {
                     self.signal(signals::SPAWNED_SHELL, &s);
                 }
@@ -348,6 +390,10 @@ impl Walker<'_> {
             }
         }
         eval::run(&fields, stdin)
+    }
+
+    fn decoded_file(&self, path: &str) -> Option<Output> {
+        self.decoded_files.iter().rev().find(|(p, _)| p == path).map(|(_, o)| o.clone())
     }
 
     /// The program name of a command's first field, reporting the tricks used to spell it.
@@ -457,8 +503,8 @@ enum ShellInput {
     Stdin,
     /// A process substitution operand (`bash <(...)`).
     Feed(usize),
-    /// A script file.
-    File,
+    /// A script file: the field index of its path.
+    File(usize),
 }
 
 fn shell_input(args: &[Field]) -> ShellInput {
@@ -490,7 +536,7 @@ fn shell_input(args: &[Field]) -> ShellInput {
         Some(_) if c_flag => ShellInput::Arg(i),
         Some(f) if f.feed.is_some() => ShellInput::Feed(i),
         Some(f) if is_stdin_path(&f.text) => ShellInput::Stdin,
-        Some(_) => ShellInput::File,
+        Some(_) => ShellInput::File(i),
         None => ShellInput::Stdin,
     }
 }
@@ -505,6 +551,7 @@ fn is_bare_shell(name: &str, args: &[String]) -> bool {
 }
 
 fn is_bare_shell_text(text: &str) -> bool {
+    let text = text.split(" #").next().unwrap_or(text);
     let words: Vec<&str> = text.split_whitespace().collect();
     let Some((first, rest)) = words.split_first() else { return false };
     let first = first.trim_start_matches([';', '&', '|']);
