@@ -1,0 +1,2 @@
+//! Integration tests, one binary (see tests/suite/).
+mod suite;
