@@ -11,7 +11,10 @@ use stockade::check::{Checker, Policy};
 
 fn workload() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = vec![root.join("../shared/corpus/benign/nl2bash.cm"), root.join("../shared/corpus/benign/tldr.txt")];
+    let mut files = vec![
+        root.join("../shared/corpus/benign/nl2bash.cm"),
+        root.join("../shared/corpus/benign/tldr.txt"),
+    ];
     files.push(root.join("fixtures/corpus/escapes.jsonl"));
     files.push(root.join("fixtures/corpus/hard-negatives.jsonl"));
     let mut out = Vec::new();
@@ -19,7 +22,6 @@ fn workload() -> Vec<String> {
         match corpus::load(&f) {
             Ok(Corpus::Plain(lines)) => out.extend(lines.into_iter().map(|(_, l)| l)),
             Ok(Corpus::Labelled(entries)) => out.extend(entries.into_iter().map(|e| e.command)),
-            Ok(_) => {}
             Err(e) => eprintln!("skipping {}: {e}", f.display()),
         }
     }
@@ -75,7 +77,10 @@ fn main() {
     }
     report(&checker, &commands);
 
-    let mut c = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(10)).configure_from_args();
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .configure_from_args();
     let mut group = c.benchmark_group("check");
     group.throughput(Throughput::Elements(commands.len() as u64));
     group.bench_function("corpora", |b| {

@@ -62,7 +62,8 @@ pub struct CorpusRunArgs {
 
 fn checker(rules: Option<&Path>) -> anyhow::Result<Checker> {
     match rules {
-        Some(dir) => Checker::builtin_with_dir(dir).with_context(|| format!("loading rules from {}", dir.display())),
+        Some(dir) => Checker::builtin_with_dir(dir)
+            .with_context(|| format!("loading rules from {}", dir.display())),
         None => Checker::builtin().context("loading builtin rules"),
     }
 }
@@ -79,7 +80,10 @@ pub fn exit_code(d: Decision) -> u8 {
 /// `stockade check`.
 pub fn run_check(args: &CheckArgs) -> anyhow::Result<u8> {
     let checker = checker(args.rules.as_deref())?;
-    let policy = Policy { allow_rules: args.allow_rules.clone(), ..Policy::default() };
+    let policy = Policy {
+        allow_rules: args.allow_rules.clone(),
+        ..Policy::default()
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.jsonl {
@@ -99,9 +103,22 @@ pub fn run_check(args: &CheckArgs) -> anyhow::Result<u8> {
 
 fn write_verdict(out: &mut impl Write, command: &str, v: &Verdict) -> std::io::Result<()> {
     let shown: String = command.chars().take(200).collect();
-    writeln!(out, "{}: {}", v.decision.as_str(), shown.replace('\n', "\\n"))?;
+    writeln!(
+        out,
+        "{}: {}",
+        v.decision.as_str(),
+        shown.replace('\n', "\\n")
+    )?;
     for h in &v.hits {
-        writeln!(out, "  {} [{} {}, {}] {}", h.id, h.severity, h.decision.as_str(), h.category, h.fragment.replace('\n', "\\n"))?;
+        writeln!(
+            out,
+            "  {} [{} {}, {}] {}",
+            h.id,
+            h.severity,
+            h.decision.as_str(),
+            h.category,
+            h.fragment.replace('\n', "\\n")
+        )?;
         writeln!(out, "    why: {}", h.why)?;
     }
     Ok(())
@@ -109,7 +126,12 @@ fn write_verdict(out: &mut impl Write, command: &str, v: &Verdict) -> std::io::R
 
 /// `stockade check --jsonl` over any reader and writer. Returns 0 when every line was judged,
 /// [`exit::EXIT_STOCKADE_ERROR`] when some line was malformed.
-pub fn run_jsonl(checker: &Checker, policy: &Policy, input: &mut impl BufRead, out: &mut impl Write) -> anyhow::Result<u8> {
+pub fn run_jsonl(
+    checker: &Checker,
+    policy: &Policy,
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> anyhow::Result<u8> {
     let mut bad = 0usize;
     let mut line_no = 0usize;
     let mut buf = Vec::new();
@@ -144,22 +166,40 @@ pub fn run_jsonl(checker: &Checker, policy: &Policy, input: &mut impl BufRead, o
         writeln!(out)?;
     }
     out.flush()?;
-    Ok(if bad == 0 { 0 } else { exit::EXIT_STOCKADE_ERROR })
+    Ok(if bad == 0 {
+        0
+    } else {
+        exit::EXIT_STOCKADE_ERROR
+    })
 }
 
 fn judge_line(checker: &Checker, policy: &Policy, line: &str) -> Result<Value, String> {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
-    let Value::Object(mut obj) = v else { return Err("not a JSON object".into()) };
-    let Some(Value::String(command)) = obj.get("command") else { return Err("missing string field `command`".into()) };
+    let Value::Object(mut obj) = v else {
+        return Err("not a JSON object".into());
+    };
+    let Some(Value::String(command)) = obj.get("command") else {
+        return Err("missing string field `command`".into());
+    };
     let verdict = checker.check(command, policy);
-    obj.insert("verdict".into(), Value::String(verdict.decision.as_str().into()));
-    obj.insert("rules".into(), Value::Array(verdict.rule_ids().into_iter().map(Value::String).collect()));
+    obj.insert(
+        "verdict".into(),
+        Value::String(verdict.decision.as_str().into()),
+    );
+    obj.insert(
+        "rules".into(),
+        Value::Array(verdict.rule_ids().into_iter().map(Value::String).collect()),
+    );
     Ok(Value::Object(obj))
 }
 
 /// Read one line (with its newline) into `buf`, keeping at most `max` bytes; the rest of an
 /// overlong line is consumed and dropped. Returns bytes consumed and whether the line was cut.
-fn read_line_capped(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<(usize, bool)> {
+fn read_line_capped(
+    input: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
     let mut consumed = 0;
     let mut cut = false;
     loop {
@@ -206,7 +246,11 @@ pub fn run_corpus(args: &CorpusArgs) -> anyhow::Result<u8> {
 fn run_corpus_run(args: &CorpusRunArgs) -> anyhow::Result<u8> {
     let checker = checker(args.rules.as_deref())?;
     let policy = Policy::default();
-    let files = if args.files.is_empty() { default_corpus_files()? } else { args.files.clone() };
+    let files = if args.files.is_empty() {
+        default_corpus_files()?
+    } else {
+        args.files.clone()
+    };
     let mut labelled = Vec::new();
     let mut labelled_names = Vec::new();
     let mut plain = Vec::new();
@@ -216,18 +260,28 @@ fn run_corpus_run(args: &CorpusRunArgs) -> anyhow::Result<u8> {
                 labelled.extend(entries);
                 labelled_names.push(f.display().to_string());
             }
-            Corpus::Plain(lines) => plain.push((f.display().to_string(), corpus::score_plain(&checker, &policy, &lines))),
+            Corpus::Plain(lines) => plain.push((
+                f.display().to_string(),
+                corpus::score_plain(&checker, &policy, &lines),
+            )),
         }
     }
-    let labelled_score = (!labelled.is_empty()).then(|| corpus::score_labelled(&checker, &policy, &labelled));
+    let labelled_score =
+        (!labelled.is_empty()).then(|| corpus::score_labelled(&checker, &policy, &labelled));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.json {
         let mut obj = Map::new();
         if let Some(s) = &labelled_score {
-            obj.insert("labelled".into(), serde_json::json!({ "files": labelled_names, "score": s }));
+            obj.insert(
+                "labelled".into(),
+                serde_json::json!({ "files": labelled_names, "score": s }),
+            );
         }
-        let plain_json: Vec<Value> = plain.iter().map(|(f, s)| serde_json::json!({ "file": f, "score": s })).collect();
+        let plain_json: Vec<Value> = plain
+            .iter()
+            .map(|(f, s)| serde_json::json!({ "file": f, "score": s }))
+            .collect();
         obj.insert("plain".into(), Value::Array(plain_json));
         serde_json::to_writer_pretty(&mut out, &Value::Object(obj))?;
         writeln!(out)?;
@@ -245,7 +299,14 @@ fn run_corpus_run(args: &CorpusRunArgs) -> anyhow::Result<u8> {
             corpus::percent(s.malicious.denied, s.malicious.total)
         )?;
         for (cat, t) in &s.by_category {
-            writeln!(out, "    {cat:<22} {:>3}/{:<3} detected ({:.1}%), {} denied", t.detected, t.total, corpus::percent(t.detected, t.total), t.denied)?;
+            writeln!(
+                out,
+                "    {cat:<22} {:>3}/{:<3} detected ({:.1}%), {} denied",
+                t.detected,
+                t.total,
+                corpus::percent(t.detected, t.total),
+                t.denied
+            )?;
         }
         writeln!(
             out,
@@ -260,13 +321,30 @@ fn run_corpus_run(args: &CorpusRunArgs) -> anyhow::Result<u8> {
             writeln!(out, "  missed [{}]: {}", m.category, m.command)?;
         }
         for f in &s.flagged_benign {
-            writeln!(out, "  flagged benign [{} {}]: {}", f.decision.as_str(), f.rules.join(","), f.command)?;
+            writeln!(
+                out,
+                "  flagged benign [{} {}]: {}",
+                f.decision.as_str(),
+                f.rules.join(","),
+                f.command
+            )?;
         }
     }
     for (file, s) in &plain {
-        writeln!(out, "{file}: {} lines, warn {} ({:.2}%), deny {} ({:.2}%)", s.lines, s.warned, s.warn_percent, s.denied, s.deny_percent)?;
+        writeln!(
+            out,
+            "{file}: {} lines, warn {} ({:.2}%), deny {} ({:.2}%)",
+            s.lines, s.warned, s.warn_percent, s.denied, s.deny_percent
+        )?;
         for f in &s.flagged {
-            writeln!(out, "  line {} [{} {}]: {}", f.line, f.decision.as_str(), f.rules.join(","), f.command)?;
+            writeln!(
+                out,
+                "  line {} [{} {}]: {}",
+                f.line,
+                f.decision.as_str(),
+                f.rules.join(","),
+                f.command
+            )?;
         }
     }
     Ok(0)
@@ -280,10 +358,16 @@ mod tests {
     fn capped_lines() {
         let mut input: &[u8] = b"abcdef\nxy\n";
         let mut buf = Vec::new();
-        assert_eq!(read_line_capped(&mut input, &mut buf, 3).unwrap(), (7, true));
+        assert_eq!(
+            read_line_capped(&mut input, &mut buf, 3).unwrap(),
+            (7, true)
+        );
         assert_eq!(buf, b"abc");
         buf.clear();
-        assert_eq!(read_line_capped(&mut input, &mut buf, 3).unwrap(), (3, false));
+        assert_eq!(
+            read_line_capped(&mut input, &mut buf, 3).unwrap(),
+            (3, false)
+        );
         assert_eq!(buf, b"xy\n");
     }
 }

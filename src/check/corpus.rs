@@ -39,11 +39,18 @@ pub struct Entry {
 #[non_exhaustive]
 pub enum CorpusError {
     #[error("reading corpus {path}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("corpus {path} is larger than {max} bytes", max = MAX_CORPUS_BYTES)]
     TooLarge { path: PathBuf },
     #[error("corpus {path} line {line}")]
-    Json { path: PathBuf, line: usize, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        line: usize,
+        source: serde_json::Error,
+    },
 }
 
 /// A corpus file: labelled (`.jsonl`) or plain benign text.
@@ -55,10 +62,15 @@ pub enum Corpus {
 }
 
 pub fn load(path: &Path) -> Result<Corpus, CorpusError> {
-    let io = |source| CorpusError::Io { path: path.to_path_buf(), source };
+    let io = |source| CorpusError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.len() > MAX_CORPUS_BYTES {
-        return Err(CorpusError::TooLarge { path: path.to_path_buf() });
+        return Err(CorpusError::TooLarge {
+            path: path.to_path_buf(),
+        });
     }
     let bytes = std::fs::read(path).map_err(io)?;
     let text = String::from_utf8_lossy(&bytes);
@@ -68,12 +80,22 @@ pub fn load(path: &Path) -> Result<Corpus, CorpusError> {
             if line.trim().is_empty() {
                 continue;
             }
-            let e: Entry = serde_json::from_str(line).map_err(|source| CorpusError::Json { path: path.to_path_buf(), line: i + 1, source })?;
+            let e: Entry = serde_json::from_str(line).map_err(|source| CorpusError::Json {
+                path: path.to_path_buf(),
+                line: i + 1,
+                source,
+            })?;
             entries.push(e);
         }
         return Ok(Corpus::Labelled(entries));
     }
-    Ok(Corpus::Plain(text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l.to_string())).collect()))
+    Ok(Corpus::Plain(
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| (i + 1, l.to_string()))
+            .collect(),
+    ))
 }
 
 /// A command that was flagged (or missed).
@@ -143,11 +165,20 @@ pub fn score_labelled(checker: &Checker, policy: &Policy, entries: &[Entry]) -> 
     let mut s = LabelledScore::default();
     for (i, e) in entries.iter().enumerate() {
         let v = checker.check(&e.command, policy);
-        let flagged = Flagged { line: i + 1, command: e.command.clone(), category: e.category.clone(), decision: v.decision, rules: v.rule_ids() };
+        let flagged = Flagged {
+            line: i + 1,
+            command: e.command.clone(),
+            category: e.category.clone(),
+            decision: v.decision,
+            rules: v.rule_ids(),
+        };
         match e.expect {
             Expect::Malicious => {
                 s.malicious.add(v.decision);
-                s.by_category.entry(e.category.clone()).or_default().add(v.decision);
+                s.by_category
+                    .entry(e.category.clone())
+                    .or_default()
+                    .add(v.decision);
                 if v.decision == Decision::Allow {
                     s.missed.push(flagged);
                 }
@@ -167,7 +198,10 @@ pub fn score_labelled(checker: &Checker, policy: &Policy, entries: &[Entry]) -> 
 }
 
 pub fn score_plain(checker: &Checker, policy: &Policy, lines: &[(usize, String)]) -> PlainScore {
-    let mut s = PlainScore { lines: lines.len(), ..PlainScore::default() };
+    let mut s = PlainScore {
+        lines: lines.len(),
+        ..PlainScore::default()
+    };
     for (n, cmd) in lines {
         let v = checker.check(cmd, policy);
         match v.decision {
@@ -175,8 +209,18 @@ pub fn score_plain(checker: &Checker, policy: &Policy, lines: &[(usize, String)]
             Decision::Warn => s.warned += 1,
             Decision::Deny => s.denied += 1,
         }
-        let category = v.hits.first().map(|h| h.category.clone()).unwrap_or_default();
-        s.flagged.push(Flagged { line: *n, command: cmd.clone(), category, decision: v.decision, rules: v.rule_ids() });
+        let category = v
+            .hits
+            .first()
+            .map(|h| h.category.clone())
+            .unwrap_or_default();
+        s.flagged.push(Flagged {
+            line: *n,
+            command: cmd.clone(),
+            category,
+            decision: v.decision,
+            rules: v.rule_ids(),
+        });
     }
     s.warn_percent = percent(s.warned, s.lines);
     s.deny_percent = percent(s.denied, s.lines);

@@ -21,13 +21,22 @@ pub struct Output {
 impl Output {
     pub fn known(text: String, flags: u16) -> Self {
         if text.len() > MAX_OUTPUT_BYTES {
-            return Output { text: None, flags: flags | UNKNOWN };
+            return Output {
+                text: None,
+                flags: flags | UNKNOWN,
+            };
         }
-        Output { text: Some(text), flags }
+        Output {
+            text: Some(text),
+            flags,
+        }
     }
 
     pub fn unknown(flags: u16) -> Self {
-        Output { text: None, flags: flags | UNKNOWN }
+        Output {
+            text: None,
+            flags: flags | UNKNOWN,
+        }
     }
 }
 
@@ -64,17 +73,35 @@ fn pipeline_output(p: &Pipeline, heredocs: &[Heredoc], vars: &mut Vars, depth: u
     stdin.unwrap_or_else(|| Output::known(String::new(), 0))
 }
 
-fn simple_output(s: &Simple, heredocs: &[Heredoc], vars: &mut Vars, depth: u8, piped: Option<Output>) -> Output {
-    let ctx = Ctx { vars, heredocs, depth };
+fn simple_output(
+    s: &Simple,
+    heredocs: &[Heredoc],
+    vars: &mut Vars,
+    depth: u8,
+    piped: Option<Output>,
+) -> Output {
+    let ctx = Ctx {
+        vars,
+        heredocs,
+        depth,
+    };
     if s.words.is_empty() {
-        let assigned: Vec<(String, Field)> = s.assigns.iter().map(|a| (a.name.clone(), expand::text(&a.value, &ctx))).collect();
+        let assigned: Vec<(String, Field)> = s
+            .assigns
+            .iter()
+            .map(|a| (a.name.clone(), expand::text(&a.value, &ctx)))
+            .collect();
         for (name, f) in assigned {
             let known = f.known();
             vars.set(&name, known.then_some(f.text));
         }
         return Output::known(String::new(), 0);
     }
-    let fields: Vec<Field> = s.words.iter().flat_map(|w| expand::fields(w, &ctx)).collect();
+    let fields: Vec<Field> = s
+        .words
+        .iter()
+        .flat_map(|w| expand::fields(w, &ctx))
+        .collect();
     let mut stdin = piped;
     for r in &s.redirects {
         match r.op {
@@ -86,7 +113,17 @@ fn simple_output(s: &Simple, heredocs: &[Heredoc], vars: &mut Vars, depth: u8, p
                 let body = r.heredoc.and_then(|i| heredocs.get(i));
                 stdin = Some(match body {
                     Some(h) if h.expand => field_output(expand::text(&h.body, &ctx), false),
-                    Some(h) => field_output(expand::text(&h.body, &Ctx { vars: &Vars::default(), heredocs: &[], depth: 0 }), false),
+                    Some(h) => field_output(
+                        expand::text(
+                            &h.body,
+                            &Ctx {
+                                vars: &Vars::default(),
+                                heredocs: &[],
+                                depth: 0,
+                            },
+                        ),
+                        false,
+                    ),
                     None => Output::unknown(0),
                 });
             }
@@ -114,11 +151,20 @@ fn field_output(f: Field, newline: bool) -> Output {
 /// the command is obfuscated even when the decode cannot be computed. Decompressors are not
 /// here: compressed scripts are ordinary, and their output counts as fetched content.
 pub fn is_decoder(name: &str, args: &[String]) -> bool {
-    let has = |flags: &[&str]| args.iter().any(|a| flags.contains(&a.as_str()) || (a.starts_with('-') && !a.starts_with("--") && flags.iter().any(|f| f.len() == 2 && a.contains(&f[1..]))));
+    let has = |flags: &[&str]| {
+        args.iter().any(|a| {
+            flags.contains(&a.as_str())
+                || (a.starts_with('-')
+                    && !a.starts_with("--")
+                    && flags.iter().any(|f| f.len() == 2 && a.contains(&f[1..])))
+        })
+    };
     match name {
         "base64" | "base32" | "basenc" => has(&["-d", "--decode", "-D"]),
         "xxd" => has(&["-r", "--revert"]),
-        "openssl" => args.iter().any(|a| a == "-d" || a == "-base64" || a == "-a" || a == "base64" || a == "enc"),
+        "openssl" => args
+            .iter()
+            .any(|a| a == "-d" || a == "-base64" || a == "-a" || a == "base64" || a == "enc"),
         "rev" | "tr" | "uudecode" | "rot13" => true,
         _ => false,
     }
@@ -126,7 +172,9 @@ pub fn is_decoder(name: &str, args: &[String]) -> bool {
 
 /// Output of one command given its expanded words and stdin.
 pub fn run(fields: &[Field], stdin: Option<Output>) -> Output {
-    let Some(first) = fields.first() else { return Output::known(String::new(), 0) };
+    let Some(first) = fields.first() else {
+        return Output::known(String::new(), 0);
+    };
     if !first.known() {
         return Output::unknown(first.flags);
     }
@@ -136,33 +184,73 @@ pub fn run(fields: &[Field], stdin: Option<Output>) -> Output {
     let args_known = args.iter().all(|f| f.known());
     let arg_flags = args.iter().fold(0, |acc, f| acc | f.flags) & !UNKNOWN;
     let in_flags = stdin.as_ref().map_or(0, |o| o.flags & !UNKNOWN);
-    let decoder = if is_decoder(name, &arg_text) { DECODED } else { 0 };
-    let operands: Vec<&str> = arg_text.iter().filter(|a| !a.starts_with('-') || a.as_str() == "-").map(String::as_str).collect();
+    let decoder = if is_decoder(name, &arg_text) {
+        DECODED
+    } else {
+        0
+    };
+    let operands: Vec<&str> = arg_text
+        .iter()
+        .filter(|a| !a.starts_with('-') || a.as_str() == "-")
+        .map(String::as_str)
+        .collect();
     let stdin_text = || stdin.as_ref().and_then(|o| o.text.clone());
     let flags = arg_flags | in_flags | decoder;
     // The text, and whether the command itself decoded hidden characters (escapes).
     let result: Option<(String, bool)> = match name {
         "echo" => args_known.then(|| echo(&arg_text)),
         "printf" => args_known.then(|| printf(&arg_text)).flatten(),
-        "base64" | "base32" if decoder != 0 && operands.iter().all(|o| *o == "-") => {
-            stdin_text().and_then(|t| if name == "base64" { decode_base64(&t) } else { decode_base32(&t) }).map(|t| (t, true))
+        "base64" | "base32" if decoder != 0 && operands.iter().all(|o| *o == "-") => stdin_text()
+            .and_then(|t| {
+                if name == "base64" {
+                    decode_base64(&t)
+                } else {
+                    decode_base32(&t)
+                }
+            })
+            .map(|t| (t, true)),
+        "openssl"
+            if decoder != 0
+                && arg_text.iter().any(|a| a == "-d")
+                && !arg_text.iter().any(|a| a == "-in") =>
+        {
+            stdin_text()
+                .and_then(|t| decode_base64(&t))
+                .map(|t| (t, true))
         }
-        "openssl" if decoder != 0 && arg_text.iter().any(|a| a == "-d") && !arg_text.iter().any(|a| a == "-in") => {
-            stdin_text().and_then(|t| decode_base64(&t)).map(|t| (t, true))
-        }
-        "xxd" if decoder != 0 && arg_text.iter().any(|a| a.starts_with("-p") || a == "-ps" || a == "-plain" || a.ends_with('p')) && operands.iter().all(|o| *o == "-") => {
+        "xxd"
+            if decoder != 0
+                && arg_text.iter().any(|a| {
+                    a.starts_with("-p") || a == "-ps" || a == "-plain" || a.ends_with('p')
+                })
+                && operands.iter().all(|o| *o == "-") =>
+        {
             stdin_text().and_then(|t| decode_hex(&t)).map(|t| (t, true))
         }
-        "rev" if operands.is_empty() => stdin_text().map(|t| (t.lines().map(|l| l.chars().rev().collect::<String>() + "\n").collect(), true)),
-        "tr" if args_known => stdin_text().and_then(|t| tr(&arg_text, &t)).map(|t| (t, true)),
-        "cat" | "tee" if operands.iter().all(|o| *o == "-") || name == "tee" => stdin_text().map(|t| (t, false)),
+        "rev" if operands.is_empty() => stdin_text().map(|t| {
+            (
+                t.lines()
+                    .map(|l| l.chars().rev().collect::<String>() + "\n")
+                    .collect(),
+                true,
+            )
+        }),
+        "tr" if args_known => stdin_text()
+            .and_then(|t| tr(&arg_text, &t))
+            .map(|t| (t, true)),
+        "cat" | "tee" if operands.iter().all(|o| *o == "-") || name == "tee" => {
+            stdin_text().map(|t| (t, false))
+        }
         "true" | ":" => Some((String::new(), false)),
         _ => None,
     };
     // Output that comes from outside the command (network, files, decompression): opaque, but
     // not an encoding trick.
     let fetched = match name {
-        "curl" | "wget" | "nc" | "ncat" | "netcat" | "socat" | "cat" | "head" | "tail" | "gunzip" | "zcat" | "bzcat" | "xzcat" | "zstdcat" | "gzip" | "bzip2" | "xz" | "zstd" => FETCHED,
+        "curl" | "wget" | "nc" | "ncat" | "netcat" | "socat" | "cat" | "head" | "tail"
+        | "gunzip" | "zcat" | "bzcat" | "xzcat" | "zstdcat" | "gzip" | "bzip2" | "xz" | "zstd" => {
+            FETCHED
+        }
         _ => 0,
     };
     match result {
@@ -178,7 +266,8 @@ fn echo(args: &[String]) -> (String, bool) {
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
-        if a.len() > 1 && a.starts_with('-') && a[1..].chars().all(|c| matches!(c, 'n' | 'e' | 'E')) {
+        if a.len() > 1 && a.starts_with('-') && a[1..].chars().all(|c| matches!(c, 'n' | 'e' | 'E'))
+        {
             for c in a[1..].chars() {
                 match c {
                     'n' => newline = false,
@@ -192,7 +281,11 @@ fn echo(args: &[String]) -> (String, bool) {
         }
     }
     let joined = args[i..].join(" ");
-    let (mut text, dec) = if escapes { unescape(&joined) } else { (joined, false) };
+    let (mut text, dec) = if escapes {
+        unescape(&joined)
+    } else {
+        (joined, false)
+    };
     if newline {
         text.push('\n');
     }
@@ -312,7 +405,10 @@ fn printf(args: &[String]) -> Option<(String, bool)> {
                 continue;
             }
             // Skip flags, width and precision.
-            while chars.peek().is_some_and(|d| d.is_ascii_digit() || matches!(d, '-' | '+' | ' ' | '#' | '.')) {
+            while chars
+                .peek()
+                .is_some_and(|d| d.is_ascii_digit() || matches!(d, '-' | '+' | ' ' | '#' | '.'))
+            {
                 chars.next();
             }
             let arg = rest.get(idx).map(String::as_str);
@@ -361,9 +457,15 @@ fn decode_base64(text: &str) -> Option<String> {
     let clean: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     let engine = base64::engine::general_purpose::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
-    let bytes = engine.decode(clean.trim_end_matches('=')).or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(clean.trim_end_matches('='))).ok()?;
+    let bytes = engine
+        .decode(clean.trim_end_matches('='))
+        .or_else(|_| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(clean.trim_end_matches('='))
+        })
+        .ok()?;
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -372,7 +474,10 @@ fn decode_base32(text: &str) -> Option<String> {
     let mut bits: u64 = 0;
     let mut nbits = 0;
     let mut out = Vec::new();
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
         let v = ALPHABET.iter().position(|&a| a == c.to_ascii_uppercase())? as u64;
         bits = (bits << 5) | v;
         nbits += 5;
@@ -455,12 +560,29 @@ mod tests {
 
     #[test]
     fn decoders() {
-        assert_eq!(out("echo bnNlbnRlcg== | base64 -d").text.as_deref(), Some("nsenter"));
-        assert_eq!(out("echo 6e73656e746572 | xxd -r -p").text.as_deref(), Some("nsenter"));
+        assert_eq!(
+            out("echo bnNlbnRlcg== | base64 -d").text.as_deref(),
+            Some("nsenter")
+        );
+        assert_eq!(
+            out("echo 6e73656e746572 | xxd -r -p").text.as_deref(),
+            Some("nsenter")
+        );
         assert_eq!(out("echo retnesn | rev").text.as_deref(), Some("nsenter\n"));
-        assert_eq!(out("echo afragre | tr 'A-Za-z' 'N-ZA-Mn-za-m'").text.as_deref(), Some("nsenter\n"));
-        assert_eq!(out("base64 -d <<< bnNlbnRlcg==").text.as_deref(), Some("nsenter"));
-        assert_eq!(out("echo NZZWK3TUMVZA==== | base32 -d").text.as_deref(), Some("nsenter"));
+        assert_eq!(
+            out("echo afragre | tr 'A-Za-z' 'N-ZA-Mn-za-m'")
+                .text
+                .as_deref(),
+            Some("nsenter\n")
+        );
+        assert_eq!(
+            out("base64 -d <<< bnNlbnRlcg==").text.as_deref(),
+            Some("nsenter")
+        );
+        assert_eq!(
+            out("echo NZZWK3TUMVZA==== | base32 -d").text.as_deref(),
+            Some("nsenter")
+        );
         let o = out(r"printf '\156\163%s' enter");
         assert_eq!(o.text.as_deref(), Some("nsenter"));
         assert!(o.flags & DECODED != 0);

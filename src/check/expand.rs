@@ -131,7 +131,12 @@ pub fn fields(word: &Word, ctx: &Ctx<'_>) -> Vec<Field> {
                     b.push_quoted("))");
                 }
             }
-            Part::Var { name, op, quoted, raw } => {
+            Part::Var {
+                name,
+                op,
+                quoted,
+                raw,
+            } => {
                 let (text, mut flags) = var_value(name, op, raw, ctx);
                 if *quoted {
                     // A quoted "$IFS" is data, not a word separator.
@@ -144,7 +149,11 @@ pub fn fields(word: &Word, ctx: &Ctx<'_>) -> Vec<Field> {
                     b.push_split(&text);
                 }
             }
-            Part::CmdSub { script, quoted, raw } => {
+            Part::CmdSub {
+                script,
+                quoted,
+                raw,
+            } => {
                 let out = if ctx.depth == 0 {
                     eval::Output::unknown(0)
                 } else {
@@ -167,8 +176,11 @@ pub fn fields(word: &Word, ctx: &Ctx<'_>) -> Vec<Field> {
                 }
             }
             Part::ProcSub { script, raw, .. } => {
-                let out =
-                    if ctx.depth == 0 { eval::Output::unknown(0) } else { eval::script_output(script, ctx.heredocs, ctx.vars, ctx.depth - 1) };
+                let out = if ctx.depth == 0 {
+                    eval::Output::unknown(0)
+                } else {
+                    eval::script_output(script, ctx.heredocs, ctx.vars, ctx.depth - 1)
+                };
                 b.cur.feed = Some(Box::new(out));
                 b.push_quoted(raw);
             }
@@ -256,8 +268,16 @@ fn is_spliced(word: &Word) -> bool {
     if word.parts.len() < 2 {
         return false;
     }
-    let quoted = word.parts.iter().filter(|p| matches!(p, Part::Quoted(_) | Part::AnsiC(_))).count();
-    let lits = word.parts.iter().filter(|p| matches!(p, Part::Lit(_))).count();
+    let quoted = word
+        .parts
+        .iter()
+        .filter(|p| matches!(p, Part::Quoted(_) | Part::AnsiC(_)))
+        .count();
+    let lits = word
+        .parts
+        .iter()
+        .filter(|p| matches!(p, Part::Lit(_)))
+        .count();
     if quoted == 0 || lits == 0 {
         return false;
     }
@@ -268,17 +288,38 @@ fn is_spliced(word: &Word) -> bool {
 
 /// `{a,b,c}` as a whole unquoted word: bash expands it to separate words (`{cat,/etc/passwd}`).
 fn brace_list(word: &Word) -> Option<Vec<Field>> {
-    let [Part::Lit(s)] = word.parts.as_slice() else { return None };
+    let [Part::Lit(s)] = word.parts.as_slice() else {
+        return None;
+    };
     let inner = s.strip_prefix('{')?.strip_suffix('}')?;
     if !inner.contains(',') || inner.contains(['{', '}']) {
         return None;
     }
-    Some(inner.split(',').filter(|p| !p.is_empty()).map(|p| Field { text: p.to_string(), flags: BRACE, feed: None }).collect())
+    Some(
+        inner
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| Field {
+                text: p.to_string(),
+                flags: BRACE,
+                feed: None,
+            })
+            .collect(),
+    )
 }
 
 /// Resolve a variable expansion: its text and flags.
 fn var_value(name: &str, op: &VarOp, raw: &str, ctx: &Ctx<'_>) -> (String, u16) {
-    let unknown = || (if matches!(op, VarOp::Plain) { format!("${name}") } else { raw.to_string() }, UNKNOWN);
+    let unknown = || {
+        (
+            if matches!(op, VarOp::Plain) {
+                format!("${name}")
+            } else {
+                raw.to_string()
+            },
+            UNKNOWN,
+        )
+    };
     let mut flags = if name == "IFS" { IFS } else { VAR };
     let value: String = match ctx.vars.get(name) {
         Lookup::Known(v) => v.to_string(),
@@ -288,7 +329,10 @@ fn var_value(name: &str, op: &VarOp, raw: &str, ctx: &Ctx<'_>) -> (String, u16) 
                 let f = text(w, ctx);
                 return (f.text, f.flags | VAR);
             }
-            VarOp::Substring(..) | VarOp::Replace { .. } | VarOp::TrimPrefix { .. } | VarOp::TrimSuffix { .. }
+            VarOp::Substring(..)
+            | VarOp::Replace { .. }
+            | VarOp::TrimPrefix { .. }
+            | VarOp::TrimSuffix { .. }
                 if name == "PATH" =>
             {
                 DEFAULT_PATH.to_string()
@@ -309,17 +353,29 @@ fn var_value(name: &str, op: &VarOp, raw: &str, ctx: &Ctx<'_>) -> (String, u16) 
             flags |= PARAM_OP;
             let chars: Vec<char> = value.chars().collect();
             let n = chars.len() as i64;
-            let Some(off) = parse_int(off) else { return unknown() };
-            let start = if off < 0 { (n + off).max(0) } else { off.min(n) };
+            let Some(off) = parse_int(off) else {
+                return unknown();
+            };
+            let start = if off < 0 {
+                (n + off).max(0)
+            } else {
+                off.min(n)
+            };
             let end = match len.as_deref().map(parse_int) {
                 None => n,
                 Some(None) => return unknown(),
                 Some(Some(l)) if l < 0 => (n + l).max(start),
                 Some(Some(l)) => (start + l).min(n),
             };
-            chars[start as usize..end.max(start) as usize].iter().collect()
+            chars[start as usize..end.max(start) as usize]
+                .iter()
+                .collect()
         }
-        VarOp::Replace { all, pattern, replacement } => {
+        VarOp::Replace {
+            all,
+            pattern,
+            replacement,
+        } => {
             flags |= PARAM_OP;
             let p = text(pattern, ctx);
             let r = text(replacement, ctx);
@@ -332,7 +388,9 @@ fn var_value(name: &str, op: &VarOp, raw: &str, ctx: &Ctx<'_>) -> (String, u16) 
                 value.replacen(&p.text, &r.text, 1)
             }
         }
-        VarOp::TrimPrefix { .. } | VarOp::TrimSuffix { .. } if value.len() > MAX_TRIM_BYTES => return unknown(),
+        VarOp::TrimPrefix { .. } | VarOp::TrimSuffix { .. } if value.len() > MAX_TRIM_BYTES => {
+            return unknown()
+        }
         VarOp::TrimPrefix { pattern, longest } => {
             flags |= PARAM_OP;
             let p = text(pattern, ctx);
@@ -352,7 +410,13 @@ fn var_value(name: &str, op: &VarOp, raw: &str, ctx: &Ctx<'_>) -> (String, u16) 
         VarOp::Case { upper, all } => {
             flags |= PARAM_OP;
             let mut it = value.chars();
-            let conv = |c: char| if *upper { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() };
+            let conv = |c: char| {
+                if *upper {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            };
             if *all {
                 value.chars().map(conv).collect()
             } else {
@@ -368,20 +432,32 @@ fn var_value(name: &str, op: &VarOp, raw: &str, ctx: &Ctx<'_>) -> (String, u16) 
 }
 
 fn parse_int(s: &str) -> Option<i64> {
-    let t = s.trim().trim_start_matches('(').trim_end_matches(')').trim();
+    let t = s
+        .trim()
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .trim();
     t.parse::<i64>().ok()
 }
 
 /// `${v#p}` / `${v%p}` with glob patterns.
 fn trim(value: &str, pattern: &str, longest: bool, prefix: bool) -> String {
-    let idx: Vec<usize> = value.char_indices().map(|(i, _)| i).chain(std::iter::once(value.len())).collect();
+    let idx: Vec<usize> = value
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain(std::iter::once(value.len()))
+        .collect();
     let candidates: Box<dyn Iterator<Item = usize>> = if prefix == longest {
         Box::new(idx.iter().rev().copied())
     } else {
         Box::new(idx.iter().copied())
     };
     for i in candidates {
-        let (part, rest) = if prefix { (&value[..i], &value[i..]) } else { (&value[i..], &value[..i]) };
+        let (part, rest) = if prefix {
+            (&value[..i], &value[i..])
+        } else {
+            (&value[i..], &value[..i])
+        };
         if glob_match(pattern, part) {
             return rest.to_string();
         }
@@ -482,8 +558,14 @@ mod tests {
 
     fn expand(src: &str, vars: &Vars) -> Vec<Field> {
         let p = parse(src);
-        let Command::Simple(s) = &p.script.pipelines[0].commands[0] else { panic!() };
-        let ctx = Ctx { vars, heredocs: &p.heredocs, depth: 4 };
+        let Command::Simple(s) = &p.script.pipelines[0].commands[0] else {
+            panic!()
+        };
+        let ctx = Ctx {
+            vars,
+            heredocs: &p.heredocs,
+            depth: 4,
+        };
         s.words.iter().flat_map(|w| fields(w, &ctx)).collect()
     }
 
@@ -513,7 +595,10 @@ mod tests {
     #[test]
     fn substitutions_and_braces() {
         let v = Vars::default();
-        assert_eq!(texts("$(echo bnNlbnRlcg== | base64 -d) -t1", &v), ["nsenter", "-t1"]);
+        assert_eq!(
+            texts("$(echo bnNlbnRlcg== | base64 -d) -t1", &v),
+            ["nsenter", "-t1"]
+        );
         let f = expand("$(printf '\\x6e\\x73')", &v);
         assert_eq!(f[0].text, "ns");
         assert!(f[0].flags & DECODED != 0);

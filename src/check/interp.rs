@@ -43,21 +43,40 @@ pub struct Code {
 /// The inline code of an interpreter invocation: the `-c`/`-e`/`-r` value, the awk program, or
 /// the text piped to an interpreter that reads its program from stdin.
 pub fn code(lang: Lang, args: &[String], stdin: Option<&str>) -> Option<Code> {
-    inline_code(lang, args).map(|text| Code { text, from_stdin: false }).or_else(|| {
-        // No inline code and no script operand: the program comes from stdin.
-        let has_operand = args.iter().any(|a| !a.starts_with('-'));
-        if lang != Lang::Awk && (!has_operand || args.iter().any(|a| a == "-")) {
-            return stdin.map(|t| Code { text: t.to_string(), from_stdin: true });
-        }
-        None
-    })
+    inline_code(lang, args)
+        .map(|text| Code {
+            text,
+            from_stdin: false,
+        })
+        .or_else(|| {
+            // No inline code and no script operand: the program comes from stdin.
+            let has_operand = args.iter().any(|a| !a.starts_with('-'));
+            if lang != Lang::Awk && (!has_operand || args.iter().any(|a| a == "-")) {
+                return stdin.map(|t| Code {
+                    text: t.to_string(),
+                    from_stdin: true,
+                });
+            }
+            None
+        })
 }
 
 fn inline_code(lang: Lang, args: &[String]) -> Option<String> {
     let flag = |a: &str| -> bool {
         match lang {
-            Lang::Python => a == "-c" || (a.starts_with('-') && !a.starts_with("--") && a.ends_with('c') && a.len() <= 4),
-            Lang::Perl => a.starts_with('-') && !a.starts_with("--") && (a.ends_with('e') || a.ends_with('E')) && a.len() <= 5,
+            Lang::Python => {
+                a == "-c"
+                    || (a.starts_with('-')
+                        && !a.starts_with("--")
+                        && a.ends_with('c')
+                        && a.len() <= 4)
+            }
+            Lang::Perl => {
+                a.starts_with('-')
+                    && !a.starts_with("--")
+                    && (a.ends_with('e') || a.ends_with('E'))
+                    && a.len() <= 5
+            }
             Lang::Ruby | Lang::Lua => a == "-e",
             Lang::Node => matches!(a, "-e" | "--eval" | "-p" | "--print"),
             Lang::Php => a == "-r",
@@ -99,7 +118,9 @@ fn inline_code(lang: Lang, args: &[String]) -> Option<String> {
 fn literal_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     // Proof: a fixed pattern, tested below; it cannot fail to compile.
-    RE.get_or_init(|| Regex::new(r#""((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'"#).expect("static regex"))
+    RE.get_or_init(|| {
+        Regex::new(r#""((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'"#).expect("static regex")
+    })
 }
 
 fn call_re() -> &'static Regex {
@@ -117,7 +138,10 @@ fn call_re() -> &'static Regex {
 
 fn awk_pipe_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r#""((?:[^"\\]|\\.)*)"\s*\|\s*getline|\|\s*"((?:[^"\\]|\\.)*)""#).expect("static regex"))
+    RE.get_or_init(|| {
+        Regex::new(r#""((?:[^"\\]|\\.)*)"\s*\|\s*getline|\|\s*"((?:[^"\\]|\\.)*)""#)
+            .expect("static regex")
+    })
 }
 
 /// Largest piece of code scanned for embedded commands.
@@ -146,7 +170,13 @@ pub fn shell_strings(lang: Lang, code: &str) -> Vec<String> {
         if words.len() == 1 {
             out.push(words.remove(0));
         } else {
-            out.push(words.iter().map(|w| super::wrappers::shell_quote(w)).collect::<Vec<_>>().join(" "));
+            out.push(
+                words
+                    .iter()
+                    .map(|w| super::wrappers::shell_quote(w))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
         }
     }
     if matches!(lang, Lang::Perl | Lang::Ruby | Lang::Php) {
@@ -191,7 +221,9 @@ pub fn decoded_literals(code: &str) -> Vec<String> {
     for cap in encoded_literal_re().captures_iter(code).take(MAX_LITERALS) {
         let decoded = if let Some(m) = cap.get(1).or_else(|| cap.get(2)) {
             let clean: String = m.as_str().chars().filter(|c| !c.is_whitespace()).collect();
-            base64::engine::general_purpose::STANDARD.decode(clean.as_bytes()).ok()
+            base64::engine::general_purpose::STANDARD
+                .decode(clean.as_bytes())
+                .ok()
         } else if let Some(m) = cap.get(3).or_else(|| cap.get(4)) {
             let clean: String = m.as_str().chars().filter(|c| !c.is_whitespace()).collect();
             hex::decode(clean).ok()
@@ -265,23 +297,65 @@ mod tests {
     #[test]
     fn finds_code() {
         let text = |c: Option<Code>| c.map(|c| c.text);
-        assert_eq!(text(code(Lang::Python, &v("-c 'import os'"), None)).as_deref(), Some("import os"));
-        assert_eq!(text(code(Lang::Perl, &v("-MIO -e 'x'"), None)).as_deref(), Some("x"));
-        assert_eq!(text(code(Lang::Awk, &v("-F: '{print $1}' /etc/passwd"), None)).as_deref(), Some("{print $1}"));
+        assert_eq!(
+            text(code(Lang::Python, &v("-c 'import os'"), None)).as_deref(),
+            Some("import os")
+        );
+        assert_eq!(
+            text(code(Lang::Perl, &v("-MIO -e 'x'"), None)).as_deref(),
+            Some("x")
+        );
+        assert_eq!(
+            text(code(Lang::Awk, &v("-F: '{print $1}' /etc/passwd"), None)).as_deref(),
+            Some("{print $1}")
+        );
         assert_eq!(code(Lang::Python, &v("script.py"), Some("x")), None);
-        assert_eq!(code(Lang::Python, &v("-"), Some("x")), Some(Code { text: "x".into(), from_stdin: true }));
+        assert_eq!(
+            code(Lang::Python, &v("-"), Some("x")),
+            Some(Code {
+                text: "x".into(),
+                from_stdin: true
+            })
+        );
     }
 
     #[test]
     fn finds_shell_strings() {
-        assert_eq!(shell_strings(Lang::Python, r#"import os; os.system("nsenter -t 1 -m sh")"#), ["nsenter -t 1 -m sh"]);
-        assert_eq!(shell_strings(Lang::Python, r#"import subprocess; subprocess.call(["sh", "-c", "id"])"#), ["sh -c id"]);
-        assert_eq!(shell_strings(Lang::Python, r#"import pty; pty.spawn("/bin/bash")"#), ["/bin/bash"]);
-        assert_eq!(shell_strings(Lang::Perl, r#"exec "/bin/sh -i";"#), ["/bin/sh -i"]);
+        assert_eq!(
+            shell_strings(
+                Lang::Python,
+                r#"import os; os.system("nsenter -t 1 -m sh")"#
+            ),
+            ["nsenter -t 1 -m sh"]
+        );
+        assert_eq!(
+            shell_strings(
+                Lang::Python,
+                r#"import subprocess; subprocess.call(["sh", "-c", "id"])"#
+            ),
+            ["sh -c id"]
+        );
+        assert_eq!(
+            shell_strings(Lang::Python, r#"import pty; pty.spawn("/bin/bash")"#),
+            ["/bin/bash"]
+        );
+        assert_eq!(
+            shell_strings(Lang::Perl, r#"exec "/bin/sh -i";"#),
+            ["/bin/sh -i"]
+        );
         assert_eq!(shell_strings(Lang::Ruby, r#"puts `id`"#), ["id"]);
-        assert_eq!(shell_strings(Lang::Awk, r#"BEGIN {system("/bin/sh")}"#), ["/bin/sh"]);
-        assert_eq!(shell_strings(Lang::Python, r#"os.execl("/bin/sh", "sh", "-p")"#), ["/bin/sh -p"]);
-        assert_eq!(decoded_literals(r#"os.system(base64.b64decode("aWQ=").decode())"#), ["id"]);
+        assert_eq!(
+            shell_strings(Lang::Awk, r#"BEGIN {system("/bin/sh")}"#),
+            ["/bin/sh"]
+        );
+        assert_eq!(
+            shell_strings(Lang::Python, r#"os.execl("/bin/sh", "sh", "-p")"#),
+            ["/bin/sh -p"]
+        );
+        assert_eq!(
+            decoded_literals(r#"os.system(base64.b64decode("aWQ=").decode())"#),
+            ["id"]
+        );
         assert_eq!(decoded_literals(r#"system(pack("H*","6964"))"#), ["id"]);
     }
 }

@@ -93,7 +93,11 @@ impl Policy {
         if self.allow_rules.iter().any(|r| r == id) {
             return (Decision::Allow, true);
         }
-        let d = self.severity.get(&severity).copied().unwrap_or_else(|| severity.default_decision());
+        let d = self
+            .severity
+            .get(&severity)
+            .copied()
+            .unwrap_or_else(|| severity.default_decision());
         (d, d != Decision::Allow)
     }
 }
@@ -103,13 +107,23 @@ impl Policy {
 #[non_exhaustive]
 pub enum CheckError {
     #[error("reading rule file {path}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("rule file {path} is {size} bytes, more than the {max} allowed", max = rules::MAX_RULE_FILE_BYTES)]
     TooLarge { path: String, size: usize },
     #[error("parsing rule file {path}")]
-    Parse { path: String, source: Box<toml::de::Error> },
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
     #[error("rule {rule}: invalid regex in `{field}`")]
-    Regex { rule: String, field: &'static str, source: Box<regex::Error> },
+    Regex {
+        rule: String,
+        field: &'static str,
+        source: Box<regex::Error>,
+    },
     #[error("rule id {id} is defined twice")]
     DuplicateRule { id: String },
     #[error("set {set} is defined twice")]
@@ -125,7 +139,11 @@ pub enum CheckError {
     #[error("rule {rule}: has no `match` examples")]
     NoExamples { rule: String },
     #[error("rule {rule}: example {example:?} should {} match", if *.expected { "" } else { "not" })]
-    Example { rule: String, example: String, expected: bool },
+    Example {
+        rule: String,
+        example: String,
+        expected: bool,
+    },
 }
 
 /// Longest command analysed; the rest is not looked at and the verdict says so
@@ -135,16 +153,46 @@ pub const MAX_COMMAND_BYTES: usize = 1 << 20;
 /// The builtin rule files, embedded in the binary.
 pub const BUILTIN_RULES: &[(&str, &str)] = &[
     ("sets.toml", include_str!("../../profiles/rules/sets.toml")),
-    ("namespace.toml", include_str!("../../profiles/rules/namespace.toml")),
-    ("runtime.toml", include_str!("../../profiles/rules/runtime.toml")),
-    ("cgroup.toml", include_str!("../../profiles/rules/cgroup.toml")),
-    ("kernel.toml", include_str!("../../profiles/rules/kernel.toml")),
-    ("devices.toml", include_str!("../../profiles/rules/devices.toml")),
-    ("cloud.toml", include_str!("../../profiles/rules/cloud.toml")),
-    ("network.toml", include_str!("../../profiles/rules/network.toml")),
-    ("privesc.toml", include_str!("../../profiles/rules/privesc.toml")),
-    ("exfil.toml", include_str!("../../profiles/rules/exfil.toml")),
-    ("obfuscation.toml", include_str!("../../profiles/rules/obfuscation.toml")),
+    (
+        "namespace.toml",
+        include_str!("../../profiles/rules/namespace.toml"),
+    ),
+    (
+        "runtime.toml",
+        include_str!("../../profiles/rules/runtime.toml"),
+    ),
+    (
+        "cgroup.toml",
+        include_str!("../../profiles/rules/cgroup.toml"),
+    ),
+    (
+        "kernel.toml",
+        include_str!("../../profiles/rules/kernel.toml"),
+    ),
+    (
+        "devices.toml",
+        include_str!("../../profiles/rules/devices.toml"),
+    ),
+    (
+        "cloud.toml",
+        include_str!("../../profiles/rules/cloud.toml"),
+    ),
+    (
+        "network.toml",
+        include_str!("../../profiles/rules/network.toml"),
+    ),
+    (
+        "privesc.toml",
+        include_str!("../../profiles/rules/privesc.toml"),
+    ),
+    (
+        "exfil.toml",
+        include_str!("../../profiles/rules/exfil.toml"),
+    ),
+    (
+        "obfuscation.toml",
+        include_str!("../../profiles/rules/obfuscation.toml"),
+    ),
 ];
 
 /// A rule hit before the policy is applied.
@@ -172,7 +220,10 @@ pub struct Checker {
 impl Checker {
     /// The builtin rules. They are checked (examples included) like any rule file.
     pub fn builtin() -> Result<Self, CheckError> {
-        let sources: Vec<(String, String)> = BUILTIN_RULES.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
+        let sources: Vec<(String, String)> = BUILTIN_RULES
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
         Self::from_sources(&sources)
     }
 
@@ -183,7 +234,10 @@ impl Checker {
 
     /// The builtin rules plus the `*.toml` files in `dir`; those may use the builtin sets.
     pub fn builtin_with_dir(dir: &Path) -> Result<Self, CheckError> {
-        let mut sources: Vec<(String, String)> = BUILTIN_RULES.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
+        let mut sources: Vec<(String, String)> = BUILTIN_RULES
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
         sources.extend(read_dir_sources(dir)?);
         Self::from_sources(&sources)
     }
@@ -192,7 +246,8 @@ impl Checker {
     pub fn from_sources(sources: &[(String, String)]) -> Result<Self, CheckError> {
         let compiled = rules::compile(sources)?;
         let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
-        let (mut any_program, mut signal_rules, mut requires_rules) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut any_program, mut signal_rules, mut requires_rules) =
+            (Vec::new(), Vec::new(), Vec::new());
         for (i, r) in compiled.rules.iter().enumerate() {
             match &r.matcher {
                 Matcher::Program(m) => match &m.commands {
@@ -207,7 +262,15 @@ impl Checker {
                 Matcher::Requires(_) => requires_rules.push(i),
             }
         }
-        let checker = Checker { rules: compiled.rules, sets: compiled.sets, watched: compiled.watched, by_name, any_program, signal_rules, requires_rules };
+        let checker = Checker {
+            rules: compiled.rules,
+            sets: compiled.sets,
+            watched: compiled.watched,
+            by_name,
+            any_program,
+            signal_rules,
+            requires_rules,
+        };
         checker.check_examples()?;
         Ok(checker)
     }
@@ -218,7 +281,11 @@ impl Checker {
                 for ex in examples {
                     let hit = self.raw_hits(ex).iter().any(|h| h.rule == i);
                     if hit != expected {
-                        return Err(CheckError::Example { rule: r.id.clone(), example: ex.clone(), expected });
+                        return Err(CheckError::Example {
+                            rule: r.id.clone(),
+                            example: ex.clone(),
+                            expected,
+                        });
                     }
                 }
             }
@@ -236,7 +303,10 @@ impl Checker {
         let (text, cut) = cap(command);
         let mut a = normalize::analyze(text, &self.watched);
         if cut {
-            a.signals.push(Signal { name: normalize::signals::LIMIT, fragment: format!("command longer than {MAX_COMMAND_BYTES} bytes") });
+            a.signals.push(Signal {
+                name: normalize::signals::LIMIT,
+                fragment: format!("command longer than {MAX_COMMAND_BYTES} bytes"),
+            });
         }
         a
     }
@@ -290,11 +360,18 @@ impl Checker {
                 }
             }
         }
-        hit.into_iter().enumerate().filter_map(|(rule, f)| f.map(|fragment| RawHit { rule, fragment })).collect()
+        hit.into_iter()
+            .enumerate()
+            .filter_map(|(rule, f)| f.map(|fragment| RawHit { rule, fragment }))
+            .collect()
     }
 
     fn match_program(&self, inv: &Invocation, hit: &mut [Option<String>]) {
-        let named = self.by_name.get(&inv.name).map(Vec::as_slice).unwrap_or_default();
+        let named = self
+            .by_name
+            .get(&inv.name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         if named.is_empty() && self.any_program.is_empty() {
             return;
         }
@@ -303,7 +380,9 @@ impl Checker {
             if hit[i].is_some() {
                 continue;
             }
-            let Matcher::Program(m) = &self.rules[i].matcher else { continue };
+            let Matcher::Program(m) = &self.rules[i].matcher else {
+                continue;
+            };
             if m.commands_not.contains(&inv.name) {
                 continue;
             }
@@ -314,9 +393,20 @@ impl Checker {
     }
 
     /// If `m` matches `inv`, the fragment to show.
-    fn program_fragment(&self, m: &rules::ProgramMatch, inv: &Invocation, c: &mut FieldCache) -> Option<String> {
+    fn program_fragment(
+        &self,
+        m: &rules::ProgramMatch,
+        inv: &Invocation,
+        c: &mut FieldCache,
+    ) -> Option<String> {
         if !m.args.is_empty() || m.args_not.is_some() {
-            let set = c.args.get_or_insert_with(|| self.sets.args.matches(&inv.args.join(" ")).into_iter().collect());
+            let set = c.args.get_or_insert_with(|| {
+                self.sets
+                    .args
+                    .matches(&inv.args.join(" "))
+                    .into_iter()
+                    .collect()
+            });
             if !m.args.iter().all(|i| set.contains(i)) {
                 return None;
             }
@@ -328,7 +418,13 @@ impl Checker {
             if inv.env.is_empty() {
                 return None;
             }
-            let set = c.env.get_or_insert_with(|| self.sets.env.matches(&lines(&inv.env)).into_iter().collect());
+            let set = c.env.get_or_insert_with(|| {
+                self.sets
+                    .env
+                    .matches(&lines(&inv.env))
+                    .into_iter()
+                    .collect()
+            });
             if !set.contains(&i) {
                 return None;
             }
@@ -338,22 +434,42 @@ impl Checker {
             if inv.writes.is_empty() {
                 return None;
             }
-            let set = c.write.get_or_insert_with(|| self.sets.write.matches(&lines(&inv.writes)).into_iter().collect());
+            let set = c.write.get_or_insert_with(|| {
+                self.sets
+                    .write
+                    .matches(&lines(&inv.writes))
+                    .into_iter()
+                    .collect()
+            });
             if !set.contains(&i) {
                 return None;
             }
-            fragment = inv.writes.iter().find(|w| self.sets.write_each[i].is_match(w)).cloned();
+            fragment = inv
+                .writes
+                .iter()
+                .find(|w| self.sets.write_each[i].is_match(w))
+                .cloned();
         }
         if let Some(i) = m.path {
             if inv.operands.is_empty() {
                 return None;
             }
-            let set = c.path.get_or_insert_with(|| self.sets.path.matches(&lines(&inv.operands)).into_iter().collect());
+            let set = c.path.get_or_insert_with(|| {
+                self.sets
+                    .path
+                    .matches(&lines(&inv.operands))
+                    .into_iter()
+                    .collect()
+            });
             if !set.contains(&i) {
                 return None;
             }
             if fragment.is_none() {
-                fragment = inv.operands.iter().find(|o| self.sets.path_each[i].is_match(o)).cloned();
+                fragment = inv
+                    .operands
+                    .iter()
+                    .find(|o| self.sets.path_each[i].is_match(o))
+                    .cloned();
             }
         }
         if let Some(i) = m.text {
@@ -417,7 +533,10 @@ fn cap(command: &str) -> (&str, bool) {
 }
 
 fn read_dir_sources(dir: &Path) -> Result<Vec<(String, String)>, CheckError> {
-    let io = |source| CheckError::Io { path: dir.to_path_buf(), source };
+    let io = |source| CheckError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -426,11 +545,20 @@ fn read_dir_sources(dir: &Path) -> Result<Vec<(String, String)>, CheckError> {
     paths.sort();
     let mut out = Vec::new();
     for p in paths {
-        let meta = std::fs::metadata(&p).map_err(|source| CheckError::Io { path: p.clone(), source })?;
+        let meta = std::fs::metadata(&p).map_err(|source| CheckError::Io {
+            path: p.clone(),
+            source,
+        })?;
         if meta.len() > rules::MAX_RULE_FILE_BYTES as u64 {
-            return Err(CheckError::TooLarge { path: p.display().to_string(), size: usize::try_from(meta.len()).unwrap_or(usize::MAX) });
+            return Err(CheckError::TooLarge {
+                path: p.display().to_string(),
+                size: usize::try_from(meta.len()).unwrap_or(usize::MAX),
+            });
         }
-        let text = std::fs::read_to_string(&p).map_err(|source| CheckError::Io { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(&p).map_err(|source| CheckError::Io {
+            path: p.clone(),
+            source,
+        })?;
         out.push((p.display().to_string(), text));
     }
     Ok(out)

@@ -6,9 +6,14 @@
 use std::collections::HashSet;
 
 use super::eval::{self, Output};
-use super::expand::{self, Ctx, Field, Vars, ANSI_C, BRACE, CMDSUB, DECODED, FETCHED, GLOB, IFS, PARAM_OP, SPLICED, UNKNOWN, VAR};
+use super::expand::{
+    self, Ctx, Field, Vars, ANSI_C, BRACE, CMDSUB, DECODED, FETCHED, GLOB, IFS, PARAM_OP, SPLICED,
+    UNKNOWN, VAR,
+};
 use super::interp;
-use super::parse::{self, Command, Heredoc, Part, Pipeline, RedirOp, Redirect, Script, Simple, Word};
+use super::parse::{
+    self, Command, Heredoc, Part, Pipeline, RedirOp, Redirect, Script, Simple, Word,
+};
 use super::wrappers;
 
 /// Deepest chain of re-parsed shell strings (`sh -c` inside `eval` inside decoded text ...).
@@ -23,7 +28,22 @@ pub const MAX_INVOCATIONS: usize = 4096;
 pub const MAX_FRAGMENT_CHARS: usize = 200;
 
 /// Shells: given a string with `-c`, or text on stdin, they run it.
-pub const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash", "fish", "tcsh", "csh", "rbash", "pdksh", "busybox-sh"];
+pub const SHELLS: &[&str] = &[
+    "sh",
+    "bash",
+    "dash",
+    "zsh",
+    "ksh",
+    "mksh",
+    "ash",
+    "yash",
+    "fish",
+    "tcsh",
+    "csh",
+    "rbash",
+    "pdksh",
+    "busybox-sh",
+];
 
 /// One program the command would run, after normalization.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -100,13 +120,27 @@ pub mod signals {
     /// Nesting or size limits cut the analysis short.
     pub const LIMIT: &str = "analysis-limit";
     /// The name of all signals, for validating rule files.
-    pub const ALL: &[&str] = &[OBFUSCATED_NAME, DECODED_EXEC, UNRESOLVED_DECODE_EXEC, DOWNLOAD_EXEC, DYNAMIC_COMMAND, IFS, ENCODED_IP, SPAWNED_SHELL, LIMIT];
+    pub const ALL: &[&str] = &[
+        OBFUSCATED_NAME,
+        DECODED_EXEC,
+        UNRESOLVED_DECODE_EXEC,
+        DOWNLOAD_EXEC,
+        DYNAMIC_COMMAND,
+        IFS,
+        ENCODED_IP,
+        SPAWNED_SHELL,
+        LIMIT,
+    ];
 }
 
 /// Normalize `command`. `watched` holds the program names the rules refer to; only tricks that
 /// hide one of them count as name obfuscation (plenty of benign scripts write `"$PYTHON"`).
 pub fn analyze(command: &str, watched: &HashSet<String>) -> Analysis {
-    let mut w = Walker { watched, out: Analysis::default(), decoded_files: Vec::new() };
+    let mut w = Walker {
+        watched,
+        out: Analysis::default(),
+        decoded_files: Vec::new(),
+    };
     w.script_text(command, &Vars::default(), 0);
     w.out
 }
@@ -137,8 +171,17 @@ fn basename(s: &str) -> &str {
 
 impl Walker<'_> {
     fn signal(&mut self, name: &'static str, fragment: &str) {
-        if self.out.signals.len() < MAX_INVOCATIONS && !self.out.signals.iter().any(|s| s.name == name && s.fragment == fragment) {
-            self.out.signals.push(Signal { name, fragment: cut(fragment) });
+        if self.out.signals.len() < MAX_INVOCATIONS
+            && !self
+                .out
+                .signals
+                .iter()
+                .any(|s| s.name == name && s.fragment == fragment)
+        {
+            self.out.signals.push(Signal {
+                name,
+                fragment: cut(fragment),
+            });
         }
     }
 
@@ -168,10 +211,19 @@ impl Walker<'_> {
                 Command::Simple(s) => self.simple(s, heredocs, vars, depth, piped.take()),
                 Command::Group(inner, redirects) => {
                     self.script(inner, heredocs, vars, depth);
-                    let ctx = Ctx { vars, heredocs, depth: EVAL_DEPTH };
+                    let ctx = Ctx {
+                        vars,
+                        heredocs,
+                        depth: EVAL_DEPTH,
+                    };
                     let io = redirections(redirects, &ctx);
                     if !io.writes.is_empty() || !io.reads.is_empty() {
-                        self.push(Invocation { operands: [io.reads, io.writes.clone()].concat(), writes: io.writes, depth, ..Invocation::default() });
+                        self.push(Invocation {
+                            operands: [io.reads, io.writes.clone()].concat(),
+                            writes: io.writes,
+                            depth,
+                            ..Invocation::default()
+                        });
                     }
                     eval::script_output(inner, heredocs, vars, EVAL_DEPTH)
                 }
@@ -199,15 +251,42 @@ impl Walker<'_> {
         }
     }
 
-    fn simple(&mut self, s: &Simple, heredocs: &[Heredoc], vars: &mut Vars, depth: u8, piped: Option<Output>) -> Output {
-        for w in s.words.iter().chain(s.assigns.iter().map(|a| &a.value)).chain(s.redirects.iter().map(|r| &r.target)) {
+    fn simple(
+        &mut self,
+        s: &Simple,
+        heredocs: &[Heredoc],
+        vars: &mut Vars,
+        depth: u8,
+        piped: Option<Output>,
+    ) -> Output {
+        for w in s
+            .words
+            .iter()
+            .chain(s.assigns.iter().map(|a| &a.value))
+            .chain(s.redirects.iter().map(|r| &r.target))
+        {
             self.nested(w, heredocs, vars, depth);
         }
-        let ctx = Ctx { vars, heredocs, depth: EVAL_DEPTH };
-        let assigned: Vec<(String, Field)> = s.assigns.iter().map(|a| (a.name.clone(), expand::text(&a.value, &ctx))).collect();
-        let fields: Vec<Field> = s.words.iter().flat_map(|w| expand::fields(w, &ctx)).collect();
+        let ctx = Ctx {
+            vars,
+            heredocs,
+            depth: EVAL_DEPTH,
+        };
+        let assigned: Vec<(String, Field)> = s
+            .assigns
+            .iter()
+            .map(|a| (a.name.clone(), expand::text(&a.value, &ctx)))
+            .collect();
+        let fields: Vec<Field> = s
+            .words
+            .iter()
+            .flat_map(|w| expand::fields(w, &ctx))
+            .collect();
         let io = redirections(&s.redirects, &ctx);
-        let env: Vec<String> = assigned.iter().map(|(n, f)| format!("{n}={}", f.text)).collect();
+        let env: Vec<String> = assigned
+            .iter()
+            .map(|(n, f)| format!("{n}={}", f.text))
+            .collect();
         if fields.is_empty() {
             for (name, f) in assigned {
                 let known = f.known();
@@ -215,13 +294,21 @@ impl Walker<'_> {
             }
             if !env.is_empty() || !io.writes.is_empty() || !io.reads.is_empty() {
                 let operands = [io.reads, io.writes.clone()].concat();
-                self.push(Invocation { env, operands, writes: io.writes, depth, ..Invocation::default() });
+                self.push(Invocation {
+                    env,
+                    operands,
+                    writes: io.writes,
+                    depth,
+                    ..Invocation::default()
+                });
             }
             return Output::known(String::new(), 0);
         }
         let stdin = io.stdin.or(piped);
         let writes = io.writes.clone();
-        let out = self.command(fields, env, io.writes, io.reads, stdin, vars, depth, None, 0);
+        let out = self.command(
+            fields, env, io.writes, io.reads, stdin, vars, depth, None, 0,
+        );
         if out.flags & DECODED != 0 && self.decoded_files.len() < MAX_DECODED_FILES {
             // `... | base64 -d > f; sh f`: remember what went into f.
             for w in writes {
@@ -244,7 +331,9 @@ impl Walker<'_> {
         parent: Option<&wrappers::Inner>,
         wrap_depth: u8,
     ) -> Output {
-        let Some(first) = fields.first() else { return Output::known(String::new(), 0) };
+        let Some(first) = fields.first() else {
+            return Output::known(String::new(), 0);
+        };
         let name = self.resolve_name(first);
         let args: Vec<String> = fields[1..].iter().map(|f| f.text.clone()).collect();
         for f in &fields {
@@ -253,7 +342,10 @@ impl Walker<'_> {
             }
         }
         let mut env = env;
-        if matches!(name.as_str(), "export" | "declare" | "typeset" | "local" | "readonly") {
+        if matches!(
+            name.as_str(),
+            "export" | "declare" | "typeset" | "local" | "readonly"
+        ) {
             for f in &fields[1..] {
                 if let Some((n, v)) = f.text.split_once('=') {
                     if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
@@ -265,7 +357,10 @@ impl Walker<'_> {
         }
         // Redirection targets are operands too; files written through arguments already are.
         let mut operands = operands(&name, &args);
-        let code = interp::lang(&name).and_then(|lang| interp::code(lang, &args, stdin.as_ref().and_then(|o| o.text.as_deref())).map(|c| (lang, c)));
+        let code = interp::lang(&name).and_then(|lang| {
+            interp::code(lang, &args, stdin.as_ref().and_then(|o| o.text.as_deref()))
+                .map(|c| (lang, c))
+        });
         let mut hidden = Vec::new();
         if let Some((_, c)) = &code {
             // The code is checked through its literals and embedded commands, not as a path.
@@ -275,7 +370,11 @@ impl Walker<'_> {
             operands.extend(hidden.iter().cloned());
         }
         let mut args = args;
-        if matches!(name.as_str(), "kubectl" | "oc") && args.windows(2).any(|w| (w[0] == "-f" || w[0] == "--filename") && w[1] == "-") {
+        if matches!(name.as_str(), "kubectl" | "oc")
+            && args
+                .windows(2)
+                .any(|w| (w[0] == "-f" || w[0] == "--filename") && w[1] == "-")
+        {
             // A manifest piped in is what the command acts on.
             if let Some(t) = stdin.as_ref().and_then(|o| o.text.as_ref()) {
                 args.push(t.clone());
@@ -285,12 +384,22 @@ impl Walker<'_> {
         operands.extend(writes.iter().cloned());
         let mut all_writes = writes;
         all_writes.extend(command_writes(&name, &args));
-        let decoded_hosts: Vec<String> = operands.iter().filter_map(|o| decoded_host(&name, o)).collect();
-        for (host, ip) in decoded_hosts.iter().filter_map(|d| d.split_once('\u{0}')) {
-            self.signal(signals::ENCODED_IP, host);
-            operands.push(ip.to_string());
+        let decoded_hosts: Vec<(String, String)> = operands
+            .iter()
+            .filter_map(|o| decoded_host(&name, o))
+            .collect();
+        for (host, ip) in decoded_hosts {
+            self.signal(signals::ENCODED_IP, &host);
+            operands.push(ip);
         }
-        let inv = Invocation { name: name.clone(), args: args.clone(), operands, writes: all_writes, env: env.clone(), depth };
+        let inv = Invocation {
+            name: name.clone(),
+            args: args.clone(),
+            operands,
+            writes: all_writes,
+            env: env.clone(),
+            depth,
+        };
         if !self.push(inv) {
             return Output::unknown(0);
         }
@@ -302,22 +411,41 @@ impl Walker<'_> {
         }
         if let Some(p) = parent {
             if p.escape_parent && is_bare_shell(&name, &args) {
-                self.signal(signals::SPAWNED_SHELL, &format!("{name} {}", args.join(" ")));
+                self.signal(
+                    signals::SPAWNED_SHELL,
+                    &format!("{name} {}", args.join(" ")),
+                );
             }
         }
 
         if wrap_depth < MAX_WRAP_DEPTH {
             if let Some(inner) = wrappers::unwrap(&name, &args) {
                 for range in &inner.commands {
-                    let mut sub: Vec<Field> = fields[1..].get(range.clone()).map(<[Field]>::to_vec).unwrap_or_default();
+                    let mut sub: Vec<Field> = fields[1..]
+                        .get(range.clone())
+                        .map(<[Field]>::to_vec)
+                        .unwrap_or_default();
                     if inner.stdin_args {
                         if let Some(t) = stdin.as_ref().and_then(|o| o.text.as_ref()) {
-                            sub.extend(t.split_whitespace().map(|w| Field { text: w.to_string(), ..Field::default() }));
+                            sub.extend(t.split_whitespace().map(|w| Field {
+                                text: w.to_string(),
+                                ..Field::default()
+                            }));
                         }
                     }
                     let mut sub_env = env.clone();
                     sub_env.extend(inner.env.iter().cloned());
-                    self.command(sub, sub_env, Vec::new(), Vec::new(), stdin.clone(), vars, depth, Some(&inner), wrap_depth + 1);
+                    self.command(
+                        sub,
+                        sub_env,
+                        Vec::new(),
+                        Vec::new(),
+                        stdin.clone(),
+                        vars,
+                        depth,
+                        Some(&inner),
+                        wrap_depth + 1,
+                    );
                 }
                 for script in &inner.scripts {
                     if inner.escape_parent && is_bare_shell_text(script) {
@@ -385,7 +513,11 @@ impl Walker<'_> {
                 self.run_script(Some(s), 0, vars, depth);
             }
         } else if let (Some(lang), Some(o)) = (interp::lang(&name), &stdin) {
-            if lang != interp::Lang::Awk && o.text.is_none() && o.flags & DECODED != 0 && !args.iter().any(|a| !a.starts_with('-')) {
+            if lang != interp::Lang::Awk
+                && o.text.is_none()
+                && o.flags & DECODED != 0
+                && !args.iter().any(|a| !a.starts_with('-'))
+            {
                 self.signal(signals::UNRESOLVED_DECODE_EXEC, &name);
             }
         }
@@ -393,7 +525,11 @@ impl Walker<'_> {
     }
 
     fn decoded_file(&self, path: &str) -> Option<Output> {
-        self.decoded_files.iter().rev().find(|(p, _)| p == path).map(|(_, o)| o.clone())
+        self.decoded_files
+            .iter()
+            .rev()
+            .find(|(p, _)| p == path)
+            .map(|(_, o)| o.clone())
     }
 
     /// The program name of a command's first field, reporting the tricks used to spell it.
@@ -419,8 +555,11 @@ impl Walker<'_> {
         if f.flags & DECODED != 0 {
             self.signal(signals::DECODED_EXEC, &f.text);
         }
-        const TRICKS: u16 = SPLICED | ANSI_C | VAR | CMDSUB | DECODED | IFS | GLOB | BRACE | PARAM_OP;
-        if f.flags & TRICKS != 0 && (self.watched.contains(&name) || SHELLS.contains(&name.as_str())) {
+        const TRICKS: u16 =
+            SPLICED | ANSI_C | VAR | CMDSUB | DECODED | IFS | GLOB | BRACE | PARAM_OP;
+        if f.flags & TRICKS != 0
+            && (self.watched.contains(&name) || SHELLS.contains(&name.as_str()))
+        {
             self.signal(signals::OBFUSCATED_NAME, &f.text);
         }
         name
@@ -453,20 +592,39 @@ struct Io {
 }
 
 fn redirections(redirects: &[Redirect], ctx: &Ctx<'_>) -> Io {
-    let mut io = Io { writes: Vec::new(), reads: Vec::new(), stdin: None };
+    let mut io = Io {
+        writes: Vec::new(),
+        reads: Vec::new(),
+        stdin: None,
+    };
     for r in redirects {
         match r.op {
             RedirOp::HereString => {
                 let f = expand::text(&r.target, ctx);
                 let flags = f.flags & !UNKNOWN;
-                io.stdin = Some(if f.known() { Output::known(f.text + "\n", flags) } else { Output::unknown(flags) });
+                io.stdin = Some(if f.known() {
+                    Output::known(f.text + "\n", flags)
+                } else {
+                    Output::unknown(flags)
+                });
             }
             RedirOp::Heredoc => {
                 let body = r.heredoc.and_then(|i| ctx.heredocs.get(i));
                 io.stdin = Some(match body {
                     Some(h) => {
                         let plain = Vars::default();
-                        let f = if h.expand { expand::text(&h.body, ctx) } else { expand::text(&h.body, &Ctx { vars: &plain, heredocs: &[], depth: 0 }) };
+                        let f = if h.expand {
+                            expand::text(&h.body, ctx)
+                        } else {
+                            expand::text(
+                                &h.body,
+                                &Ctx {
+                                    vars: &plain,
+                                    heredocs: &[],
+                                    depth: 0,
+                                },
+                            )
+                        };
                         let flags = f.flags & !UNKNOWN;
                         if f.known() {
                             Output::known(f.text, flags)
@@ -547,31 +705,96 @@ fn is_stdin_path(p: &str) -> bool {
 
 /// A shell started with no command string and no script: interactive.
 fn is_bare_shell(name: &str, args: &[String]) -> bool {
-    SHELLS.contains(&name) && args.iter().all(|a| a.starts_with('-') && !a[1..].contains('c') || a == "-" || a.is_empty())
+    SHELLS.contains(&name)
+        && args
+            .iter()
+            .all(|a| a.starts_with('-') && !a[1..].contains('c') || a == "-" || a.is_empty())
 }
 
 fn is_bare_shell_text(text: &str) -> bool {
     let text = text.split(" #").next().unwrap_or(text);
     let words: Vec<&str> = text.split_whitespace().collect();
-    let Some((first, rest)) = words.split_first() else { return false };
+    let Some((first, rest)) = words.split_first() else {
+        return false;
+    };
     let first = first.trim_start_matches([';', '&', '|']);
-    let rest: Vec<String> = rest.iter().filter(|w| !w.contains(['<', '>'])).map(|w| w.to_string()).collect();
+    let rest: Vec<String> = rest
+        .iter()
+        .filter(|w| !w.contains(['<', '>']))
+        .map(|w| w.to_string())
+        .collect();
     is_bare_shell(basename(first), &rest)
 }
 
 /// Programs whose arguments are names, patterns or messages rather than files: their arguments
 /// are not operands (`man nsenter`, `echo ... > file` still writes `file`).
 const INERT: &[&str] = &[
-    "man", "info", "apropos", "whatis", "tldr", "help", "which", "whereis", "type", "hash", "alias", "unalias", "history", "echo", "printf",
-    "git", "hg", "svn", "pydoc", "pydoc3", "perldoc", "ri", "pgrep", "pkill", "killall", "pidof", "locate", "plocate", "mlocate", "logger",
-    "notify-send", "wall", "cowsay", "ssh-add", "ssh-keygen", "ssh-keyscan", "figlet", "jq", "yq", "expr", "test", "[", "[[", "let", "read", "set", "shopt",
+    "man",
+    "info",
+    "apropos",
+    "whatis",
+    "tldr",
+    "help",
+    "which",
+    "whereis",
+    "type",
+    "hash",
+    "alias",
+    "unalias",
+    "history",
+    "echo",
+    "printf",
+    "git",
+    "hg",
+    "svn",
+    "pydoc",
+    "pydoc3",
+    "perldoc",
+    "ri",
+    "pgrep",
+    "pkill",
+    "killall",
+    "pidof",
+    "locate",
+    "plocate",
+    "mlocate",
+    "logger",
+    "notify-send",
+    "wall",
+    "cowsay",
+    "ssh-add",
+    "ssh-keygen",
+    "ssh-keyscan",
+    "figlet",
+    "jq",
+    "yq",
+    "expr",
+    "test",
+    "[",
+    "[[",
+    "let",
+    "read",
+    "set",
+    "shopt",
 ];
 
 /// SSH clients: see [`operands`].
-const SSH_LIKE: &[&str] = &["ssh", "scp", "sftp", "rsync", "ssh-copy-id", "sshfs", "autossh", "mosh"];
+const SSH_LIKE: &[&str] = &[
+    "ssh",
+    "scp",
+    "sftp",
+    "rsync",
+    "ssh-copy-id",
+    "sshfs",
+    "autossh",
+    "mosh",
+];
 
 /// Programs whose first operand is a pattern or script, not a file.
-const PATTERN_FIRST: &[&str] = &["grep", "egrep", "fgrep", "zgrep", "zegrep", "zfgrep", "rg", "ag", "ack", "ack-grep", "sed", "awk", "gawk", "mawk", "nawk"];
+const PATTERN_FIRST: &[&str] = &[
+    "grep", "egrep", "fgrep", "zgrep", "zegrep", "zfgrep", "rg", "ag", "ack", "ack-grep", "sed",
+    "awk", "gawk", "mawk", "nawk",
+];
 
 fn operands(name: &str, args: &[String]) -> Vec<String> {
     if INERT.contains(&name) || name.is_empty() || name == "eval" {
@@ -607,7 +830,10 @@ fn operands(name: &str, args: &[String]) -> Vec<String> {
                 skip = true;
                 continue;
             }
-            if a.starts_with("-i") || a.starts_with("-F") || a.to_ascii_lowercase().contains("identityfile") {
+            if a.starts_with("-i")
+                || a.starts_with("-F")
+                || a.to_ascii_lowercase().contains("identityfile")
+            {
                 continue;
             }
             out.push(a.clone());
@@ -623,8 +849,27 @@ fn operands(name: &str, args: &[String]) -> Vec<String> {
         "awk" | "gawk" | "mawk" | "nawk" => &["-f", "--file"],
         _ => &["-e", "--regexp", "-f", "--file"],
     };
-    let value_opts: &[&str] = &["-A", "-B", "-C", "-m", "-d", "-D", "--include", "--exclude", "-F", "-v", "-g", "-t", "--type", "--glob", "-l"];
-    let explicit = args.iter().any(|a| pattern_opts.contains(&a.as_str()) || pattern_opts.iter().any(|o| a.starts_with(&format!("{o}="))));
+    let value_opts: &[&str] = &[
+        "-A",
+        "-B",
+        "-C",
+        "-m",
+        "-d",
+        "-D",
+        "--include",
+        "--exclude",
+        "-F",
+        "-v",
+        "-g",
+        "-t",
+        "--type",
+        "--glob",
+        "-l",
+    ];
+    let explicit = args.iter().any(|a| {
+        pattern_opts.contains(&a.as_str())
+            || pattern_opts.iter().any(|o| a.starts_with(&format!("{o}=")))
+    });
     let mut out = Vec::new();
     let mut skipped_pattern = explicit;
     let mut i = 0;
@@ -654,10 +899,18 @@ fn operands(name: &str, args: &[String]) -> Vec<String> {
 
 /// Files a program writes by its arguments.
 fn command_writes(name: &str, args: &[String]) -> Vec<String> {
-    let non_opt = || args.iter().filter(|a| !a.starts_with('-')).cloned().collect::<Vec<_>>();
+    let non_opt = || {
+        args.iter()
+            .filter(|a| !a.starts_with('-'))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     match name {
         "tee" | "truncate" | "touch" | "shred" | "sponge" => non_opt(),
-        "dd" => args.iter().filter_map(|a| a.strip_prefix("of=").map(str::to_string)).collect(),
+        "dd" => args
+            .iter()
+            .filter_map(|a| a.strip_prefix("of=").map(str::to_string))
+            .collect(),
         "cp" | "mv" | "install" | "ln" | "rsync" | "scp" => {
             for (i, a) in args.iter().enumerate() {
                 if a == "-t" || a == "--target-directory" {
@@ -674,14 +927,29 @@ fn command_writes(name: &str, args: &[String]) -> Vec<String> {
                 Vec::new()
             }
         }
-        "sed" | "perl" if args.iter().any(|a| a.starts_with("-i") || a == "--in-place" || (a.starts_with('-') && !a.starts_with("--") && a.contains('i') && name == "perl")) => {
+        "sed" | "perl"
+            if args.iter().any(|a| {
+                a.starts_with("-i")
+                    || a == "--in-place"
+                    || (a.starts_with('-')
+                        && !a.starts_with("--")
+                        && a.contains('i')
+                        && name == "perl")
+            }) =>
+        {
             let ops = non_opt();
-            ops.into_iter().skip(usize::from(name == "sed" && !args.iter().any(|a| a == "-e"))).collect()
+            ops.into_iter()
+                .skip(usize::from(
+                    name == "sed" && !args.iter().any(|a| a == "-e"),
+                ))
+                .collect()
         }
         "curl" | "wget" => {
             let mut out = Vec::new();
             for (i, a) in args.iter().enumerate() {
-                if matches!(a.as_str(), "-o" | "--output" | "-O" | "--output-document") && (name == "wget" || a != "-O") {
+                if matches!(a.as_str(), "-o" | "--output" | "-O" | "--output-document")
+                    && (name == "wget" || a != "-O")
+                {
                     if let Some(v) = args.get(i + 1) {
                         out.push(v.clone());
                     }
@@ -694,11 +962,14 @@ fn command_writes(name: &str, args: &[String]) -> Vec<String> {
 }
 
 /// Programs that take a host as a bare operand.
-const NET_TOOLS: &[&str] = &["curl", "wget", "nc", "ncat", "netcat", "telnet", "ping", "socat", "http", "https", "xh", "links", "lynx", "w3m", "aria2c", "openssl"];
+const NET_TOOLS: &[&str] = &[
+    "curl", "wget", "nc", "ncat", "netcat", "telnet", "ping", "socat", "http", "https", "xh",
+    "links", "lynx", "w3m", "aria2c", "openssl",
+];
 
 /// If `operand` names a host as a numeric IPv4 in a non-canonical form (decimal, hex, octal,
-/// short forms, IPv4-mapped IPv6), return `"<host>\0<dotted quad>"`.
-fn decoded_host(name: &str, operand: &str) -> Option<String> {
+/// short forms, IPv4-mapped IPv6), return the host as written and its dotted form.
+fn decoded_host(name: &str, operand: &str) -> Option<(String, String)> {
     let host = if let Some((_, rest)) = operand.split_once("://") {
         let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
         rest.split(['/', '?', '#']).next().unwrap_or("")
@@ -710,7 +981,10 @@ fn decoded_host(name: &str, operand: &str) -> Option<String> {
     let host = host.trim_start_matches('[');
     let host = match host.split_once(']') {
         Some((h, _)) => h,
-        None => host.rsplit_once(':').filter(|(h, p)| !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h),
+        None => host
+            .rsplit_once(':')
+            .filter(|(h, p)| !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h),
     };
     let ip = if let Some(mapped) = host.to_ascii_lowercase().strip_prefix("::ffff:") {
         if mapped.contains('.') {
@@ -724,7 +998,7 @@ fn decoded_host(name: &str, operand: &str) -> Option<String> {
         parse_inet_aton(host)?
     };
     let dotted = format!("{}.{}.{}.{}", ip[0], ip[1], ip[2], ip[3]);
-    (dotted != host).then(|| format!("{host}\u{0}{dotted}"))
+    (dotted != host).then(|| (host.to_string(), dotted))
 }
 
 /// `inet_aton` semantics: 1 to 4 parts, each decimal, `0x` hex or `0`-prefixed octal; the last
@@ -774,25 +1048,38 @@ mod tests {
     use super::*;
 
     fn watched() -> HashSet<String> {
-        ["nsenter", "docker", "mount", "curl"].iter().map(|s| s.to_string()).collect()
+        ["nsenter", "docker", "mount", "curl"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     fn names(cmd: &str) -> Vec<String> {
-        analyze(cmd, &watched()).invocations.into_iter().map(|i| i.name).collect()
+        analyze(cmd, &watched())
+            .invocations
+            .into_iter()
+            .map(|i| i.name)
+            .collect()
     }
 
     fn sigs(cmd: &str) -> Vec<&'static str> {
-        analyze(cmd, &watched()).signals.into_iter().map(|s| s.name).collect()
+        analyze(cmd, &watched())
+            .signals
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
     }
 
     #[test]
     fn sees_through_wrappers_and_shells() {
-        assert!(names("sudo -u root env A=1 timeout 5 nsenter -t 1 -m sh").contains(&"nsenter".to_string()));
+        assert!(names("sudo -u root env A=1 timeout 5 nsenter -t 1 -m sh")
+            .contains(&"nsenter".to_string()));
         assert!(names("bash -c 'nsenter -t 1'").contains(&"nsenter".to_string()));
         assert!(names("echo 'nsenter -t 1' | sh").contains(&"nsenter".to_string()));
         assert!(names("eval \"nsenter -t 1\"").contains(&"nsenter".to_string()));
         assert!(names("find / -name x -exec nsenter -t 1 \\;").contains(&"nsenter".to_string()));
-        assert!(names("python3 -c 'import os; os.system(\"nsenter -t 1\")'").contains(&"nsenter".to_string()));
+        assert!(names("python3 -c 'import os; os.system(\"nsenter -t 1\")'")
+            .contains(&"nsenter".to_string()));
         assert!(names("bash <<EOF\nnsenter -t 1\nEOF").contains(&"nsenter".to_string()));
         assert!(names("echo x | xargs nsenter -t").contains(&"nsenter".to_string()));
     }
@@ -809,7 +1096,11 @@ mod tests {
             "$(echo retnesn | rev) -t 1",
             "$(printf '\\156\\163\\145\\156\\164\\145\\162') -t 1",
         ] {
-            assert!(names(cmd).contains(&"nsenter".to_string()), "{cmd}: {:?}", names(cmd));
+            assert!(
+                names(cmd).contains(&"nsenter".to_string()),
+                "{cmd}: {:?}",
+                names(cmd)
+            );
         }
         assert!(sigs("n''sent'e'r -t 1").contains(&signals::OBFUSCATED_NAME));
         assert!(sigs("echo bnNlbnRlciAtdCAx | base64 -d | sh").contains(&signals::DECODED_EXEC));
@@ -827,14 +1118,29 @@ mod tests {
         let a = analyze("echo '|/tmp/x' > /proc/sys/kernel/core_pattern", &watched());
         assert_eq!(a.invocations[0].writes, ["/proc/sys/kernel/core_pattern"]);
         let a = analyze("echo 1 | sudo tee -a /etc/sudoers", &watched());
-        assert!(a.invocations.iter().any(|i| i.name == "tee" && i.writes == ["/etc/sudoers"]));
+        assert!(a
+            .invocations
+            .iter()
+            .any(|i| i.name == "tee" && i.writes == ["/etc/sudoers"]));
     }
 
     #[test]
     fn decodes_ip_forms() {
-        for host in ["http://2852039166/", "http://0xa9fea9fe/", "http://0251.0376.0251.0376/", "http://169.254.43518/", "http://[::ffff:a9fe:a9fe]/"] {
+        for host in [
+            "http://2852039166/",
+            "http://0xa9fea9fe/",
+            "http://0251.0376.0251.0376/",
+            "http://169.254.43518/",
+            "http://[::ffff:a9fe:a9fe]/",
+        ] {
             let a = analyze(&format!("curl {host}"), &watched());
-            assert!(a.invocations[0].operands.contains(&"169.254.169.254".to_string()), "{host}: {:?}", a.invocations[0].operands);
+            assert!(
+                a.invocations[0]
+                    .operands
+                    .contains(&"169.254.169.254".to_string()),
+                "{host}: {:?}",
+                a.invocations[0].operands
+            );
         }
         assert!(decoded_host("head", "100").is_none());
         assert!(decoded_host("curl", "http://169.254.169.254/").is_none());
@@ -844,7 +1150,8 @@ mod tests {
     fn spawned_shells() {
         assert!(sigs("find . -exec /bin/sh \\; -quit").contains(&signals::SPAWNED_SHELL));
         assert!(sigs("awk 'BEGIN {system(\"/bin/sh\")}'").contains(&signals::SPAWNED_SHELL));
-        assert!(sigs("python3 -c 'import pty; pty.spawn(\"/bin/bash\")'").contains(&signals::SPAWNED_SHELL));
+        assert!(sigs("python3 -c 'import pty; pty.spawn(\"/bin/bash\")'")
+            .contains(&signals::SPAWNED_SHELL));
         assert!(!sigs("sudo bash").contains(&signals::SPAWNED_SHELL));
     }
 }

@@ -77,13 +77,26 @@ pub enum Part {
     /// The decoded text of an ANSI-C `$'...'` string.
     AnsiC(String),
     /// `$name` or `${...}`; `raw` is the source text, used when the value is unknown.
-    Var { name: String, op: VarOp, quoted: bool, raw: String },
+    Var {
+        name: String,
+        op: VarOp,
+        quoted: bool,
+        raw: String,
+    },
     /// `$(...)` or backticks.
-    CmdSub { script: Script, quoted: bool, raw: String },
+    CmdSub {
+        script: Script,
+        quoted: bool,
+        raw: String,
+    },
     /// `$((...))`.
     Arith(String),
     /// `<(...)` (`input`: the command reads from it) or `>(...)`.
-    ProcSub { script: Script, input: bool, raw: String },
+    ProcSub {
+        script: Script,
+        input: bool,
+        raw: String,
+    },
     /// A leading `~` or `~user`.
     Tilde(String),
 }
@@ -101,13 +114,26 @@ pub enum VarOp {
     /// `${v:offset}` / `${v:offset:length}` (arithmetic text, evaluated only when numeric).
     Substring(String, Option<String>),
     /// `${v/pat/rep}`, `${v//pat/rep}`.
-    Replace { all: bool, pattern: Word, replacement: Word },
+    Replace {
+        all: bool,
+        pattern: Word,
+        replacement: Word,
+    },
     /// `${v#p}` (`longest`: `##`).
-    TrimPrefix { pattern: Word, longest: bool },
+    TrimPrefix {
+        pattern: Word,
+        longest: bool,
+    },
     /// `${v%p}` (`longest`: `%%`).
-    TrimSuffix { pattern: Word, longest: bool },
+    TrimSuffix {
+        pattern: Word,
+        longest: bool,
+    },
     /// `${v^^}` / `${v,,}` and their single-character forms.
-    Case { upper: bool, all: bool },
+    Case {
+        upper: bool,
+        all: bool,
+    },
     /// `${!v}`, `${v@Q}` and other forms that are not resolved statically.
     Unsupported,
 }
@@ -150,7 +176,12 @@ impl RedirOp {
     pub fn writes(self) -> bool {
         matches!(
             self,
-            RedirOp::Out | RedirOp::Append | RedirOp::ReadWrite | RedirOp::OutErr | RedirOp::AppendErr | RedirOp::DupOut
+            RedirOp::Out
+                | RedirOp::Append
+                | RedirOp::ReadWrite
+                | RedirOp::OutErr
+                | RedirOp::AppendErr
+                | RedirOp::DupOut
         )
     }
 }
@@ -164,13 +195,23 @@ pub struct Heredoc {
 
 /// Words that open or close a compound command; skipped where a command name is expected so that
 /// `if nsenter ...; then` sees `nsenter`.
-const RESERVED: &[&str] =
-    &["!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "time", "esac", "coproc"];
+const RESERVED: &[&str] = &[
+    "!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "time",
+    "esac", "coproc",
+];
 
 /// Parse a command string. Never fails and never panics; see [`Parsed::limited`] and
 /// [`Parsed::unbalanced`].
 pub fn parse(src: &str) -> Parsed {
-    let mut p = Parser { s: src.as_bytes(), src, pos: 0, depth: 0, nodes: 0, pending: Vec::new(), out: Parsed::default() };
+    let mut p = Parser {
+        s: src.as_bytes(),
+        src,
+        pos: 0,
+        depth: 0,
+        nodes: 0,
+        pending: Vec::new(),
+        out: Parsed::default(),
+    };
     let script = p.script(Term::Eof);
     let mut out = p.out;
     out.script = script;
@@ -204,7 +245,10 @@ fn is_blank(b: u8) -> bool {
 }
 
 fn is_meta(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b';' | b'&' | b'|' | b'(' | b')' | b'<' | b'>')
+    matches!(
+        b,
+        b' ' | b'\t' | b'\r' | b'\n' | b';' | b'&' | b'|' | b'(' | b')' | b'<' | b'>'
+    )
 }
 
 fn is_name_start(b: u8) -> bool {
@@ -441,8 +485,9 @@ impl<'a> Parser<'a> {
                     break;
                 }
                 b'(' => {
-                    if self.peek_at(1) == Some(b')') || self.text(self.pos, self.s.len()).trim_start_matches(['(', ' ', '\t']).starts_with(')')
-                    {
+                    let empty_parens =
+                        self.s[self.pos + 1..].iter().find(|b| !is_blank(**b)) == Some(&b')');
+                    if empty_parens {
                         // `name() { ...; }`: a function definition; its body is parsed as
                         // commands of its own.
                         self.pos += 1;
@@ -458,7 +503,11 @@ impl<'a> Parser<'a> {
                         // Hoist a group that follows reserved words (`! ( ... )`): its commands
                         // still matter. It becomes a command substitution-like word-less group.
                         cmd.words.push(Word {
-                            parts: vec![Part::CmdSub { script: inner, quoted: false, raw: String::new() }],
+                            parts: vec![Part::CmdSub {
+                                script: inner,
+                                quoted: false,
+                                raw: String::new(),
+                            }],
                         });
                         continue;
                     }
@@ -569,7 +618,11 @@ impl<'a> Parser<'a> {
         } else {
             self.word()
         };
-        Some(Assign { name, value, append })
+        Some(Assign {
+            name,
+            value,
+            append,
+        })
     }
 
     /// A redirection at the cursor, if there is one.
@@ -589,7 +642,10 @@ impl<'a> Parser<'a> {
             while j < self.s.len() && is_name_char(self.s[j]) {
                 j += 1;
             }
-            if j > self.pos + 1 && self.s.get(j) == Some(&b'}') && matches!(self.s.get(j + 1), Some(b'<' | b'>')) {
+            if j > self.pos + 1
+                && self.s.get(j) == Some(&b'}')
+                && matches!(self.s.get(j + 1), Some(b'<' | b'>'))
+            {
                 self.pos = j + 1;
             }
         }
@@ -636,11 +692,23 @@ impl<'a> Parser<'a> {
         if op == RedirOp::Heredoc {
             let (delim, quoted) = heredoc_delimiter(&target);
             let index = self.out.heredocs.len();
-            self.out.heredocs.push(Heredoc { body: Word::default(), expand: !quoted });
-            self.pending.push(PendingHeredoc { index, delim, strip_tabs });
+            self.out.heredocs.push(Heredoc {
+                body: Word::default(),
+                expand: !quoted,
+            });
+            self.pending.push(PendingHeredoc {
+                index,
+                delim,
+                strip_tabs,
+            });
             heredoc = Some(index);
         }
-        Some(Redirect { fd, op, target, heredoc })
+        Some(Redirect {
+            fd,
+            op,
+            target,
+            heredoc,
+        })
     }
 
     /// After a newline: read the bodies of the heredocs opened on the line just ended.
@@ -652,7 +720,10 @@ impl<'a> Parser<'a> {
             let mut found = false;
             while self.pos < self.s.len() {
                 let line_start = self.pos;
-                let line_end = self.s[self.pos..].iter().position(|&b| b == b'\n').map_or(self.s.len(), |n| self.pos + n);
+                let line_end = self.s[self.pos..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(self.s.len(), |n| self.pos + n);
                 let mut line = self.text(line_start, line_end);
                 if h.strip_tabs {
                     line = line.trim_start_matches('\t');
@@ -674,7 +745,9 @@ impl<'a> Parser<'a> {
             let body = if expand {
                 self.expanding_text(text)
             } else {
-                Word { parts: vec![Part::Quoted(text.to_string())] }
+                Word {
+                    parts: vec![Part::Quoted(text.to_string())],
+                }
             };
             self.out.heredocs[h.index].body = body;
         }
@@ -683,11 +756,21 @@ impl<'a> Parser<'a> {
     /// Parse `text` as the inside of a double-quoted string (heredoc bodies, backtick bodies
     /// use `script` instead) with this parser's limits.
     fn expanding_text(&mut self, text: &str) -> Word {
-        let mut sub = Parser { s: text.as_bytes(), src: text, pos: 0, depth: self.depth + 1, nodes: self.nodes, pending: Vec::new(), out: Parsed::default() };
+        let mut sub = Parser {
+            s: text.as_bytes(),
+            src: text,
+            pos: 0,
+            depth: self.depth + 1,
+            nodes: self.nodes,
+            pending: Vec::new(),
+            out: Parsed::default(),
+        };
         let mut parts = Vec::new();
         if sub.depth > MAX_NESTING {
             self.out.limited = true;
-            return Word { parts: vec![Part::Quoted(text.to_string())] };
+            return Word {
+                parts: vec![Part::Quoted(text.to_string())],
+            };
         }
         sub.dquote_body(&mut parts, None);
         self.nodes = sub.nodes;
@@ -716,13 +799,20 @@ impl<'a> Parser<'a> {
                 self.pos += 2;
                 let script = self.nested_script();
                 let raw = self.text(start, self.pos).to_string();
-                parts.push(Part::ProcSub { script, input: b == b'<', raw });
+                parts.push(Part::ProcSub {
+                    script,
+                    input: b == b'<',
+                    raw,
+                });
             }
         }
         if self.peek() == Some(b'~') && parts.is_empty() {
             self.pos += 1;
             let start = self.pos;
-            while self.peek().is_some_and(|b| is_name_char(b) || b == b'-' || b == b'.') {
+            while self
+                .peek()
+                .is_some_and(|b| is_name_char(b) || b == b'-' || b == b'.')
+            {
                 self.pos += 1;
             }
             parts.push(Part::Tilde(self.text(start, self.pos).to_string()));
@@ -892,13 +982,21 @@ impl<'a> Parser<'a> {
                 self.pos += 2;
                 let script = self.nested_script();
                 let raw = self.text(start, self.pos).to_string();
-                Some(Part::CmdSub { script, quoted, raw })
+                Some(Part::CmdSub {
+                    script,
+                    quoted,
+                    raw,
+                })
             }
             b'{' => {
                 self.pos += 2;
                 let inner = self.pos;
                 self.skip_balanced(b'{', b'}', 1);
-                let end = if self.s.get(self.pos.wrapping_sub(1)) == Some(&b'}') { self.pos - 1 } else { self.pos };
+                let end = if self.s.get(self.pos.wrapping_sub(1)) == Some(&b'}') {
+                    self.pos - 1
+                } else {
+                    self.pos
+                };
                 let body = self.text(inner, end.max(inner));
                 let raw = self.text(start, self.pos).to_string();
                 Some(self.brace_param(body, quoted, raw))
@@ -911,13 +1009,25 @@ impl<'a> Parser<'a> {
                 }
                 let name = self.text(s, self.pos).to_string();
                 let raw = self.text(start, self.pos).to_string();
-                Some(Part::Var { name, op: VarOp::Plain, quoted, raw })
+                Some(Part::Var {
+                    name,
+                    op: VarOp::Plain,
+                    quoted,
+                    raw,
+                })
             }
-            c if c.is_ascii_digit() || matches!(c, b'@' | b'*' | b'#' | b'?' | b'$' | b'!' | b'-') => {
+            c if c.is_ascii_digit()
+                || matches!(c, b'@' | b'*' | b'#' | b'?' | b'$' | b'!' | b'-') =>
+            {
                 self.pos += 2;
                 let name = (c as char).to_string();
                 let raw = self.text(start, self.pos).to_string();
-                Some(Part::Var { name, op: VarOp::Plain, quoted, raw })
+                Some(Part::Var {
+                    name,
+                    op: VarOp::Plain,
+                    quoted,
+                    raw,
+                })
             }
             _ => None,
         }
@@ -926,10 +1036,20 @@ impl<'a> Parser<'a> {
     /// The inside of `${...}`.
     fn brace_param(&mut self, body: &str, quoted: bool, raw: String) -> Part {
         let b = body.as_bytes();
-        let unsupported = |name: &str| Part::Var { name: name.to_string(), op: VarOp::Unsupported, quoted, raw: raw.clone() };
+        let unsupported = |name: &str| Part::Var {
+            name: name.to_string(),
+            op: VarOp::Unsupported,
+            quoted,
+            raw: raw.clone(),
+        };
         if let Some(rest) = body.strip_prefix('#') {
             if !rest.is_empty() && rest.bytes().all(is_name_char) {
-                return Part::Var { name: rest.to_string(), op: VarOp::Length, quoted, raw };
+                return Part::Var {
+                    name: rest.to_string(),
+                    op: VarOp::Length,
+                    quoted,
+                    raw,
+                };
             }
         }
         if body.starts_with('!') {
@@ -957,7 +1077,12 @@ impl<'a> Parser<'a> {
         let sub_word = |p: &mut Parser, text: &str| p.expanding_text(text);
         let op = if rest.is_empty() {
             VarOp::Plain
-        } else if let Some(w) = rest.strip_prefix(":-").or_else(|| rest.strip_prefix(":=")).or_else(|| rest.strip_prefix('-')).or_else(|| rest.strip_prefix('=')) {
+        } else if let Some(w) = rest
+            .strip_prefix(":-")
+            .or_else(|| rest.strip_prefix(":="))
+            .or_else(|| rest.strip_prefix('-'))
+            .or_else(|| rest.strip_prefix('='))
+        {
             VarOp::Default(sub_word(self, w))
         } else if let Some(w) = rest.strip_prefix(":+").or_else(|| rest.strip_prefix('+')) {
             VarOp::Alternate(sub_word(self, w))
@@ -974,23 +1099,50 @@ impl<'a> Parser<'a> {
                 None => (false, w),
             };
             let (pat, rep) = split_unescaped(w, '/');
-            VarOp::Replace { all, pattern: sub_word(self, pat), replacement: sub_word(self, rep.unwrap_or("")) }
+            VarOp::Replace {
+                all,
+                pattern: sub_word(self, pat),
+                replacement: sub_word(self, rep.unwrap_or("")),
+            }
         } else if let Some(w) = rest.strip_prefix("##") {
-            VarOp::TrimPrefix { pattern: sub_word(self, w), longest: true }
+            VarOp::TrimPrefix {
+                pattern: sub_word(self, w),
+                longest: true,
+            }
         } else if let Some(w) = rest.strip_prefix('#') {
-            VarOp::TrimPrefix { pattern: sub_word(self, w), longest: false }
+            VarOp::TrimPrefix {
+                pattern: sub_word(self, w),
+                longest: false,
+            }
         } else if let Some(w) = rest.strip_prefix("%%") {
-            VarOp::TrimSuffix { pattern: sub_word(self, w), longest: true }
+            VarOp::TrimSuffix {
+                pattern: sub_word(self, w),
+                longest: true,
+            }
         } else if let Some(w) = rest.strip_prefix('%') {
-            VarOp::TrimSuffix { pattern: sub_word(self, w), longest: false }
+            VarOp::TrimSuffix {
+                pattern: sub_word(self, w),
+                longest: false,
+            }
         } else if rest == "^^" || rest == "^" {
-            VarOp::Case { upper: true, all: rest.len() == 2 }
+            VarOp::Case {
+                upper: true,
+                all: rest.len() == 2,
+            }
         } else if rest == ",," || rest == "," {
-            VarOp::Case { upper: false, all: rest.len() == 2 }
+            VarOp::Case {
+                upper: false,
+                all: rest.len() == 2,
+            }
         } else {
             VarOp::Unsupported
         };
-        Part::Var { name, op, quoted, raw }
+        Part::Var {
+            name,
+            op,
+            quoted,
+            raw,
+        }
     }
 
     /// A backtick substitution at the cursor.
@@ -1020,14 +1172,30 @@ impl<'a> Parser<'a> {
         let raw = self.text(start, self.pos).to_string();
         if self.depth >= MAX_NESTING {
             self.out.limited = true;
-            return Part::CmdSub { script: Script::default(), quoted, raw };
+            return Part::CmdSub {
+                script: Script::default(),
+                quoted,
+                raw,
+            };
         }
-        let mut sub = Parser { s: inner.as_bytes(), src: &inner, pos: 0, depth: self.depth + 1, nodes: self.nodes, pending: Vec::new(), out: Parsed::default() };
+        let mut sub = Parser {
+            s: inner.as_bytes(),
+            src: &inner,
+            pos: 0,
+            depth: self.depth + 1,
+            nodes: self.nodes,
+            pending: Vec::new(),
+            out: Parsed::default(),
+        };
         let mut script = sub.script(Term::Eof);
         self.nodes = sub.nodes;
         let base = self.absorb(sub.out);
         rebase_heredocs(&mut script, base);
-        Part::CmdSub { script, quoted, raw }
+        Part::CmdSub {
+            script,
+            quoted,
+            raw,
+        }
     }
 }
 
@@ -1064,7 +1232,9 @@ fn heredoc_delimiter(word: &Word) -> (String, bool) {
                 quoted = true;
                 text.push_str(s);
             }
-            Part::Var { raw, .. } | Part::CmdSub { raw, .. } | Part::ProcSub { raw, .. } => text.push_str(raw),
+            Part::Var { raw, .. } | Part::CmdSub { raw, .. } | Part::ProcSub { raw, .. } => {
+                text.push_str(raw)
+            }
             Part::Arith(s) => text.push_str(s),
             Part::Tilde(s) => {
                 text.push('~');
@@ -1223,7 +1393,9 @@ mod tests {
                                 let mut t = String::new();
                                 for part in &w.parts {
                                     match part {
-                                        Part::Lit(s) | Part::Quoted(s) | Part::AnsiC(s) => t.push_str(s),
+                                        Part::Lit(s) | Part::Quoted(s) | Part::AnsiC(s) => {
+                                            t.push_str(s)
+                                        }
                                         Part::CmdSub { script, .. } => walk(script, out),
                                         _ => {}
                                     }
@@ -1232,7 +1404,9 @@ mod tests {
                             }
                             for w in &sc.words {
                                 for part in &w.parts {
-                                    if let Part::CmdSub { script, .. } | Part::ProcSub { script, .. } = part {
+                                    if let Part::CmdSub { script, .. }
+                                    | Part::ProcSub { script, .. } = part
+                                    {
                                         walk(script, out);
                                     }
                                 }
@@ -1257,7 +1431,9 @@ mod tests {
     #[test]
     fn keeps_quote_structure() {
         let p = parse("n''sent'e'r -t 1");
-        let Command::Simple(s) = &p.script.pipelines[0].commands[0] else { panic!() };
+        let Command::Simple(s) = &p.script.pipelines[0].commands[0] else {
+            panic!()
+        };
         assert_eq!(s.words[0].parts.len(), 5);
         assert_eq!(names(&p), ["nsenter"]);
     }
@@ -1281,7 +1457,9 @@ mod tests {
     fn heredoc_body_is_read() {
         let p = parse("bash <<EOF\nnsenter -t 1\nEOF\necho done");
         assert_eq!(p.heredocs.len(), 1);
-        let Part::Quoted(body) = &p.heredocs[0].body.parts[0] else { panic!("{:?}", p.heredocs) };
+        let Part::Quoted(body) = &p.heredocs[0].body.parts[0] else {
+            panic!("{:?}", p.heredocs)
+        };
         assert_eq!(body, "nsenter -t 1\n");
         assert_eq!(names(&p), ["bash", "echo"]);
     }
@@ -1306,11 +1484,22 @@ mod tests {
     #[test]
     fn redirects_and_assignments() {
         let p = parse("A=1 B=$(x) 2>/dev/null cmd >>out <in 3<>/dev/tcp/h/1 <<<'s'");
-        let Command::Simple(s) = &p.script.pipelines[0].commands[0] else { panic!() };
+        let Command::Simple(s) = &p.script.pipelines[0].commands[0] else {
+            panic!()
+        };
         assert_eq!(s.assigns.len(), 2);
         assert_eq!(s.words.len(), 1);
         let ops: Vec<RedirOp> = s.redirects.iter().map(|r| r.op).collect();
-        assert_eq!(ops, [RedirOp::Out, RedirOp::Append, RedirOp::In, RedirOp::ReadWrite, RedirOp::HereString]);
+        assert_eq!(
+            ops,
+            [
+                RedirOp::Out,
+                RedirOp::Append,
+                RedirOp::In,
+                RedirOp::ReadWrite,
+                RedirOp::HereString
+            ]
+        );
         assert_eq!(s.redirects[3].fd, Some(3));
     }
 

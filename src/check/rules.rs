@@ -164,9 +164,23 @@ struct Patterns {
 }
 
 impl Patterns {
-    fn add(&mut self, rule: &str, field: &'static str, pattern: &str, multi_line: bool) -> Result<usize, CheckError> {
-        let p = if multi_line { format!("(?m:{pattern})") } else { pattern.to_string() };
-        Regex::new(&p).map_err(|source| CheckError::Regex { rule: rule.to_string(), field, source: Box::new(source) })?;
+    fn add(
+        &mut self,
+        rule: &str,
+        field: &'static str,
+        pattern: &str,
+        multi_line: bool,
+    ) -> Result<usize, CheckError> {
+        let p = if multi_line {
+            format!("(?m:{pattern})")
+        } else {
+            pattern.to_string()
+        };
+        Regex::new(&p).map_err(|source| CheckError::Regex {
+            rule: rule.to_string(),
+            field,
+            source: Box::new(source),
+        })?;
         self.list.push(p);
         Ok(self.list.len() - 1)
     }
@@ -176,12 +190,19 @@ impl Patterns {
             .size_limit(REGEX_SET_SIZE_LIMIT)
             .dfa_size_limit(REGEX_SET_SIZE_LIMIT)
             .build()
-            .map_err(|source| CheckError::Regex { rule: "*".to_string(), field: "set", source: Box::new(source) })
+            .map_err(|source| CheckError::Regex {
+                rule: "*".to_string(),
+                field: "set",
+                source: Box::new(source),
+            })
     }
 
     fn each(&self) -> Vec<Regex> {
         // Proof: every pattern compiled individually in `add`.
-        self.list.iter().map(|p| Regex::new(p).expect("validated in add")).collect()
+        self.list
+            .iter()
+            .map(|p| Regex::new(p).expect("validated in add"))
+            .collect()
     }
 }
 
@@ -191,9 +212,15 @@ pub fn compile(sources: &[(String, String)]) -> Result<Compiled, CheckError> {
     let mut specs: Vec<RuleSpec> = Vec::new();
     for (name, text) in sources {
         if text.len() > MAX_RULE_FILE_BYTES {
-            return Err(CheckError::TooLarge { path: name.clone(), size: text.len() });
+            return Err(CheckError::TooLarge {
+                path: name.clone(),
+                size: text.len(),
+            });
         }
-        let file: RuleFile = toml::from_str(text).map_err(|source| CheckError::Parse { path: name.clone(), source: Box::new(source) })?;
+        let file: RuleFile = toml::from_str(text).map_err(|source| CheckError::Parse {
+            path: name.clone(),
+            source: Box::new(source),
+        })?;
         for (set, members) in file.sets {
             if sets.insert(set.clone(), members).is_some() {
                 return Err(CheckError::DuplicateSet { set });
@@ -213,7 +240,10 @@ pub fn compile(sources: &[(String, String)]) -> Result<Compiled, CheckError> {
         for n in names {
             match n.strip_prefix('@') {
                 Some(set) => {
-                    let members = sets.get(set).ok_or_else(|| CheckError::UnknownSet { rule: rule.to_string(), set: set.to_string() })?;
+                    let members = sets.get(set).ok_or_else(|| CheckError::UnknownSet {
+                        rule: rule.to_string(),
+                        set: set.to_string(),
+                    })?;
                     out.extend(members.iter().cloned());
                 }
                 None => {
@@ -242,32 +272,54 @@ pub fn compile(sources: &[(String, String)]) -> Result<Compiled, CheckError> {
             || s.write.is_some()
             || s.env.is_some()
             || s.text.is_some();
-        let kinds = usize::from(program_fields) + usize::from(s.signal.is_some()) + usize::from(!s.requires.is_empty());
+        let kinds = usize::from(program_fields)
+            + usize::from(s.signal.is_some())
+            + usize::from(!s.requires.is_empty());
         if kinds != 1 {
-            return Err(CheckError::BadMatcher { rule: s.id.clone(), reason: "exactly one of: program fields, `signal`, `requires`" });
+            return Err(CheckError::BadMatcher {
+                rule: s.id.clone(),
+                reason: "exactly one of: program fields, `signal`, `requires`",
+            });
         }
         let matcher = if let Some(sig) = &s.signal {
             if !signals::ALL.contains(&sig.as_str()) {
-                return Err(CheckError::UnknownSignal { rule: s.id.clone(), signal: sig.clone() });
+                return Err(CheckError::UnknownSignal {
+                    rule: s.id.clone(),
+                    signal: sig.clone(),
+                });
             }
             Matcher::Signal(sig.clone())
         } else if !s.requires.is_empty() {
             let mut req = Vec::new();
             for r in &s.requires {
-                let i = *ids.get(r).ok_or_else(|| CheckError::UnknownRequire { rule: s.id.clone(), id: r.clone() })?;
+                let i = *ids.get(r).ok_or_else(|| CheckError::UnknownRequire {
+                    rule: s.id.clone(),
+                    id: r.clone(),
+                })?;
                 if !specs[i].requires.is_empty() {
-                    return Err(CheckError::BadMatcher { rule: s.id.clone(), reason: "`requires` may not name another `requires` rule" });
+                    return Err(CheckError::BadMatcher {
+                        rule: s.id.clone(),
+                        reason: "`requires` may not name another `requires` rule",
+                    });
                 }
                 req.push(i);
             }
             Matcher::Requires(req)
         } else {
-            let commands = if s.command.is_empty() { None } else { Some(resolve(&s.id, &s.command)?) };
+            let commands = if s.command.is_empty() {
+                None
+            } else {
+                Some(resolve(&s.id, &s.command)?)
+            };
             let commands_not = resolve(&s.id, &s.command_not)?;
             if let Some(c) = &commands {
                 watched.extend(c.iter().cloned());
             }
-            let mut m = ProgramMatch { commands, commands_not, ..ProgramMatch::default() };
+            let mut m = ProgramMatch {
+                commands,
+                commands_not,
+                ..ProgramMatch::default()
+            };
             if let Some(a) = &s.args {
                 m.args.push(args.add(&s.id, "args", a, false)?);
             }
@@ -312,5 +364,9 @@ pub fn compile(sources: &[(String, String)]) -> Result<Compiled, CheckError> {
         write_each: write.each(),
         text_each: text.each(),
     };
-    Ok(Compiled { rules, sets, watched })
+    Ok(Compiled {
+        rules,
+        sets,
+        watched,
+    })
 }

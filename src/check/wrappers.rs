@@ -47,79 +47,322 @@ fn spec(name: &str) -> Option<Spec> {
     };
     Some(match name {
         "sudo" => s(
-            &["-u", "-g", "-h", "-p", "-C", "-D", "-r", "-t", "-T", "-U", "--user", "--group", "--host", "--prompt", "--close-from", "--chdir", "--role", "--type", "--command-timeout", "--other-user"],
+            &[
+                "-u",
+                "-g",
+                "-h",
+                "-p",
+                "-C",
+                "-D",
+                "-r",
+                "-t",
+                "-T",
+                "-U",
+                "--user",
+                "--group",
+                "--host",
+                "--prompt",
+                "--close-from",
+                "--chdir",
+                "--role",
+                "--type",
+                "--command-timeout",
+                "--other-user",
+            ],
             NONE,
             0,
             true,
-            &["-l", "--list", "-v", "--validate", "-k", "-K", "-e", "--edit", "-V"],
+            &[
+                "-l",
+                "--list",
+                "-v",
+                "--validate",
+                "-k",
+                "-K",
+                "-e",
+                "--edit",
+                "-V",
+            ],
             false,
         ),
         "doas" => s(&["-u", "-C"], NONE, 0, false, NONE, false),
-        "env" => s(&["-u", "--unset", "-C", "--chdir", "-S", "--split-string"], &["-S", "--split-string"], 0, true, NONE, true),
+        "env" => s(
+            &["-u", "--unset", "-C", "--chdir", "-S", "--split-string"],
+            &["-S", "--split-string"],
+            0,
+            true,
+            NONE,
+            true,
+        ),
         "nice" => s(&["-n", "--adjustment"], NONE, 0, false, NONE, true),
-        "ionice" => s(&["-c", "-n", "--class", "--classdata"], NONE, 0, false, &["-p", "-P", "-u", "--pid", "--pgid", "--uid"], true),
+        "ionice" => s(
+            &["-c", "-n", "--class", "--classdata"],
+            NONE,
+            0,
+            false,
+            &["-p", "-P", "-u", "--pid", "--pgid", "--uid"],
+            true,
+        ),
         "chrt" => s(NONE, NONE, 1, false, &["-p", "--pid", "-m", "--max"], true),
         "taskset" => s(NONE, NONE, 1, false, &["-p", "--pid"], true),
-        "stdbuf" => s(&["-i", "-o", "-e", "--input", "--output", "--error"], NONE, 0, false, NONE, true),
-        "timeout" => s(&["-s", "--signal", "-k", "--kill-after"], NONE, 1, false, NONE, true),
-        "nohup" | "setsid" | "builtin" | "unbuffer" | "catchsegv" | "fakeroot" | "dbus-run-session" | "setarch" | "linux32" | "linux64" | "proot" => {
-            s(NONE, NONE, usize::from(name == "setarch"), false, NONE, true)
-        }
+        "stdbuf" => s(
+            &["-i", "-o", "-e", "--input", "--output", "--error"],
+            NONE,
+            0,
+            false,
+            NONE,
+            true,
+        ),
+        "timeout" => s(
+            &["-s", "--signal", "-k", "--kill-after"],
+            NONE,
+            1,
+            false,
+            NONE,
+            true,
+        ),
+        "nohup" | "setsid" | "builtin" | "unbuffer" | "catchsegv" | "fakeroot"
+        | "dbus-run-session" | "setarch" | "linux32" | "linux64" | "proot" => s(
+            NONE,
+            NONE,
+            usize::from(name == "setarch"),
+            false,
+            NONE,
+            true,
+        ),
         "exec" => s(&["-a"], NONE, 0, false, NONE, false),
         "command" => s(NONE, NONE, 0, false, &["-v", "-V"], false),
-        "time" => s(&["-f", "--format", "-o", "--output"], NONE, 0, false, NONE, false),
+        "time" => s(
+            &["-f", "--format", "-o", "--output"],
+            NONE,
+            0,
+            false,
+            NONE,
+            false,
+        ),
         "strace" | "ltrace" => s(
-            &["-o", "-e", "-s", "-E", "-u", "-a", "-b", "-I", "-O", "-S", "-X", "-P", "-n", "-l", "-L"],
+            &[
+                "-o", "-e", "-s", "-E", "-u", "-a", "-b", "-I", "-O", "-S", "-X", "-P", "-n", "-l",
+                "-L",
+            ],
             NONE,
             0,
             false,
             &["-p", "--attach"],
             true,
         ),
-        "flock" => s(&["-w", "--timeout", "-E", "--conflict-exit-code"], &["-c", "--command"], 1, false, NONE, true),
+        "flock" => s(
+            &["-w", "--timeout", "-E", "--conflict-exit-code"],
+            &["-c", "--command"],
+            1,
+            false,
+            NONE,
+            true,
+        ),
         "xargs" => s(
-            &["-I", "-n", "-P", "-d", "-a", "-E", "-L", "-s", "--max-args", "--max-procs", "--delimiter", "--arg-file", "--replace", "--max-lines", "--max-chars", "--eof", "--process-slot-var"],
+            &[
+                "-I",
+                "-n",
+                "-P",
+                "-d",
+                "-a",
+                "-E",
+                "-L",
+                "-s",
+                "--max-args",
+                "--max-procs",
+                "--delimiter",
+                "--arg-file",
+                "--replace",
+                "--max-lines",
+                "--max-chars",
+                "--eof",
+                "--process-slot-var",
+            ],
             NONE,
             0,
             false,
             NONE,
             true,
         ),
-        "busybox" | "toybox" => s(NONE, NONE, 0, false, &["--list", "--help", "--install"], false),
+        "busybox" | "toybox" => s(
+            NONE,
+            NONE,
+            0,
+            false,
+            &["--list", "--help", "--install"],
+            false,
+        ),
         "chroot" => s(&["--userspec", "--groups"], NONE, 1, false, NONE, false),
-        "nsenter" => s(&["-t", "--target", "-S", "--setuid", "-G", "--setgid"], NONE, 0, false, NONE, false),
+        "nsenter" => s(
+            &["-t", "--target", "-S", "--setuid", "-G", "--setgid"],
+            NONE,
+            0,
+            false,
+            NONE,
+            false,
+        ),
         "unshare" => s(
-            &["--propagation", "--setgroups", "--map-user", "--map-group", "--map-users", "--map-groups", "--wd", "-R", "--root", "-w", "-S", "-G", "--setuid", "--setgid"],
+            &[
+                "--propagation",
+                "--setgroups",
+                "--map-user",
+                "--map-group",
+                "--map-users",
+                "--map-groups",
+                "--wd",
+                "-R",
+                "--root",
+                "-w",
+                "-S",
+                "-G",
+                "--setuid",
+                "--setgid",
+            ],
             NONE,
             0,
             false,
             NONE,
             false,
         ),
-        "runuser" => s(&["-u", "-g", "-G", "--user", "--group", "--supp-group", "-s", "--shell", "-w", "--whitelist-environment"], &["-c", "--command"], 0, false, NONE, false),
-        "su" => s(&["-s", "--shell", "-g", "-G", "--group", "--supp-group", "-w"], &["-c", "--command", "-C", "--session-command"], 0, false, NONE, false),
-        "script" => s(&["-E", "--echo", "-I", "-O", "-B", "-T", "-m", "--logging-format", "--log-in", "--log-out", "--log-io", "--log-timing"], &["-c", "--command"], 0, false, NONE, true),
+        "runuser" => s(
+            &[
+                "-u",
+                "-g",
+                "-G",
+                "--user",
+                "--group",
+                "--supp-group",
+                "-s",
+                "--shell",
+                "-w",
+                "--whitelist-environment",
+            ],
+            &["-c", "--command"],
+            0,
+            false,
+            NONE,
+            false,
+        ),
+        "su" => s(
+            &["-s", "--shell", "-g", "-G", "--group", "--supp-group", "-w"],
+            &["-c", "--command", "-C", "--session-command"],
+            0,
+            false,
+            NONE,
+            false,
+        ),
+        "script" => s(
+            &[
+                "-E",
+                "--echo",
+                "-I",
+                "-O",
+                "-B",
+                "-T",
+                "-m",
+                "--logging-format",
+                "--log-in",
+                "--log-out",
+                "--log-io",
+                "--log-timing",
+            ],
+            &["-c", "--command"],
+            0,
+            false,
+            NONE,
+            true,
+        ),
         "systemd-run" => s(
-            &["-p", "--property", "-u", "--unit", "-E", "--setenv", "--uid", "--gid", "-M", "--machine", "--slice", "--description", "--working-directory", "-H", "--host", "--on-calendar", "--on-active", "--on-boot", "--on-startup", "--service-type", "--nice", "--timer-property", "--path-property", "--socket-property"],
+            &[
+                "-p",
+                "--property",
+                "-u",
+                "--unit",
+                "-E",
+                "--setenv",
+                "--uid",
+                "--gid",
+                "-M",
+                "--machine",
+                "--slice",
+                "--description",
+                "--working-directory",
+                "-H",
+                "--host",
+                "--on-calendar",
+                "--on-active",
+                "--on-boot",
+                "--on-startup",
+                "--service-type",
+                "--nice",
+                "--timer-property",
+                "--path-property",
+                "--socket-property",
+            ],
             NONE,
             0,
             false,
             NONE,
             false,
         ),
-        "setpriv" => s(&["--reuid", "--regid", "--groups", "--inh-caps", "--ambient-caps", "--bounding-set", "--securebits", "--selinux-label", "--apparmor-profile", "--pdeathsig"], NONE, 0, false, NONE, true),
+        "setpriv" => s(
+            &[
+                "--reuid",
+                "--regid",
+                "--groups",
+                "--inh-caps",
+                "--ambient-caps",
+                "--bounding-set",
+                "--securebits",
+                "--selinux-label",
+                "--apparmor-profile",
+                "--pdeathsig",
+            ],
+            NONE,
+            0,
+            false,
+            NONE,
+            true,
+        ),
         _ => return None,
     })
 }
 
 /// Whether `name` is a wrapper this module knows.
 pub fn is_wrapper(name: &str) -> bool {
-    spec(name).is_some() || matches!(name, "find" | "watch" | "capsh" | "sg" | "tar" | "ssh" | "scp" | "sftp" | "rsync" | "zip" | "gdb" | "vim" | "vi" | "nvim" | "view" | "ex" | "vimdiff" | "rvim" | "git")
+    spec(name).is_some()
+        || matches!(
+            name,
+            "find"
+                | "watch"
+                | "capsh"
+                | "sg"
+                | "tar"
+                | "ssh"
+                | "scp"
+                | "sftp"
+                | "rsync"
+                | "zip"
+                | "gdb"
+                | "vim"
+                | "vi"
+                | "nvim"
+                | "view"
+                | "ex"
+                | "vimdiff"
+                | "rvim"
+                | "git"
+        )
 }
 
 fn assignment_like(a: &str) -> bool {
     match a.split_once('=') {
-        Some((n, _)) => !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !n.as_bytes()[0].is_ascii_digit(),
+        Some((n, _)) => {
+            !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !n.as_bytes()[0].is_ascii_digit()
+        }
         None => false,
     }
 }
@@ -133,7 +376,11 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
             // `capsh ... -- ARGS` runs `/bin/bash ARGS`.
             let i = args.iter().position(|a| a == "--")?;
             let rest = &args[i + 1..];
-            return Some(Inner { scripts: vec![bash_args_script(rest)], escape_parent: true, ..Inner::default() });
+            return Some(Inner {
+                scripts: vec![bash_args_script(rest)],
+                escape_parent: true,
+                ..Inner::default()
+            });
         }
         "sg" => {
             let rest = args.get(1..).unwrap_or_default();
@@ -141,19 +388,55 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
             if rest.is_empty() {
                 return None;
             }
-            let script = rest.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
-            return Some(Inner { scripts: vec![script], escape_parent: true, ..Inner::default() });
+            let script = rest
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Some(Inner {
+                scripts: vec![script],
+                escape_parent: true,
+                ..Inner::default()
+            });
         }
-        "tar" => return embedded(args, &["--checkpoint-action=exec=", "--to-command=", "--use-compress-program=", "--rsh-command=", "--info-script=", "--new-volume-script="], &["-I", "--to-command", "--use-compress-program", "-F", "--info-script"]),
+        "tar" => {
+            return embedded(
+                args,
+                &[
+                    "--checkpoint-action=exec=",
+                    "--to-command=",
+                    "--use-compress-program=",
+                    "--rsh-command=",
+                    "--info-script=",
+                    "--new-volume-script=",
+                ],
+                &[
+                    "-I",
+                    "--to-command",
+                    "--use-compress-program",
+                    "-F",
+                    "--info-script",
+                ],
+            )
+        }
         "ssh" | "scp" | "sftp" => {
             let mut scripts = Vec::new();
             let mut i = 0;
             while i < args.len() {
                 let a = &args[i];
-                let opt = if a == "-o" { args.get(i + 1).map(String::as_str) } else { a.strip_prefix("-o") };
+                let opt = if a == "-o" {
+                    args.get(i + 1).map(String::as_str)
+                } else {
+                    a.strip_prefix("-o")
+                };
                 if let Some(o) = opt {
                     let lower = o.to_ascii_lowercase();
-                    for key in ["proxycommand=", "localcommand=", "proxycommand ", "localcommand "] {
+                    for key in [
+                        "proxycommand=",
+                        "localcommand=",
+                        "proxycommand ",
+                        "localcommand ",
+                    ] {
                         if lower.starts_with(key) {
                             scripts.push(o[key.len()..].to_string());
                         }
@@ -161,7 +444,11 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
                 }
                 i += 1;
             }
-            return (!scripts.is_empty()).then(|| Inner { scripts, escape_parent: true, ..Inner::default() });
+            return (!scripts.is_empty()).then(|| Inner {
+                scripts,
+                escape_parent: true,
+                ..Inner::default()
+            });
         }
         "rsync" => return embedded(args, &["--rsh=", "-e"], &["-e", "--rsh"]),
         "zip" => return embedded(args, &["--unzip-command="], &["-TT", "--unzip-command"]),
@@ -171,25 +458,47 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
                 if w[0] == "-c" {
                     if let Some((k, v)) = w[1].split_once('=') {
                         let k = k.to_ascii_lowercase();
-                        if matches!(k.as_str(), "core.pager" | "core.sshcommand" | "core.editor" | "core.fsmonitor" | "core.hookspath" | "sequence.editor" | "diff.external") || k.starts_with("alias.") && v.starts_with('!') {
+                        if matches!(
+                            k.as_str(),
+                            "core.pager"
+                                | "core.sshcommand"
+                                | "core.editor"
+                                | "core.fsmonitor"
+                                | "core.hookspath"
+                                | "sequence.editor"
+                                | "diff.external"
+                        ) || k.starts_with("alias.") && v.starts_with('!')
+                        {
                             scripts.push(v.trim_start_matches('!').to_string());
                         }
                     }
                 }
             }
-            return (!scripts.is_empty()).then(|| Inner { scripts, escape_parent: true, ..Inner::default() });
+            return (!scripts.is_empty()).then(|| Inner {
+                scripts,
+                escape_parent: true,
+                ..Inner::default()
+            });
         }
         "gdb" => {
             let mut scripts = Vec::new();
             for w in args.windows(2) {
-                if w[0] == "-ex" || w[0] == "--ex" || w[0] == "-eval-command" || w[0] == "--eval-command" {
+                if w[0] == "-ex"
+                    || w[0] == "--ex"
+                    || w[0] == "-eval-command"
+                    || w[0] == "--eval-command"
+                {
                     let v = w[1].trim();
                     if let Some(cmd) = v.strip_prefix('!').or_else(|| v.strip_prefix("shell ")) {
                         scripts.push(cmd.to_string());
                     }
                 }
             }
-            return (!scripts.is_empty()).then(|| Inner { scripts, escape_parent: true, ..Inner::default() });
+            return (!scripts.is_empty()).then(|| Inner {
+                scripts,
+                escape_parent: true,
+                ..Inner::default()
+            });
         }
         "vim" | "vi" | "nvim" | "view" | "ex" | "vimdiff" | "rvim" => {
             let mut scripts = Vec::new();
@@ -213,12 +522,20 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
                 }
                 i += 1;
             }
-            return (!scripts.is_empty()).then(|| Inner { scripts, escape_parent: true, ..Inner::default() });
+            return (!scripts.is_empty()).then(|| Inner {
+                scripts,
+                escape_parent: true,
+                ..Inner::default()
+            });
         }
         _ => {}
     }
     let spec = spec(name)?;
-    let mut inner = Inner { escape_parent: spec.escape_parent, stdin_args: name == "xargs", ..Inner::default() };
+    let mut inner = Inner {
+        escape_parent: spec.escape_parent,
+        stdin_args: name == "xargs",
+        ..Inner::default()
+    };
     let mut i = 0;
     let mut positional = spec.positional;
     // `runuser USER -c`: without -u the first operand is the user.
@@ -233,15 +550,11 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
         if spec.no_command.contains(&a) {
             return None;
         }
-        if let Some(o) = spec.script_opts.iter().find(|o| a == **o) {
-            let _ = o;
+        if spec.script_opts.contains(&a) {
+            // `env -S 'cmd args'` splits its string into a command line; parsing it as a shell
+            // string finds the same command.
             if let Some(v) = args.get(i + 1) {
-                if name == "env" {
-                    // `env -S 'cmd args'` splits the string into the command line.
-                    inner.scripts.push(v.clone());
-                } else {
-                    inner.scripts.push(v.clone());
-                }
+                inner.scripts.push(v.clone());
                 script_found = true;
             }
             i += 2;
@@ -261,9 +574,16 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
             if spec.value_opts.contains(&a) {
                 i += 2;
             } else {
-                // A short option with its value attached (`-n10`, `-t1`) or a flag cluster.
-                // For `su -c` / `flock -c` attached forms (`-ccmd`) are rare and ignored.
-                if spec.no_command.iter().any(|o| o.len() == 2 && !a.starts_with("--") && a.len() > 2 && a[1..].contains(&o[1..])) && name == "sudo" {
+                // A short option with its value attached (`-n10`, `-t1`) or a flag cluster
+                // (`sudo -lU bob` lists, it runs nothing).
+                let cluster_stops = name == "sudo"
+                    && !a.starts_with("--")
+                    && a.len() > 2
+                    && spec
+                        .no_command
+                        .iter()
+                        .any(|o| o.len() == 2 && a[1..].contains(&o[1..]));
+                if cluster_stops {
                     return None;
                 }
                 i += 1;
@@ -308,7 +628,10 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
 
 /// `find ... -exec CMD ARGS ;` (also `-execdir`, `-ok`, `-okdir`, `+` terminators).
 fn find_exec(args: &[String]) -> Inner {
-    let mut inner = Inner { escape_parent: true, ..Inner::default() };
+    let mut inner = Inner {
+        escape_parent: true,
+        ..Inner::default()
+    };
     let mut i = 0;
     while i < args.len() {
         if matches!(args[i].as_str(), "-exec" | "-execdir" | "-ok" | "-okdir") {
@@ -330,7 +653,16 @@ fn find_exec(args: &[String]) -> Inner {
 
 /// `watch [options] command...`: the words are joined and run by `sh -c`.
 fn watch(args: &[String]) -> Inner {
-    const VALUE: &[&str] = &["-n", "--interval", "-d", "--differences", "-q", "--equexit", "-s", "--shell"];
+    const VALUE: &[&str] = &[
+        "-n",
+        "--interval",
+        "-d",
+        "--differences",
+        "-q",
+        "--equexit",
+        "-s",
+        "--shell",
+    ];
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
@@ -339,13 +671,25 @@ fn watch(args: &[String]) -> Inner {
             break;
         }
         if a.starts_with('-') {
-            i += if VALUE.contains(&a) && !matches!(a, "-d" | "--differences") { 2 } else { 1 };
+            i += if VALUE.contains(&a) && !matches!(a, "-d" | "--differences") {
+                2
+            } else {
+                1
+            };
             continue;
         }
         break;
     }
     let script = args.get(i..).unwrap_or_default().join(" ");
-    Inner { scripts: if script.is_empty() { vec![] } else { vec![script] }, escape_parent: true, ..Inner::default() }
+    Inner {
+        scripts: if script.is_empty() {
+            vec![]
+        } else {
+            vec![script]
+        },
+        escape_parent: true,
+        ..Inner::default()
+    }
 }
 
 /// Shell strings in `--opt=CMD` / `-o CMD` forms.
@@ -370,7 +714,11 @@ fn embedded(args: &[String], prefixes: &[&str], value_opts: &[&str]) -> Option<I
         }
         i += 1;
     }
-    (!scripts.is_empty()).then(|| Inner { scripts, escape_parent: true, ..Inner::default() })
+    (!scripts.is_empty()).then(|| Inner {
+        scripts,
+        escape_parent: true,
+        ..Inner::default()
+    })
 }
 
 /// `bash ARGS` expressed as a script string for re-analysis.
@@ -385,7 +733,10 @@ fn bash_args_script(rest: &[String]) -> String {
 
 /// Quote a word so that re-parsing gives it back unchanged.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b))
+    {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -413,7 +764,20 @@ mod tests {
         assert_eq!(unwrap("su", &v("-c 'id' root")).unwrap().scripts, ["id"]);
         assert_eq!(unwrap("sudo", &v("-l")), None);
         assert_eq!(unwrap("command", &v("-v nsenter")), None);
-        assert_eq!(unwrap("tar", &v("-cf /dev/null x --checkpoint=1 --checkpoint-action=exec=/bin/sh")).unwrap().scripts, ["/bin/sh"]);
-        assert_eq!(unwrap("ssh", &v("-o ProxyCommand=';sh 0<&2 1>&2' x")).unwrap().scripts, [";sh 0<&2 1>&2"]);
+        assert_eq!(
+            unwrap(
+                "tar",
+                &v("-cf /dev/null x --checkpoint=1 --checkpoint-action=exec=/bin/sh")
+            )
+            .unwrap()
+            .scripts,
+            ["/bin/sh"]
+        );
+        assert_eq!(
+            unwrap("ssh", &v("-o ProxyCommand=';sh 0<&2 1>&2' x"))
+                .unwrap()
+                .scripts,
+            [";sh 0<&2 1>&2"]
+        );
     }
 }

@@ -29,7 +29,10 @@ fn labelled() -> Vec<corpus::Entry> {
 #[test]
 fn corpus_is_well_formed() {
     let entries = labelled();
-    let malicious: Vec<_> = entries.iter().filter(|e| e.expect == Expect::Malicious).collect();
+    let malicious: Vec<_> = entries
+        .iter()
+        .filter(|e| e.expect == Expect::Malicious)
+        .collect();
     let benign = entries.len() - malicious.len();
     assert!(malicious.len() >= 150, "{} malicious", malicious.len());
     assert!(benign >= 60, "{benign} benign");
@@ -46,7 +49,10 @@ fn corpus_is_well_formed() {
         "secret-exfiltration",
         "obfuscation",
     ] {
-        assert!(malicious.iter().filter(|e| e.category == cat).count() >= 8, "category {cat} is thin");
+        assert!(
+            malicious.iter().filter(|e| e.category == cat).count() >= 8,
+            "category {cat} is thin"
+        );
     }
     for e in &entries {
         assert!(!e.source.is_empty() && !e.command.is_empty());
@@ -64,11 +70,25 @@ fn detection_and_hard_negative_rates_meet_the_bar() {
         println!("missed [{}]: {}", m.category, m.command);
     }
     for f in &s.flagged_benign {
-        println!("flagged benign [{:?} {:?}]: {}", f.decision, f.rules, f.command);
+        println!(
+            "flagged benign [{:?} {:?}]: {}",
+            f.decision, f.rules, f.command
+        );
     }
-    println!("detection {:.1}%, hard-negative deny {:.1}% warn {:.1}%", s.detection_percent, s.benign_deny_percent, s.benign_warn_percent);
-    assert!(s.detection_percent >= 97.0, "detection {:.1}%", s.detection_percent);
-    assert!(s.benign_deny_percent <= 3.0, "hard-negative deny {:.1}%", s.benign_deny_percent);
+    println!(
+        "detection {:.1}%, hard-negative deny {:.1}% warn {:.1}%",
+        s.detection_percent, s.benign_deny_percent, s.benign_warn_percent
+    );
+    assert!(
+        s.detection_percent >= 97.0,
+        "detection {:.1}%",
+        s.detection_percent
+    );
+    assert!(
+        s.benign_deny_percent <= 3.0,
+        "hard-negative deny {:.1}%",
+        s.benign_deny_percent
+    );
 }
 
 #[test]
@@ -80,13 +100,25 @@ fn real_benign_corpora_stay_quiet() {
             println!("skipping {name}: {} not found", path.display());
             continue;
         }
-        let Corpus::Plain(lines) = corpus::load(&path).expect("benign corpus loads") else { panic!("plain text") };
+        let Corpus::Plain(lines) = corpus::load(&path).expect("benign corpus loads") else {
+            panic!("plain text")
+        };
         let s = corpus::score_plain(checker(), &Policy::default(), &lines);
         for f in &s.flagged {
-            println!("{name}:{} [{:?} {:?}] {}", f.line, f.decision, f.rules, f.command);
+            println!(
+                "{name}:{} [{:?} {:?}] {}",
+                f.line, f.decision, f.rules, f.command
+            );
         }
-        println!("{name}: {} lines, deny {:.3}%, warn {:.3}%", s.lines, s.deny_percent, s.warn_percent);
+        println!(
+            "{name}: {} lines, deny {:.3}%, warn {:.3}%",
+            s.lines, s.deny_percent, s.warn_percent
+        );
         assert!(s.deny_percent <= 0.1, "{name}: deny {:.3}%", s.deny_percent);
-        assert!(s.deny_percent + s.warn_percent <= 0.5, "{name}: warn+deny {:.3}%", s.deny_percent + s.warn_percent);
+        assert!(
+            s.deny_percent + s.warn_percent <= 0.5,
+            "{name}: warn+deny {:.3}%",
+            s.deny_percent + s.warn_percent
+        );
     }
 }

@@ -17,9 +17,56 @@ const BOUND: Duration = Duration::from_secs(2);
 /// Shell-heavy text: quotes, substitutions, operators and escapes in any order.
 fn shellish() -> impl Strategy<Value = String> {
     let atoms = prop::sample::select(vec![
-        "$(", ")", "`", "'", "\"", "$'\\x6e", "${", "}", "${IFS}", "<<EOF\n", "\nEOF\n", "<<<", "<(", ">(", "|", "||", "&&", ";", "&",
-        "\\", "\n", " ", "nsenter", "-t", "1", "sh", "-c", "eval", "base64 -d", "echo", "bnNl", "*", "?", "[", "{a,b}", "a=", "$a",
-        "((", "))", "#", "\0", "é", "python3 -c", "os.system(\"", "find . -exec", "\\;", "xargs", "sudo", "env", "/dev/tcp/h/1",
+        "$(",
+        ")",
+        "`",
+        "'",
+        "\"",
+        "$'\\x6e",
+        "${",
+        "}",
+        "${IFS}",
+        "<<EOF\n",
+        "\nEOF\n",
+        "<<<",
+        "<(",
+        ">(",
+        "|",
+        "||",
+        "&&",
+        ";",
+        "&",
+        "\\",
+        "\n",
+        " ",
+        "nsenter",
+        "-t",
+        "1",
+        "sh",
+        "-c",
+        "eval",
+        "base64 -d",
+        "echo",
+        "bnNl",
+        "*",
+        "?",
+        "[",
+        "{a,b}",
+        "a=",
+        "$a",
+        "((",
+        "))",
+        "#",
+        "\0",
+        "é",
+        "python3 -c",
+        "os.system(\"",
+        "find . -exec",
+        "\\;",
+        "xargs",
+        "sudo",
+        "env",
+        "/dev/tcp/h/1",
     ]);
     prop::collection::vec(atoms, 0..64).prop_map(|v| v.concat())
 }
@@ -59,6 +106,10 @@ fn one_mebibyte_inputs_are_bounded() {
         let s = unit.repeat((1 << 20) / unit.len());
         let start = Instant::now();
         let _ = checker().check(&s, &Policy::default());
-        assert!(start.elapsed() < Duration::from_secs(10), "{unit:?} took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{unit:?} took {:?}",
+            start.elapsed()
+        );
     }
 }
