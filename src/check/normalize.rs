@@ -148,12 +148,15 @@ pub fn analyze(command: &str, watched: &HashSet<String>) -> Analysis {
 struct Walker<'w> {
     watched: &'w HashSet<String>,
     out: Analysis,
-    /// Files that received decoded output earlier in the command, and what was written.
+    /// Files that received computable or decoded output earlier in the command, and what was
+    /// written.
     decoded_files: Vec<(String, Output)>,
 }
 
-/// Most decoded files remembered per command.
+/// Most written files remembered per command.
 const MAX_DECODED_FILES: usize = 64;
+/// Largest known file content remembered.
+const MAX_WRITTEN_FILE_BYTES: usize = 64 * 1024;
 
 fn cut(s: &str) -> String {
     if s.chars().count() <= MAX_FRAGMENT_CHARS {
@@ -309,8 +312,13 @@ impl Walker<'_> {
         let out = self.command(
             fields, env, io.writes, io.reads, stdin, vars, depth, None, 0,
         );
-        if out.flags & DECODED != 0 && self.decoded_files.len() < MAX_DECODED_FILES {
-            // `... | base64 -d > f; sh f`: remember what went into f.
+        let worth_keeping = out.flags & DECODED != 0
+            || out
+                .text
+                .as_ref()
+                .is_some_and(|t| t.len() <= MAX_WRITTEN_FILE_BYTES);
+        if worth_keeping && self.decoded_files.len() < MAX_DECODED_FILES {
+            // `echo cmd > f; sh f` and `... | base64 -d > f; sh f`: remember what went into f.
             for w in writes {
                 self.decoded_files.push((w, out.clone()));
             }
@@ -1082,6 +1090,8 @@ mod tests {
             .contains(&"nsenter".to_string()));
         assert!(names("bash <<EOF\nnsenter -t 1\nEOF").contains(&"nsenter".to_string()));
         assert!(names("echo x | xargs nsenter -t").contains(&"nsenter".to_string()));
+        assert!(names("echo 'nsenter -t 1' > /tmp/a.sh && bash /tmp/a.sh")
+            .contains(&"nsenter".to_string()));
     }
 
     #[test]
