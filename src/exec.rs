@@ -87,6 +87,8 @@ pub enum ExecError {
     Session(#[from] session::SessionError),
     #[error(transparent)]
     Agent(#[from] agent::client::AgentError),
+    #[error(transparent)]
+    Rules(#[from] crate::check::CheckError),
 }
 
 impl Report {
@@ -152,7 +154,7 @@ pub async fn execute_with(
             hits: Vec::new(),
         }
     } else {
-        Checker::builtin().check(&args.request.command, &profile.policy)
+        Checker::builtin_prechecked()?.check(&args.request.command, &profile.policy)
     };
     let mut report = Report::new(&verdict);
     report.session = args.request.session.clone();

@@ -43,6 +43,10 @@ struct Cli {
 enum Command {
     /// Check, run in a sandbox, and audit one command
     Exec(ExecCli),
+    /// Check a command against the escape rules (exit 0 allow, 10 warn, 11 deny)
+    Check(stockade::check::cli::CheckArgs),
+    /// Score the checker against labelled and benign corpora
+    Corpus(stockade::check::cli::CorpusArgs),
     /// Sandbox sessions: warm containers reused across calls
     #[command(subcommand)]
     Session(SessionCmd),
@@ -217,6 +221,8 @@ async fn connect() -> anyhow::Result<DockerBackend> {
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Exec(e) => run_exec(&cli, e).await,
+        Command::Check(args) => stockade::check::cli::run_check(args),
+        Command::Corpus(args) => stockade::check::cli::run_corpus(args),
         Command::Session(cmd) => run_session(&cli, cmd).await,
         Command::Audit(cmd) => run_audit(&cli, cmd),
         Command::Image(ImageCmd::Build) => {
