@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::agent::{self, client::AgentPaths};
 use crate::audit::{AuditLog, Finish, RecordBody, Start};
 use crate::backend::{self, BackendError, Capture, Container, DockerBackend};
 use crate::check::{Checker, Decision, Verdict};
@@ -100,6 +101,10 @@ pub enum ExecError {
     Session(#[from] session::SessionError),
     #[error("interrupted by {}; the command's processes were ended inside the sandbox", interrupt::name(*signal))]
     Interrupted { signal: i32 },
+    #[error(transparent)]
+    Agent(#[from] agent::client::AgentError),
+    #[error(transparent)]
+    Rules(#[from] crate::check::CheckError),
 }
 
 impl Report {
@@ -204,7 +209,13 @@ fn audit_refusal(ctx: &Context, args: &ExecArgs, error: &ExecError) {
             hits: Vec::new(),
         }
     } else {
-        Checker::builtin().check(&args.request.command, &Default::default())
+        match Checker::builtin_prechecked() {
+            Ok(checker) => checker.check(&args.request.command, &Default::default()),
+            Err(_) => Verdict {
+                decision: Decision::Allow,
+                hits: Vec::new(),
+            },
+        }
     };
     let requested = match (&args.profile, args.elevated) {
         (Some(p), _) => p.clone(),
@@ -271,7 +282,7 @@ pub async fn execute_with(
             hits: Vec::new(),
         }
     } else {
-        Checker::builtin().check(&args.request.command, &profile.policy)
+        Checker::builtin_prechecked()?.check(&args.request.command, &profile.policy)
     };
     let mut report = Report::new(&verdict);
     report.session = args.request.session.clone();
@@ -418,8 +429,9 @@ async fn run(
     let owner = Owner {
         pid: std::process::id(),
         boot_id: session::boot_id(),
+        state_id: plan::state_id(&ctx.state_dir),
     };
-    let plan = plan::plan(profile, &args.request, exec_id, &owner)?;
+    let mut plan = plan::plan(profile, &args.request, exec_id, &owner)?;
     // Written before any container exists; removed only once nothing of this execution is
     // left running, so that a `kill -9` from here on is cleaned up by the next invocation.
     let in_flight = inflight::begin(
@@ -439,25 +451,39 @@ async fn run(
             Some(s) => Some(lock_session(&ctx.state_dir, s).await?),
             None => None,
         };
-        let mut progress = |line: &str| eprintln!("stockade: {line}");
-        image::ensure_image(
-            &backend.engine().docker,
-            &plan.container.image,
-            &ctx.state_dir,
-            &mut progress,
-        )
-        .await?;
-        let container = backend.ensure_container(&plan.container).await?;
+        let agent_paths = match plan.session.clone() {
+            Some(s) => agent_for_session(ctx, &mut plan, &s),
+            None => None,
+        };
+        // A live session container needs no image check: one engine call saved per command.
+        let existing = match &plan.session {
+            Some(_) => backend.find_session(&plan.container).await?,
+            None => None,
+        };
+        let container = match existing {
+            Some(c) => c,
+            None => {
+                let mut progress = |line: &str| eprintln!("stockade: {line}");
+                image::ensure_image(
+                    &backend.engine().docker,
+                    &plan.container.image,
+                    &ctx.state_dir,
+                    &mut progress,
+                )
+                .await?;
+                backend.ensure_container(&plan.container).await?
+            }
+        };
         if let Some(s) = &plan.session {
             session::end_leftovers(&backend, &container, &plan.process, &ctx.state_dir, s).await?;
         }
-        Ok::<_, ExecError>((backend, sweep, lock, container))
+        Ok::<_, ExecError>((backend, sweep, lock, agent_paths, container))
     };
     let ready = tokio::select! {
         ready = setup => ready,
         signal = interrupt.wait() => Err(ExecError::Interrupted { signal }),
     };
-    let (backend, sweep, _lock, container) = match ready {
+    let (backend, sweep, _lock, agent_paths, container) = match ready {
         Ok(ready) => ready,
         Err(e) => {
             // Only an interrupted setup can leave a container behind (a failed create or
@@ -473,7 +499,15 @@ async fn run(
     report.container = Some(container.name.clone());
 
     let result = run_in(
-        ctx, &backend, &container, &plan, stdout, stderr, report, interrupt,
+        ctx,
+        &backend,
+        &container,
+        &plan,
+        agent_paths.as_ref(),
+        stdout,
+        stderr,
+        report,
+        interrupt,
     )
     .await;
     if result.is_ok() {
@@ -492,22 +526,38 @@ async fn run_in(
     backend: &DockerBackend,
     container: &Container,
     plan: &Plan,
+    agent_paths: Option<&AgentPaths>,
     stdout: &mut Capture,
     stderr: &mut Capture,
     report: &mut Report,
     interrupt: &Interrupt,
 ) -> Result<(), ExecError> {
     let oneshot = plan.session.is_none();
-    let outcome = match backend
-        .run(container, &plan.process, stdout, stderr, interrupt.wait())
-        .await
-    {
+    let outcome = match agent_paths {
+        Some(paths) => {
+            run_via_agent(
+                backend,
+                container,
+                &plan.process,
+                paths,
+                stdout,
+                stderr,
+                interrupt,
+            )
+            .await
+        }
+        None => backend
+            .run(container, &plan.process, stdout, stderr, interrupt.wait())
+            .await
+            .map_err(Into::into),
+    };
+    let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
             if oneshot {
                 let _ = backend.remove(&container.id).await;
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     report.exit_code = outcome.exit_code;
@@ -568,6 +618,78 @@ async fn remove_oneshot_by_name(ctx: &Context, plan: &Plan) -> bool {
         tokio::time::timeout(ctx.call_timeout, remove).await,
         Ok(Some(()))
     )
+}
+
+/// Prepares the session agent when this session can use one (see [`crate::agent`]).
+fn agent_for_session(ctx: &Context, plan: &mut plan::Plan, session: &str) -> Option<AgentPaths> {
+    let (uid, gid) = parse_ids(&plan.process.user)?;
+    if !agent::client::supported(&plan.container.image, uid) {
+        return None;
+    }
+    let paths = AgentPaths::new(&ctx.state_dir, session);
+    if let Err(e) = paths.prepare(uid, gid) {
+        tracing::debug!(error = %e, "session agent disabled");
+        return None;
+    }
+    plan::attach_agent(&mut plan.container, agent::client::binds(&paths)?);
+    Some(paths)
+}
+
+fn parse_ids(user: &str) -> Option<(u32, u32)> {
+    let (uid, gid) = user.split_once(':').unwrap_or((user, user));
+    Some((uid.parse().ok()?, gid.parse().ok()?))
+}
+
+/// Runs through the session agent; starts one when none answers, and falls back to
+/// `docker exec` when none can be started. A command that the agent accepted is never re-run.
+///
+/// A command the agent ran that was stopped (timeout, output flood, interrupt) is also ended
+/// by the exec kill script, which confirms that nothing of it is left (the agent's own kill
+/// cannot: it may itself be starved of pids or killed), or else reports that the container
+/// must be reset.
+async fn run_via_agent(
+    backend: &DockerBackend,
+    container: &backend::Container,
+    process: &plan::ProcessSpec,
+    paths: &AgentPaths,
+    stdout: &mut Capture,
+    stderr: &mut Capture,
+    interrupt: &Interrupt,
+) -> Result<backend::Outcome, ExecError> {
+    use agent::client::{launch, run, AgentError};
+    for attempt in 0..2 {
+        match run(paths, process, stdout, stderr, interrupt.wait()).await {
+            Ok(mut outcome) => {
+                let stopped = outcome.timed_out || outcome.flooded || outcome.interrupted.is_some();
+                if stopped {
+                    outcome.kill_incomplete =
+                        !backend.kill_tree(container, process).await.unwrap_or(false);
+                }
+                return Ok(outcome);
+            }
+            Err(AgentError::Unavailable { reason }) => {
+                tracing::debug!(%reason, attempt, "session agent unavailable");
+                if attempt == 0 {
+                    if let Err(e) = launch(backend.engine(), container, &process.user, paths).await
+                    {
+                        tracing::debug!(error = %e, "session agent could not start; using docker exec");
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                // The command may still be running: end it the way a timeout would, and reset
+                // the container if that cannot be confirmed.
+                if !backend.kill_tree(container, process).await.unwrap_or(false) {
+                    let _ = backend.reset(container).await;
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(backend
+        .run(container, process, stdout, stderr, interrupt.wait())
+        .await?)
 }
 
 fn denial_message(verdict: &Verdict) -> String {

@@ -97,6 +97,14 @@ impl DockerBackend {
         }
     }
 
+    /// The session container for `spec` if it exists (started if it had stopped).
+    pub async fn find_session(
+        &self,
+        spec: &ContainerSpec,
+    ) -> Result<Option<Container>, BackendError> {
+        self.reuse_session(spec).await
+    }
+
     async fn reuse_session(&self, spec: &ContainerSpec) -> Result<Option<Container>, BackendError> {
         let docker = &self.engine.docker;
         let inspect = self
@@ -377,16 +385,8 @@ impl DockerBackend {
 
     /// Runs [`plan::kill_script`] in the container as the command's user: TERM then KILL every
     /// process of that user but the init and the keeper. `Ok(true)` when the script saw every
-    /// process gone; `Ok(false)` when it could not confirm that in time.
-    pub async fn end_processes(
-        &self,
-        container: &Container,
-        process: &ProcessSpec,
-    ) -> Result<bool, BackendError> {
-        self.kill_tree(container, process).await
-    }
-
-    async fn kill_tree(
+    /// process gone; `Ok(false)` when it could not confirm that in time (reset the container).
+    pub async fn kill_tree(
         &self,
         container: &Container,
         process: &ProcessSpec,
