@@ -5,6 +5,7 @@ mod check_cli;
 mod check_corpus;
 mod check_props;
 mod exec;
+mod faults;
 mod image;
 mod profiles;
 mod seccomp;
