@@ -160,6 +160,8 @@ fn timeout_in_a_oneshot_returns_124_within_the_grace_and_leaves_nothing() {
 /// measured by the kernel for exactly this child (wait4).
 fn run_measured(mut cmd: Command) -> (std::process::Output, i64) {
     use std::io::Read;
+    // Reaped by wait4 below, which also reports its peak memory.
+    #[allow(clippy::zombie_processes)]
     let mut child: Child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
