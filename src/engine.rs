@@ -68,15 +68,19 @@ impl Engine {
             .map_err(|e| unreachable(e.to_string()))?
             // bollard counts whole seconds; never let a sub-second setting become "no timeout".
             .with_timeout(call_timeout.max(Duration::from_secs(1)));
+        let no_answer = || {
+            unreachable(format!(
+                "no answer within {}s; the engine may be wedged or restarting",
+                call_timeout.as_secs()
+            ))
+        };
         let docker = match tokio::time::timeout(call_timeout, docker.negotiate_version()).await {
             Ok(Ok(d)) => d,
-            Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Err(_) => {
-                return Err(unreachable(format!(
-                    "no answer within {}s",
-                    call_timeout.as_secs()
-                )))
+            // bollard's own per-request timeout (the same bound) may fire first.
+            Ok(Err(bollard::errors::Error::RequestTimeoutError)) | Err(_) => {
+                return Err(no_answer())
             }
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
         };
         let version = docker.client_version();
         let (major, minor) = (version.major_version, version.minor_version);
