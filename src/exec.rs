@@ -101,6 +101,8 @@ pub enum ExecError {
     Session(#[from] session::SessionError),
     #[error("interrupted by {}; the command's processes were ended inside the sandbox", interrupt::name(*signal))]
     Interrupted { signal: i32 },
+    #[error("the command's argument {argument} is not valid UTF-8, which the engine API cannot carry: pass such bytes through a file or an encoding (printf '\\xff', base64)")]
+    NotUtf8 { argument: usize },
     #[error(transparent)]
     Agent(#[from] agent::client::AgentError),
     #[error(transparent)]
@@ -193,6 +195,13 @@ pub async fn execute(ctx: &Context, args: &ExecArgs, echo: bool) -> Result<Repor
         }
     };
     execute_with(ctx, &profile, args, echo).await
+}
+
+/// Refuses a request that cannot be run as given (for example a command that is not UTF-8),
+/// leaving it on record like any other refusal. Returns the error for the caller to report.
+pub fn refuse(ctx: &Context, args: &ExecArgs, error: ExecError) -> ExecError {
+    audit_refusal(ctx, args, &error);
+    error
 }
 
 /// A request refused before its profile could be loaded (unknown or malformed profile,

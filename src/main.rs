@@ -95,7 +95,7 @@ struct ExecCli {
     unsafe_skip_check: bool,
     /// The command, run as `bash -c COMMAND`
     #[arg(last = true, required = true, num_args = 1..)]
-    command: Vec<String>,
+    command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,19 +242,36 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 
 async fn run_exec(cli: &Cli, e: &ExecCli) -> anyhow::Result<u8> {
     let ctx = context(cli)?;
+    // Not UTF-8: refused (the engine API carries text), but on record, shown lossily.
+    let not_utf8 = e.command.iter().position(|a| a.to_str().is_none());
+    let command: Vec<String> = e
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let args = ExecArgs {
         profile: e.profile.clone(),
         elevated: e.elevated,
         bypass_check: e.unsafe_skip_check,
         request: ExecRequest {
-            command: e.command.join(" "),
+            command: command.join(" "),
             session: e.session.clone(),
             timeout: e.timeout,
             workdir: e.workdir.clone(),
             env: e.env.clone(),
         },
     };
-    let report = match exec::execute(&ctx, &args, !e.json).await {
+    let result = match not_utf8 {
+        Some(index) => Err(exec::refuse(
+            &ctx,
+            &args,
+            exec::ExecError::NotUtf8 {
+                argument: index + 1,
+            },
+        )),
+        None => exec::execute(&ctx, &args, !e.json).await,
+    };
+    let report = match result {
         Ok(r) => r,
         Err(err) => {
             if e.json {

@@ -1,6 +1,7 @@
 pub mod common;
 
 mod agent;
+mod bad_input;
 mod check_cli;
 mod check_corpus;
 mod check_props;
@@ -8,6 +9,7 @@ mod engine_faults;
 mod exec;
 mod faults;
 mod image;
+mod load;
 mod profiles;
 mod proxy;
 mod seccomp;
