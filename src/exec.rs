@@ -89,6 +89,8 @@ pub enum ExecError {
     Agent(#[from] agent::client::AgentError),
     #[error(transparent)]
     Rules(#[from] crate::check::CheckError),
+    #[error("internal error: {what}")]
+    Internal { what: String },
 }
 
 impl Report {
@@ -133,6 +135,7 @@ pub fn select_profile(ctx: &Context, args: &ExecArgs) -> Result<Profile, ExecErr
 /// Never returns before the audit log has a `finish` for every `start` it wrote.
 pub async fn execute(ctx: &Context, args: &ExecArgs, echo: bool) -> Result<Report, ExecError> {
     let profile = select_profile(ctx, args)?;
+    tracing::debug!("profile loaded");
     execute_with(ctx, &profile, args, echo).await
 }
 
@@ -147,14 +150,23 @@ pub async fn execute_with(
     let profile = profile.clone();
     let exec_id = new_exec_id();
     let audit = AuditLog::open(&ctx.state_dir)?;
+    tracing::debug!("audit log open");
 
+    // Connecting to the engine (I/O) overlaps compiling the rules (CPU); a denial never
+    // waits for the engine.
+    let engine = tokio::spawn(Engine::connect(ctx.call_timeout));
     let verdict = if args.bypass_check {
         Verdict {
             decision: Decision::Allow,
             hits: Vec::new(),
         }
     } else {
-        Checker::builtin_prechecked()?.check(&args.request.command, &profile.policy)
+        let checker = tokio::task::spawn_blocking(Checker::builtin_prechecked)
+            .await
+            .map_err(|e| ExecError::Internal {
+                what: format!("rule compilation panicked: {e}"),
+            })??;
+        checker.check(&args.request.command, &profile.policy)
     };
     let mut report = Report::new(&verdict);
     report.session = args.request.session.clone();
@@ -199,8 +211,11 @@ pub async fn execute_with(
     } else {
         None
     };
+    tracing::debug!(verdict = ?verdict.decision, "checked");
     audit.append(RecordBody::Start(start))?;
+    tracing::debug!("start record written");
     if let Some(why) = refusal {
+        engine.abort();
         finish.outcome = "denied".to_string();
         finish.error = Some(why.clone());
         audit.append(RecordBody::Finish(finish))?;
@@ -218,12 +233,12 @@ pub async fn execute_with(
         echo.then(|| Box::new(std::io::stderr()) as Box<dyn std::io::Write + Send>),
     );
     let result = run(
+        engine,
         ctx,
         &profile,
         args,
         &exec_id,
-        &mut stdout,
-        &mut stderr,
+        (&mut stdout, &mut stderr),
         &mut report,
     )
     .await;
@@ -277,12 +292,12 @@ pub async fn execute_with(
 }
 
 async fn run(
+    engine: tokio::task::JoinHandle<Result<Engine, crate::engine::EngineError>>,
     ctx: &Context,
     profile: &Profile,
     args: &ExecArgs,
     exec_id: &str,
-    stdout: &mut Capture,
-    stderr: &mut Capture,
+    (stdout, stderr): (&mut Capture, &mut Capture),
     report: &mut Report,
 ) -> Result<(), ExecError> {
     let owner = Owner {
@@ -291,7 +306,10 @@ async fn run(
         state_id: plan::state_id(&ctx.state_dir),
     };
     let mut plan = plan::plan(profile, &args.request, exec_id, &owner)?;
-    let engine = Engine::connect(ctx.call_timeout).await?;
+    let engine = engine.await.map_err(|e| ExecError::Internal {
+        what: format!("engine connection task failed: {e}"),
+    })??;
+    tracing::debug!("engine connected");
     let backend = DockerBackend::new(engine);
 
     let _lock = match &plan.session {
@@ -323,6 +341,7 @@ async fn run(
     };
     report.container = Some(container.name.clone());
 
+    tracing::debug!(container = %container.name, "container ready");
     let outcome = match &agent_paths {
         Some(paths) => {
             run_via_agent(&backend, &container, &plan.process, paths, stdout, stderr).await
