@@ -3,4 +3,5 @@ pub mod common;
 mod exec;
 mod image;
 mod profiles;
+mod record;
 mod seccomp;
