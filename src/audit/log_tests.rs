@@ -1,6 +1,5 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use super::*;
 use crate::audit::test_support::{finish, log_with, parse_all, read_lines, start, state_dir};
@@ -359,76 +358,5 @@ fn concurrent_threads_with_separate_handles() {
     assert_eq!(report.records, (THREADS * PER_THREAD) as u64);
 }
 
-/// Env var that turns [`child_appender`] from a no-op into a worker.
-const CHILD_DIR_ENV: &str = "STOCKADE_AUDIT_TEST_CHILD_DIR";
-const CHILD_ID_ENV: &str = "STOCKADE_AUDIT_TEST_CHILD_ID";
-
-/// Runs in a child process of [`concurrent_processes_never_interleave`]: two appends.
-#[test]
-#[ignore = "worker for concurrent_processes_never_interleave"]
-fn child_appender() {
-    let (Some(dir), Some(id)) = (
-        std::env::var_os(CHILD_DIR_ENV),
-        std::env::var(CHILD_ID_ENV).ok(),
-    ) else {
-        return;
-    };
-    let log = AuditLog::open(Path::new(&dir)).unwrap();
-    log.append(start(&id)).unwrap();
-    log.append(finish(&id)).unwrap();
-}
-
-#[test]
-fn concurrent_processes_never_interleave() {
-    const PROCESSES: usize = 16;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = state_dir(tmp.path());
-    // Create the directory first so children race only on the log, not on mkdir.
-    AuditLog::open(&dir).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..PROCESSES)
-        .map(|p| {
-            Command::new(&exe)
-                .args([
-                    "--exact",
-                    "audit::log::tests::child_appender",
-                    "--ignored",
-                    "--quiet",
-                ])
-                .env(CHILD_DIR_ENV, &dir)
-                .env(CHILD_ID_ENV, format!("p{p}"))
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for mut child in children {
-        assert!(child.wait().unwrap().success());
-    }
-    let path = dir.join(LOG_FILE);
-    let report = verify(&path).unwrap();
-    assert!(report.ok(), "{report}");
-    assert_eq!(report.records, 2 * PROCESSES as u64);
-    assert_eq!(
-        report.notices().count(),
-        0,
-        "every start has its finish: {report}"
-    );
-    let records = parse_all(&path);
-    assert_eq!(
-        records.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        (1..=32).collect::<Vec<_>>()
-    );
-    for p in 0..PROCESSES {
-        let id = format!("p{p}");
-        let mine = records
-            .iter()
-            .filter(|r| match &r.body {
-                RecordBody::Start(s) => s.id == id,
-                RecordBody::Finish(f) => f.id == id,
-                RecordBody::Recovered(_) => false,
-            })
-            .count();
-        assert_eq!(mine, 2, "{id}");
-    }
-}
+// Many processes appending at once: tests/suite/exec.rs
+// `sixteen_parallel_execs_leave_32_chained_records` runs 16 real `stockade exec` processes.
