@@ -127,7 +127,10 @@ pub const STOCKADE_EXECS: &[&str] = &[
 
 /// Without these a process cannot end or return from a signal handler (lint:
 /// `syscall-essential-blocked`). `rt_sigreturn` is required: runc init takes SIGURG.
-pub const ESSENTIAL: &[&str] = &["exit", "exit_group", "rt_sigreturn"];
+/// `restart_syscall` is how the kernel resumes an interrupted sleep or wait after a stop and
+/// continue; it only ever resumes a call that was already allowed, and whether a run needs it
+/// depends on timing, not on the workload.
+pub const ESSENTIAL: &[&str] = &["exit", "exit_group", "restart_syscall", "rt_sigreturn"];
 
 /// aarch64 has only the `*at` and `p*` forms of some calls above; these stand in for `access`,
 /// `readlink`, `getpgrp`, `dup2` and `pause` there. Not measured on aarch64: `profile record

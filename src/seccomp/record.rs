@@ -198,7 +198,10 @@ pub async fn record(ctx: &Context, req: &RecordRequest) -> Result<Recording, Rec
     let traced = run_traced(ctx, &recording_profile, &session, req).await;
     let cleanup = remove_session(ctx, &session).await;
     let (report, trace_text) = traced?;
-    cleanup?;
+    if let Err(e) = cleanup {
+        // The recording is complete; a container left behind is what `session prune` is for.
+        tracing::warn!(session = %session, error = %e, "could not remove the recording container; `stockade session prune` will");
+    }
 
     let trace = parse_strace(&trace_text);
     let strace_messages: Vec<String> = report
@@ -267,6 +270,8 @@ pub async fn record(ctx: &Context, req: &RecordRequest) -> Result<Recording, Rec
 /// The sandbox profile with Docker's default seccomp profile and the trace tmpfs.
 pub fn recording_profile(base: &Profile) -> Profile {
     let mut p = base.clone();
+    // RECORDING_SECCOMP is one of the built-in files (see the test below), so this always
+    // applies.
     if let Some(seccomp) = profile::builtin_seccomp(RECORDING_SECCOMP) {
         p.seccomp = seccomp;
     }
