@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::agent::{self, client::AgentPaths};
 use crate::audit::{AuditLog, Finish, RecordBody, Start};
 use crate::backend::{self, BackendError, Capture, DockerBackend};
 use crate::check::{Checker, Decision, Verdict};
@@ -84,6 +85,10 @@ pub enum ExecError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Session(#[from] session::SessionError),
+    #[error(transparent)]
+    Agent(#[from] agent::client::AgentError),
+    #[error(transparent)]
+    Rules(#[from] crate::check::CheckError),
 }
 
 impl Report {
@@ -149,7 +154,7 @@ pub async fn execute_with(
             hits: Vec::new(),
         }
     } else {
-        Checker::builtin().check(&args.request.command, &profile.policy)
+        Checker::builtin_prechecked()?.check(&args.request.command, &profile.policy)
     };
     let mut report = Report::new(&verdict);
     report.session = args.request.session.clone();
@@ -283,8 +288,9 @@ async fn run(
     let owner = Owner {
         pid: std::process::id(),
         boot_id: session::boot_id(),
+        state_id: plan::state_id(&ctx.state_dir),
     };
-    let plan = plan::plan(profile, &args.request, exec_id, &owner)?;
+    let mut plan = plan::plan(profile, &args.request, exec_id, &owner)?;
     let engine = Engine::connect(ctx.call_timeout).await?;
     let backend = DockerBackend::new(engine);
 
@@ -292,18 +298,40 @@ async fn run(
         Some(s) => Some(session::lock(&ctx.state_dir, s)?),
         None => None,
     };
-    let mut progress = |line: &str| eprintln!("stockade: {line}");
-    image::ensure_image(
-        &backend.engine().docker,
-        &plan.container.image,
-        &ctx.state_dir,
-        &mut progress,
-    )
-    .await?;
-    let container = backend.ensure_container(&plan.container).await?;
+    let agent_paths = match plan.session.clone() {
+        Some(s) => agent_for_session(ctx, &mut plan, &s),
+        None => None,
+    };
+    // A live session container needs no image check: that is one engine call saved per command.
+    let existing = match &plan.session {
+        Some(_) => backend.find_session(&plan.container).await?,
+        None => None,
+    };
+    let container = match existing {
+        Some(c) => c,
+        None => {
+            let mut progress = |line: &str| eprintln!("stockade: {line}");
+            image::ensure_image(
+                &backend.engine().docker,
+                &plan.container.image,
+                &ctx.state_dir,
+                &mut progress,
+            )
+            .await?;
+            backend.ensure_container(&plan.container).await?
+        }
+    };
     report.container = Some(container.name.clone());
 
-    let outcome = backend.run(&container, &plan.process, stdout, stderr).await;
+    let outcome = match &agent_paths {
+        Some(paths) => {
+            run_via_agent(&backend, &container, &plan.process, paths, stdout, stderr).await
+        }
+        None => backend
+            .run(&container, &plan.process, stdout, stderr)
+            .await
+            .map_err(Into::into),
+    };
     let oneshot = plan.session.is_none();
     let outcome = match outcome {
         Ok(o) => o,
@@ -311,7 +339,7 @@ async fn run(
             if oneshot {
                 let _ = backend.remove(&container.id).await;
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     report.exit_code = outcome.exit_code;
@@ -330,6 +358,60 @@ async fn run(
         backend.remove(&container.id).await?;
     }
     Ok(())
+}
+
+/// Prepares the session agent when this session can use one (see [`crate::agent`]).
+fn agent_for_session(ctx: &Context, plan: &mut plan::Plan, session: &str) -> Option<AgentPaths> {
+    let (uid, gid) = parse_ids(&plan.process.user)?;
+    if !agent::client::supported(&plan.container.image, uid) {
+        return None;
+    }
+    let paths = AgentPaths::new(&ctx.state_dir, session);
+    if let Err(e) = paths.prepare(uid, gid) {
+        tracing::debug!(error = %e, "session agent disabled");
+        return None;
+    }
+    plan::attach_agent(&mut plan.container, agent::client::binds(&paths)?);
+    Some(paths)
+}
+
+fn parse_ids(user: &str) -> Option<(u32, u32)> {
+    let (uid, gid) = user.split_once(':').unwrap_or((user, user));
+    Some((uid.parse().ok()?, gid.parse().ok()?))
+}
+
+/// Runs through the session agent; starts one when none answers, and falls back to
+/// `docker exec` when none can be started. A command that the agent accepted is never re-run.
+async fn run_via_agent(
+    backend: &DockerBackend,
+    container: &backend::Container,
+    process: &plan::ProcessSpec,
+    paths: &AgentPaths,
+    stdout: &mut Capture,
+    stderr: &mut Capture,
+) -> Result<backend::Outcome, ExecError> {
+    use agent::client::{launch, run, AgentError};
+    for attempt in 0..2 {
+        match run(paths, process, stdout, stderr).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(AgentError::Unavailable { reason }) => {
+                tracing::debug!(%reason, attempt, "session agent unavailable");
+                if attempt == 0 {
+                    if let Err(e) = launch(backend.engine(), container, &process.user, paths).await
+                    {
+                        tracing::debug!(error = %e, "session agent could not start; using docker exec");
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                // The command may still be running: end it the way a timeout would.
+                let _ = backend.kill_tree(container, process).await;
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(backend.run(container, process, stdout, stderr).await?)
 }
 
 fn denial_message(verdict: &Verdict) -> String {

@@ -4,6 +4,7 @@
 //! [`check`] (parse + escape rules) -> [`plan`] (profile + request -> container spec)
 //! -> [`backend`] (run it in a container) -> [`audit`] (one hash-chained record).
 
+pub mod agent;
 pub mod audit;
 pub mod backend;
 pub mod check;

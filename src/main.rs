@@ -43,6 +43,10 @@ struct Cli {
 enum Command {
     /// Check, run in a sandbox, and audit one command
     Exec(ExecCli),
+    /// Check a command against the escape rules (exit 0 allow, 10 warn, 11 deny)
+    Check(stockade::check::cli::CheckArgs),
+    /// Score the checker against labelled and benign corpora
+    Corpus(stockade::check::cli::CorpusArgs),
     /// Sandbox sessions: warm containers reused across calls
     #[command(subcommand)]
     Session(SessionCmd),
@@ -55,6 +59,12 @@ enum Command {
     /// Sandbox profiles
     #[command(subcommand)]
     Profile(ProfileCmd),
+    /// Inside a session container: the session agent (started by stockade itself)
+    #[command(name = "__agent", hide = true)]
+    Agent {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -155,7 +165,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Exec(_)) {
+    if !matches!(cli.command, Command::Exec(_) | Command::Agent { .. }) {
         // Reports piped into `head` should end quietly. `exec` keeps SIGPIPE ignored: a reader
         // going away must not kill stockade before it writes the audit finish record.
         // SAFETY: setting a signal disposition to SIG_DFL before any thread is started.
@@ -215,6 +225,8 @@ async fn connect() -> anyhow::Result<DockerBackend> {
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Exec(e) => run_exec(&cli, e).await,
+        Command::Check(args) => stockade::check::cli::run_check(args),
+        Command::Corpus(args) => stockade::check::cli::run_corpus(args),
         Command::Session(cmd) => run_session(&cli, cmd).await,
         Command::Audit(cmd) => run_audit(&cli, cmd),
         Command::Image(ImageCmd::Build) => {
@@ -225,6 +237,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Profile(cmd) => run_profile(&cli, cmd).await,
+        Command::Agent { dir } => {
+            stockade::agent::server::serve(dir).await?;
+            Ok(0)
+        }
     }
 }
 
@@ -281,7 +297,7 @@ async fn run_session(cli: &Cli, cmd: &SessionCmd) -> anyhow::Result<u8> {
     let backend = connect().await?;
     match cmd {
         SessionCmd::Ls { json } => {
-            let sessions = session::list(&backend).await?;
+            let sessions = session::list(&backend, &ctx.state_dir).await?;
             if *json {
                 println!("{}", serde_json::to_string(&sessions)?);
             } else {

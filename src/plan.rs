@@ -18,6 +18,10 @@ pub const LABEL_SPEC_DIGEST: &str = "org.stockade.spec-digest";
 pub const LABEL_OWNER_PID: &str = "org.stockade.owner-pid";
 pub const LABEL_OWNER_BOOT: &str = "org.stockade.owner-boot";
 pub const LABEL_ELEVATED: &str = "org.stockade.elevated";
+pub const LABEL_AGENT: &str = "org.stockade.agent";
+/// Which state directory a container belongs to: sessions are scoped to one, so two users (or
+/// test runs) on one engine never reuse or prune each other's sessions.
+pub const LABEL_STATE: &str = "org.stockade.state";
 
 pub const KIND_ONESHOT: &str = "oneshot";
 pub const KIND_SESSION: &str = "session";
@@ -107,6 +111,14 @@ pub struct Owner {
     pub pid: u32,
     /// Boot id of the host, so a pid reused after a reboot is not mistaken for the owner.
     pub boot_id: String,
+    /// [`state_id`] of the state directory in use.
+    pub state_id: String,
+}
+
+/// A short, stable id for a state directory.
+pub fn state_id(state_dir: &std::path::Path) -> String {
+    let canonical = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    hex::encode(&Sha256::digest(canonical.as_os_str().as_encoded_bytes())[..6])
 }
 
 pub fn validate_session_id(id: &str) -> Result<(), PlanError> {
@@ -123,9 +135,9 @@ pub fn validate_session_id(id: &str) -> Result<(), PlanError> {
     }
 }
 
-/// Container name of a session.
-pub fn session_container_name(session: &str) -> String {
-    format!("stockade-s-{session}")
+/// Container name of a session in the state directory `state_id`.
+pub fn session_container_name(state_id: &str, session: &str) -> String {
+    format!("stockade-s-{state_id}-{session}")
 }
 
 /// Turn a profile and a request into the container and process to run. `exec_id` names a
@@ -258,11 +270,12 @@ fn container_spec(
     labels.insert(LABEL_PROFILE.into(), profile.name.clone());
     labels.insert(LABEL_SPEC_DIGEST.into(), digest);
     labels.insert(LABEL_ELEVATED.into(), profile.elevated.to_string());
+    labels.insert(LABEL_STATE.into(), owner.state_id.clone());
     match session {
         Some(s) => {
             labels.insert(LABEL_KIND.into(), KIND_SESSION.into());
             labels.insert(LABEL_SESSION.into(), s.to_string());
-            spec.name = session_container_name(s);
+            spec.name = session_container_name(&owner.state_id, s);
         }
         None => {
             labels.insert(LABEL_KIND.into(), KIND_ONESHOT.into());
@@ -274,10 +287,21 @@ fn container_spec(
     spec
 }
 
+/// Digest of everything that shapes the container except its labels.
 fn spec_digest(spec: &ContainerSpec) -> String {
+    let mut unlabelled = spec.clone();
+    unlabelled.labels.clear();
     // Serializing a plain struct of strings and maps cannot fail.
-    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    let bytes = serde_json::to_vec(&unlabelled).unwrap_or_default();
     hex::encode(&Sha256::digest(&bytes)[..12])
+}
+
+/// Adds the session agent's binds (see `agent`) to a session container spec.
+pub fn attach_agent(spec: &mut ContainerSpec, binds: Vec<String>) {
+    spec.binds.extend(binds);
+    spec.labels.insert(LABEL_AGENT.into(), "1".into());
+    let digest = spec_digest(spec);
+    spec.labels.insert(LABEL_SPEC_DIGEST.into(), digest);
 }
 
 /// The script that ends a command's processes inside the container: TERM to every process

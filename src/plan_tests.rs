@@ -10,6 +10,7 @@ fn owner() -> Owner {
     Owner {
         pid: 4242,
         boot_id: "boot".into(),
+        state_id: "5ea7e1d".into(),
     }
 }
 
@@ -34,6 +35,7 @@ fn default_profile_plans_a_locked_down_oneshot_container() {
         (LABEL_KIND, KIND_ONESHOT),
         (LABEL_OWNER_PID, "4242"),
         (LABEL_OWNER_BOOT, "boot"),
+        (LABEL_STATE, "5ea7e1d"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -77,7 +79,7 @@ fn session_containers_are_named_and_labelled_by_session() {
     let mut req = request("ls");
     req.session = Some("agent-7".into());
     let plan = plan(&profile, &req, "abc", &owner()).unwrap();
-    assert_eq!(plan.container.name, "stockade-s-agent-7");
+    assert_eq!(plan.container.name, "stockade-s-5ea7e1d-agent-7");
     assert_eq!(plan.container.labels[LABEL_KIND], KIND_SESSION);
     assert_eq!(plan.container.labels[LABEL_SESSION], "agent-7");
     assert!(!plan.container.labels.contains_key(LABEL_OWNER_PID));

@@ -148,10 +148,31 @@ fn name_of(c: &ContainerSummary) -> String {
         .unwrap_or_default()
 }
 
-pub async fn list(backend: &DockerBackend) -> Result<Vec<SessionInfo>, SessionError> {
-    let containers = backend
-        .list_managed(Some((LABEL_KIND, plan::KIND_SESSION)))
-        .await?;
+/// Session containers of this state directory.
+async fn session_containers(
+    backend: &DockerBackend,
+    state_dir: &Path,
+) -> Result<Vec<ContainerSummary>, SessionError> {
+    let state = plan::state_id(state_dir);
+    Ok(backend
+        .list_managed(Some((plan::LABEL_STATE, state.as_str())))
+        .await?
+        .into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_KIND))
+                .map(String::as_str)
+                == Some(plan::KIND_SESSION)
+        })
+        .collect())
+}
+
+pub async fn list(
+    backend: &DockerBackend,
+    state_dir: &Path,
+) -> Result<Vec<SessionInfo>, SessionError> {
+    let containers = session_containers(backend, state_dir).await?;
     let mut out: Vec<SessionInfo> = containers
         .iter()
         .map(|c| {
@@ -176,7 +197,17 @@ pub async fn remove(
     session: &str,
 ) -> Result<(), SessionError> {
     plan::validate_session_id(session)?;
-    let containers = backend.list_managed(Some((LABEL_SESSION, session))).await?;
+    let containers: Vec<_> = session_containers(backend, state_dir)
+        .await?
+        .into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_SESSION))
+                .map(String::as_str)
+                == Some(session)
+        })
+        .collect();
     if containers.is_empty() {
         return Err(SessionError::NotFound {
             session: session.to_string(),
@@ -199,7 +230,8 @@ pub struct PruneReport {
     pub busy: Vec<String>,
 }
 
-/// Removes idle session containers and one-shot containers whose stockade process is gone.
+/// Removes this state directory's idle session containers, and one-shot containers whose
+/// stockade process is gone (from any state directory: an orphan has no owner left to ask).
 /// A session whose lock is held (a command is running) is left alone and reported as busy.
 pub async fn prune(
     backend: &DockerBackend,
@@ -207,12 +239,15 @@ pub async fn prune(
     sessions_too: bool,
 ) -> Result<PruneReport, SessionError> {
     let mut report = PruneReport::default();
+    let state = plan::state_id(state_dir);
     for c in backend.list_managed(None).await? {
         let labels = c.labels.clone().unwrap_or_default();
         let name = name_of(&c);
         let Some(id) = c.id.clone() else { continue };
         match labels.get(LABEL_KIND).map(String::as_str) {
-            Some(plan::KIND_SESSION) if sessions_too => {
+            Some(plan::KIND_SESSION)
+                if sessions_too && labels.get(plan::LABEL_STATE) == Some(&state) =>
+            {
                 let session = labels.get(LABEL_SESSION).cloned().unwrap_or_default();
                 match try_lock(state_dir, &session) {
                     Ok(Some(_lock)) => {

@@ -65,6 +65,14 @@ impl DockerBackend {
         }
     }
 
+    /// The session container for `spec` if it exists (started if it had stopped).
+    pub async fn find_session(
+        &self,
+        spec: &ContainerSpec,
+    ) -> Result<Option<Container>, BackendError> {
+        self.reuse_session(spec).await
+    }
+
     async fn reuse_session(&self, spec: &ContainerSpec) -> Result<Option<Container>, BackendError> {
         let docker = &self.engine.docker;
         let inspect = self
@@ -276,7 +284,7 @@ impl DockerBackend {
 
     /// TERM then KILL every process of the command's user in the container but the init and
     /// the keeper, from inside the container.
-    async fn kill_tree(
+    pub async fn kill_tree(
         &self,
         container: &Container,
         process: &ProcessSpec,

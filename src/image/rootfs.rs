@@ -332,7 +332,13 @@ pub fn build(progress: &mut dyn FnMut(&str)) -> Result<RootfsTar, ImageError> {
     }
     binaries.sort();
     binaries.dedup();
-    for lib in shared_libraries(&binaries)? {
+    // The session agent is this binary, bind-mounted into session containers: the image
+    // carries the libraries it needs (not the binary itself).
+    let mut needs_libraries = binaries.clone();
+    if let Ok(exe) = std::env::current_exe() {
+        needs_libraries.push(exe);
+    }
+    for lib in shared_libraries(&needs_libraries)? {
         tree.add_host_path(&lib)?;
     }
 

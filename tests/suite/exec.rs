@@ -276,3 +276,72 @@ fn env_is_passed_only_when_the_profile_allows_it() {
         stderr(&out)
     );
 }
+
+#[test]
+fn denied_command_exits_126_runs_nothing_and_is_audited() {
+    // No engine is needed: a denial never reaches it.
+    let env = Env::new();
+    let marker = env.dir.path().join("ran");
+    let out = env
+        .cmd()
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args([
+            "exec",
+            "--",
+            &format!("nsenter -t 1 -m -- sh -c 'touch {}'", marker.display()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("ns.nsenter") && err.contains("denied by policy"),
+        "{err}"
+    );
+    assert!(!marker.exists());
+    let records = env.audit_records();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["verdict"], "deny");
+    assert!(records[0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r == "ns.nsenter"));
+    assert_eq!(records[1]["outcome"], "denied");
+}
+
+#[test]
+fn warned_command_runs_and_the_audit_carries_the_rule() {
+    require_docker!();
+    let env = Env::new();
+    let (code, v) = env.exec_json(&[], "cat /proc/1/environ >/dev/null 2>&1; echo ran");
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["verdict"], "warn");
+    assert_eq!(v["stdout"], "ran\n");
+    let start = &env.audit_records()[0];
+    assert_eq!(start["verdict"], "warn");
+    assert!(!start["rules"].as_array().unwrap().is_empty(), "{start}");
+}
+
+#[test]
+fn a_profile_can_allow_a_rule() {
+    require_docker!();
+    let env = Env::new();
+    let text = std::fs::read_to_string("profiles/default.toml")
+        .unwrap()
+        .replace(
+            "seccomp = \"seccomp/default.json\"",
+            &format!(
+                "seccomp = \"{}/profiles/seccomp/default.json\"",
+                env!("CARGO_MANIFEST_DIR")
+            ),
+        )
+        .replace("allow_rules = []", "allow_rules = [\"exfil.secret-read\"]");
+    env.write_profile("lenient", &text);
+    let (code, v) = env.exec_json(
+        &["--profile", "lenient"],
+        "cat /proc/1/environ >/dev/null 2>&1; echo ran",
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["verdict"], "allow");
+}

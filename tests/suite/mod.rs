@@ -1,5 +1,9 @@
 pub mod common;
 
+mod agent;
+mod check_cli;
+mod check_corpus;
+mod check_props;
 mod exec;
 mod image;
 mod profiles;

@@ -1,0 +1,361 @@
+//! Interpreter one-liners (`python -c`, `perl -e`, `ruby -e`, `node -e`, `php -r`, `lua -e`,
+//! `awk '...'`): find the code, and the shell commands it hands to `system`, `popen`, `exec`,
+//! backticks and the like so they are checked as commands too.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+/// The language of an interpreter command name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Python,
+    Perl,
+    Ruby,
+    Node,
+    Php,
+    Lua,
+    Awk,
+}
+
+pub fn lang(name: &str) -> Option<Lang> {
+    let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    Some(match base {
+        "python" | "pypy" | "pypy3" => Lang::Python,
+        "perl" => Lang::Perl,
+        "ruby" | "jruby" => Lang::Ruby,
+        "node" | "nodejs" | "bun" | "deno" => Lang::Node,
+        "php" | "php-cgi" => Lang::Php,
+        "lua" | "luajit" => Lang::Lua,
+        "awk" | "gawk" | "mawk" | "nawk" | "busybox-awk" => Lang::Awk,
+        _ => return None,
+    })
+}
+
+/// Where an interpreter's program text came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Code {
+    pub text: String,
+    /// Read from stdin (`echo ... | python3`) rather than given as an argument.
+    pub from_stdin: bool,
+}
+
+/// The inline code of an interpreter invocation: the `-c`/`-e`/`-r` value, the awk program, or
+/// the text piped to an interpreter that reads its program from stdin.
+pub fn code(lang: Lang, args: &[String], stdin: Option<&str>) -> Option<Code> {
+    inline_code(lang, args)
+        .map(|text| Code {
+            text,
+            from_stdin: false,
+        })
+        .or_else(|| {
+            // No inline code and no script operand: the program comes from stdin.
+            let has_operand = args.iter().any(|a| !a.starts_with('-'));
+            if lang != Lang::Awk && (!has_operand || args.iter().any(|a| a == "-")) {
+                return stdin.map(|t| Code {
+                    text: t.to_string(),
+                    from_stdin: true,
+                });
+            }
+            None
+        })
+}
+
+fn inline_code(lang: Lang, args: &[String]) -> Option<String> {
+    let flag = |a: &str| -> bool {
+        match lang {
+            Lang::Python => {
+                a == "-c"
+                    || (a.starts_with('-')
+                        && !a.starts_with("--")
+                        && a.ends_with('c')
+                        && a.len() <= 4)
+            }
+            Lang::Perl => {
+                a.starts_with('-')
+                    && !a.starts_with("--")
+                    && (a.ends_with('e') || a.ends_with('E'))
+                    && a.len() <= 5
+            }
+            Lang::Ruby | Lang::Lua => a == "-e",
+            Lang::Node => matches!(a, "-e" | "--eval" | "-p" | "--print"),
+            Lang::Php => a == "-r",
+            Lang::Awk => false,
+        }
+    };
+    if lang == Lang::Awk {
+        let mut i = 0;
+        while i < args.len() {
+            let a = args[i].as_str();
+            match a {
+                "-f" | "--file" => return None,
+                "-F" | "-v" | "--assign" | "--field-separator" => i += 2,
+                "--" => return args.get(i + 1).cloned(),
+                _ if a.starts_with('-') && a.len() > 1 => i += 1,
+                _ => return Some(a.to_string()),
+            }
+        }
+        return None;
+    }
+    let mut pieces = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        if flag(&args[i]) {
+            if let Some(c) = args.get(i + 1) {
+                pieces.push(c.clone());
+            }
+            i += 2;
+            continue;
+        }
+        if let Some(c) = args[i].strip_prefix("--eval=") {
+            pieces.push(c.to_string());
+        }
+        i += 1;
+    }
+    (!pieces.is_empty()).then(|| pieces.join("\n"))
+}
+
+fn literal_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    // Proof: a fixed pattern, tested below; it cannot fail to compile.
+    RE.get_or_init(|| {
+        Regex::new(r#""((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'"#).expect("static regex")
+    })
+}
+
+fn call_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(concat!(
+            r"(?:\b(?:system|popen|popen2|popen3|exec|execSync|execFileSync|execFile|spawn|spawnSync|shell_exec|passthru|proc_open|pcntl_exec",
+            r"|check_output|check_call|getoutput|getstatusoutput|call|run|Popen|execute|execl|execlp|execle|execv|execvp|execvpe",
+            r"|spawnl|spawnlp|spawnv|spawnvp|capture2|capture2e|capture3)\b|%x|\bqx)",
+            r#"\s*[\(\[{]?\s*\[?\s*((?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')(?:\s*,\s*(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'))*)"#
+        ))
+        .expect("static regex")
+    })
+}
+
+fn awk_pipe_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r#""((?:[^"\\]|\\.)*)"\s*\|\s*getline|\|\s*"((?:[^"\\]|\\.)*)""#)
+            .expect("static regex")
+    })
+}
+
+/// Largest piece of code scanned for embedded commands.
+const MAX_CODE_BYTES: usize = 64 * 1024;
+
+/// Shell command strings the code passes to a process-spawning call.
+pub fn shell_strings(lang: Lang, code: &str) -> Vec<String> {
+    let code = cut(code, MAX_CODE_BYTES);
+    let mut out = Vec::new();
+    for cap in call_re().captures_iter(code) {
+        let Some(list) = cap.get(1) else { continue };
+        let words: Vec<String> = literal_re()
+            .captures_iter(list.as_str())
+            .filter_map(|c| c.get(1).or_else(|| c.get(2)).map(|m| unescape(m.as_str())))
+            .collect();
+        if words.is_empty() {
+            continue;
+        }
+        // A list form `["sh", "-c", "cmd"]` or `execl("/bin/sh", "sh", NULL)`: the program is the
+        // first element; for `execl`-style calls the second repeats the name as argv[0].
+        let call = &code[cap.get(0).map_or(0, |m| m.start())..list.start()];
+        let mut words = words;
+        if words.len() >= 2 && (call.contains("execl") || call.contains("spawnl")) {
+            words.remove(1);
+        }
+        if words.len() == 1 {
+            out.push(words.remove(0));
+        } else {
+            out.push(
+                words
+                    .iter()
+                    .map(|w| super::wrappers::shell_quote(w))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+        }
+    }
+    if matches!(lang, Lang::Perl | Lang::Ruby | Lang::Php) {
+        // Backtick command execution.
+        let mut rest = code;
+        while let Some(start) = rest.find('`') {
+            let after = &rest[start + 1..];
+            let Some(end) = after.find('`') else { break };
+            out.push(after[..end].to_string());
+            rest = &after[end + 1..];
+        }
+    }
+    if lang == Lang::Awk {
+        for cap in awk_pipe_re().captures_iter(code) {
+            if let Some(m) = cap.get(1).or_else(|| cap.get(2)) {
+                out.push(unescape(m.as_str()));
+            }
+        }
+    }
+    out
+}
+
+fn encoded_literal_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(concat!(
+            r#"(?:b64decode|base64_decode|decode_base64|decode64|atob)\(\s*b?["']([A-Za-z0-9+/=\s]{4,})["']"#,
+            r#"|Buffer\.from\(\s*["']([A-Za-z0-9+/=]{4,})["']\s*,\s*["']base64["']"#,
+            r#"|pack\(\s*["']H\*?["']\s*,\s*["']([0-9a-fA-F]{2,})["']"#,
+            r#"|(?:bytes\.fromhex|hex2bin|unhexlify)\(\s*b?["']([0-9a-fA-F\s]{2,})["']"#
+        ))
+        .expect("static regex")
+    })
+}
+
+/// Text hidden in the code as base64 or hex literals handed to a decoding function
+/// (`b64decode("...")`, `pack("H*", "...")`, `bytes.fromhex("...")`), decoded.
+pub fn decoded_literals(code: &str) -> Vec<String> {
+    use base64::Engine;
+    let code = cut(code, MAX_CODE_BYTES);
+    let mut out = Vec::new();
+    for cap in encoded_literal_re().captures_iter(code).take(MAX_LITERALS) {
+        let decoded = if let Some(m) = cap.get(1).or_else(|| cap.get(2)) {
+            let clean: String = m.as_str().chars().filter(|c| !c.is_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(clean.as_bytes())
+                .ok()
+        } else if let Some(m) = cap.get(3).or_else(|| cap.get(4)) {
+            let clean: String = m.as_str().chars().filter(|c| !c.is_whitespace()).collect();
+            hex::decode(clean).ok()
+        } else {
+            None
+        };
+        if let Some(bytes) = decoded {
+            out.push(String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    out
+}
+
+/// Whether the code calls something that runs code or commands.
+pub fn executes(code: &str) -> bool {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"(system|exec|execSync|eval|popen|spawn|shell_exec|passthru|proc_open|Popen|call|run|check_output)|`").expect("static regex")).is_match(code)
+}
+
+/// Most string literals taken from one piece of code.
+const MAX_LITERALS: usize = 256;
+
+/// The string literals in the code: paths and hosts the code uses are checked as operands.
+pub fn literals(code: &str) -> Vec<String> {
+    let code = cut(code, MAX_CODE_BYTES);
+    literal_re()
+        .captures_iter(code)
+        .filter_map(|c| c.get(1).or_else(|| c.get(2)).map(|m| unescape(m.as_str())))
+        .filter(|l| !l.is_empty())
+        .take(MAX_LITERALS)
+        .collect()
+}
+
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            match it.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(o) => out.push(o),
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        shell_words::split(s).unwrap()
+    }
+
+    #[test]
+    fn finds_code() {
+        let text = |c: Option<Code>| c.map(|c| c.text);
+        assert_eq!(
+            text(code(Lang::Python, &v("-c 'import os'"), None)).as_deref(),
+            Some("import os")
+        );
+        assert_eq!(
+            text(code(Lang::Perl, &v("-MIO -e 'x'"), None)).as_deref(),
+            Some("x")
+        );
+        assert_eq!(
+            text(code(Lang::Awk, &v("-F: '{print $1}' /etc/passwd"), None)).as_deref(),
+            Some("{print $1}")
+        );
+        assert_eq!(code(Lang::Python, &v("script.py"), Some("x")), None);
+        assert_eq!(
+            code(Lang::Python, &v("-"), Some("x")),
+            Some(Code {
+                text: "x".into(),
+                from_stdin: true
+            })
+        );
+    }
+
+    #[test]
+    fn finds_shell_strings() {
+        assert_eq!(
+            shell_strings(
+                Lang::Python,
+                r#"import os; os.system("nsenter -t 1 -m sh")"#
+            ),
+            ["nsenter -t 1 -m sh"]
+        );
+        assert_eq!(
+            shell_strings(
+                Lang::Python,
+                r#"import subprocess; subprocess.call(["sh", "-c", "id"])"#
+            ),
+            ["sh -c id"]
+        );
+        assert_eq!(
+            shell_strings(Lang::Python, r#"import pty; pty.spawn("/bin/bash")"#),
+            ["/bin/bash"]
+        );
+        assert_eq!(
+            shell_strings(Lang::Perl, r#"exec "/bin/sh -i";"#),
+            ["/bin/sh -i"]
+        );
+        assert_eq!(shell_strings(Lang::Ruby, r#"puts `id`"#), ["id"]);
+        assert_eq!(
+            shell_strings(Lang::Awk, r#"BEGIN {system("/bin/sh")}"#),
+            ["/bin/sh"]
+        );
+        assert_eq!(
+            shell_strings(Lang::Python, r#"os.execl("/bin/sh", "sh", "-p")"#),
+            ["/bin/sh -p"]
+        );
+        assert_eq!(
+            decoded_literals(r#"os.system(base64.b64decode("aWQ=").decode())"#),
+            ["id"]
+        );
+        assert_eq!(decoded_literals(r#"system(pack("H*","6964"))"#), ["id"]);
+    }
+}

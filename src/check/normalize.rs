@@ -1,0 +1,1167 @@
+//! Normalization: turn a parsed command into the list of programs it would run, each with its
+//! resolved name, arguments, file operands, written files and environment, seeing through
+//! wrappers, shells fed by decoders, `eval`, interpreter one-liners and name obfuscation. Tricks
+//! that are themselves suspicious are reported as [`Signal`]s for the rules to judge.
+
+use std::collections::HashSet;
+
+use super::eval::{self, Output};
+use super::expand::{
+    self, Ctx, Field, Vars, ANSI_C, BRACE, CMDSUB, DECODED, FETCHED, GLOB, IFS, PARAM_OP, SPLICED,
+    UNKNOWN, VAR,
+};
+use super::interp;
+use super::parse::{
+    self, Command, Heredoc, Part, Pipeline, RedirOp, Redirect, Script, Simple, Word,
+};
+use super::wrappers;
+
+/// Deepest chain of re-parsed shell strings (`sh -c` inside `eval` inside decoded text ...).
+pub const MAX_SCRIPT_DEPTH: u8 = 6;
+/// How deep command substitutions are evaluated statically.
+pub const EVAL_DEPTH: u8 = 4;
+/// Longest wrapper chain followed (`sudo env nice timeout ... cmd`).
+pub const MAX_WRAP_DEPTH: u8 = 8;
+/// Most programs recorded for one command string.
+pub const MAX_INVOCATIONS: usize = 4096;
+/// Longest fragment kept in a signal.
+pub const MAX_FRAGMENT_CHARS: usize = 200;
+
+/// Shells: given a string with `-c`, or text on stdin, they run it.
+pub const SHELLS: &[&str] = &[
+    "sh",
+    "bash",
+    "dash",
+    "zsh",
+    "ksh",
+    "mksh",
+    "ash",
+    "yash",
+    "fish",
+    "tcsh",
+    "csh",
+    "rbash",
+    "pdksh",
+    "busybox-sh",
+];
+
+/// One program the command would run, after normalization.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Invocation {
+    /// Resolved program name (basename, wrappers and obfuscation removed). Empty for a bare
+    /// assignment or redirection.
+    pub name: String,
+    pub args: Vec<String>,
+    /// Arguments that may name files, devices or hosts (search patterns, messages and manual
+    /// page names left out), read redirections, written files, and decoded forms of hosts.
+    pub operands: Vec<String>,
+    /// Files the program writes: output redirections, `tee`, `dd of=`, copy destinations.
+    pub writes: Vec<String>,
+    /// `NAME=value` pairs set for the program.
+    pub env: Vec<String>,
+    /// How many re-parses deep this program was found (0: the command itself).
+    pub depth: u8,
+}
+
+impl Invocation {
+    /// `name args...` with written files, as shown in a rule hit.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for e in &self.env {
+            s.push_str(e);
+            s.push(' ');
+        }
+        s.push_str(&self.name);
+        for a in &self.args {
+            s.push(' ');
+            s.push_str(a);
+        }
+        for w in &self.writes {
+            s.push_str(" > ");
+            s.push_str(w);
+        }
+        s.trim().to_string()
+    }
+}
+
+/// A trick seen while normalizing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    pub name: &'static str,
+    pub fragment: String,
+}
+
+/// Everything normalization found in one command string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Analysis {
+    pub invocations: Vec<Invocation>,
+    pub signals: Vec<Signal>,
+}
+
+/// Signal names, the vocabulary rules can match with `signal = "..."`.
+pub mod signals {
+    /// A watched program's name was spelled with quotes, escapes, `$'..'`, variables, a
+    /// substitution, a brace list, `$IFS` or a glob.
+    pub const OBFUSCATED_NAME: &str = "obfuscated-name";
+    /// Decoded text (base64, hex, octal, `rev`, `tr`, escapes) was executed.
+    pub const DECODED_EXEC: &str = "decoded-exec";
+    /// A decoder's output that cannot be computed statically is executed.
+    pub const UNRESOLVED_DECODE_EXEC: &str = "unresolved-decode-exec";
+    /// Content fetched from the network or a file is executed by a shell.
+    pub const DOWNLOAD_EXEC: &str = "download-exec";
+    /// The program name is an unresolved expansion (`$line`, `$(...)`).
+    pub const DYNAMIC_COMMAND: &str = "dynamic-command";
+    /// `$IFS` separates words.
+    pub const IFS: &str = "ifs";
+    /// An IPv4 address written in decimal, hex or octal form.
+    pub const ENCODED_IP: &str = "encoded-ip";
+    /// An interpreter, `find`, `awk`, an editor or a similar program starts a bare shell.
+    pub const SPAWNED_SHELL: &str = "spawned-shell";
+    /// Nesting or size limits cut the analysis short.
+    pub const LIMIT: &str = "analysis-limit";
+    /// The name of all signals, for validating rule files.
+    pub const ALL: &[&str] = &[
+        OBFUSCATED_NAME,
+        DECODED_EXEC,
+        UNRESOLVED_DECODE_EXEC,
+        DOWNLOAD_EXEC,
+        DYNAMIC_COMMAND,
+        IFS,
+        ENCODED_IP,
+        SPAWNED_SHELL,
+        LIMIT,
+    ];
+}
+
+/// Normalize `command`. `watched` holds the program names the rules refer to; only tricks that
+/// hide one of them count as name obfuscation (plenty of benign scripts write `"$PYTHON"`).
+pub fn analyze(command: &str, watched: &HashSet<String>) -> Analysis {
+    let mut w = Walker {
+        watched,
+        out: Analysis::default(),
+        decoded_files: Vec::new(),
+    };
+    w.script_text(command, &Vars::default(), 0);
+    w.out
+}
+
+struct Walker<'w> {
+    watched: &'w HashSet<String>,
+    out: Analysis,
+    /// Files that received computable or decoded output earlier in the command, and what was
+    /// written.
+    decoded_files: Vec<(String, Output)>,
+}
+
+/// Most written files remembered per command.
+const MAX_DECODED_FILES: usize = 64;
+/// Largest known file content remembered.
+const MAX_WRITTEN_FILE_BYTES: usize = 64 * 1024;
+
+fn cut(s: &str) -> String {
+    if s.chars().count() <= MAX_FRAGMENT_CHARS {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(MAX_FRAGMENT_CHARS).collect();
+    t.push('…');
+    t
+}
+
+fn basename(s: &str) -> &str {
+    let t = s.trim_end_matches('/');
+    t.rsplit('/').next().unwrap_or(t)
+}
+
+impl Walker<'_> {
+    fn signal(&mut self, name: &'static str, fragment: &str) {
+        if self.out.signals.len() < MAX_INVOCATIONS
+            && !self
+                .out
+                .signals
+                .iter()
+                .any(|s| s.name == name && s.fragment == fragment)
+        {
+            self.out.signals.push(Signal {
+                name,
+                fragment: cut(fragment),
+            });
+        }
+    }
+
+    fn script_text(&mut self, text: &str, vars: &Vars, depth: u8) {
+        if depth > MAX_SCRIPT_DEPTH {
+            self.signal(signals::LIMIT, text);
+            return;
+        }
+        let parsed = parse::parse(text);
+        if parsed.limited {
+            self.signal(signals::LIMIT, text);
+        }
+        let mut vars = vars.clone();
+        self.script(&parsed.script, &parsed.heredocs, &mut vars, depth);
+    }
+
+    fn script(&mut self, script: &Script, heredocs: &[Heredoc], vars: &mut Vars, depth: u8) {
+        for p in &script.pipelines {
+            self.pipeline(p, heredocs, vars, depth);
+        }
+    }
+
+    fn pipeline(&mut self, p: &Pipeline, heredocs: &[Heredoc], vars: &mut Vars, depth: u8) {
+        let mut piped: Option<Output> = None;
+        for cmd in &p.commands {
+            let out = match cmd {
+                Command::Simple(s) => self.simple(s, heredocs, vars, depth, piped.take()),
+                Command::Group(inner, redirects) => {
+                    self.script(inner, heredocs, vars, depth);
+                    let ctx = Ctx {
+                        vars,
+                        heredocs,
+                        depth: EVAL_DEPTH,
+                    };
+                    let io = redirections(redirects, &ctx);
+                    if !io.writes.is_empty() || !io.reads.is_empty() {
+                        self.push(Invocation {
+                            operands: [io.reads, io.writes.clone()].concat(),
+                            writes: io.writes,
+                            depth,
+                            ..Invocation::default()
+                        });
+                    }
+                    eval::script_output(inner, heredocs, vars, EVAL_DEPTH)
+                }
+            };
+            piped = Some(out);
+        }
+    }
+
+    fn push(&mut self, inv: Invocation) -> bool {
+        if self.out.invocations.len() >= MAX_INVOCATIONS {
+            self.signal(signals::LIMIT, &inv.name);
+            return false;
+        }
+        self.out.invocations.push(inv);
+        true
+    }
+
+    /// Commands inside substitutions run too, wherever the substitution sits.
+    fn nested(&mut self, word: &Word, heredocs: &[Heredoc], vars: &Vars, depth: u8) {
+        for part in &word.parts {
+            if let Part::CmdSub { script, .. } | Part::ProcSub { script, .. } = part {
+                let mut v = vars.clone();
+                self.script(script, heredocs, &mut v, depth);
+            }
+        }
+    }
+
+    fn simple(
+        &mut self,
+        s: &Simple,
+        heredocs: &[Heredoc],
+        vars: &mut Vars,
+        depth: u8,
+        piped: Option<Output>,
+    ) -> Output {
+        for w in s
+            .words
+            .iter()
+            .chain(s.assigns.iter().map(|a| &a.value))
+            .chain(s.redirects.iter().map(|r| &r.target))
+        {
+            self.nested(w, heredocs, vars, depth);
+        }
+        let ctx = Ctx {
+            vars,
+            heredocs,
+            depth: EVAL_DEPTH,
+        };
+        let assigned: Vec<(String, Field)> = s
+            .assigns
+            .iter()
+            .map(|a| (a.name.clone(), expand::text(&a.value, &ctx)))
+            .collect();
+        let fields: Vec<Field> = s
+            .words
+            .iter()
+            .flat_map(|w| expand::fields(w, &ctx))
+            .collect();
+        let io = redirections(&s.redirects, &ctx);
+        let env: Vec<String> = assigned
+            .iter()
+            .map(|(n, f)| format!("{n}={}", f.text))
+            .collect();
+        if fields.is_empty() {
+            for (name, f) in assigned {
+                let known = f.known();
+                vars.set(&name, known.then_some(f.text));
+            }
+            if !env.is_empty() || !io.writes.is_empty() || !io.reads.is_empty() {
+                let operands = [io.reads, io.writes.clone()].concat();
+                self.push(Invocation {
+                    env,
+                    operands,
+                    writes: io.writes,
+                    depth,
+                    ..Invocation::default()
+                });
+            }
+            return Output::known(String::new(), 0);
+        }
+        let stdin = io.stdin.or(piped);
+        let writes = io.writes.clone();
+        let out = self.command(
+            fields, env, io.writes, io.reads, stdin, vars, depth, None, 0,
+        );
+        let worth_keeping = out.flags & DECODED != 0
+            || out
+                .text
+                .as_ref()
+                .is_some_and(|t| t.len() <= MAX_WRITTEN_FILE_BYTES);
+        if worth_keeping && self.decoded_files.len() < MAX_DECODED_FILES {
+            // `echo cmd > f; sh f` and `... | base64 -d > f; sh f`: remember what went into f.
+            for w in writes {
+                self.decoded_files.push((w, out.clone()));
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn command(
+        &mut self,
+        fields: Vec<Field>,
+        env: Vec<String>,
+        writes: Vec<String>,
+        reads: Vec<String>,
+        stdin: Option<Output>,
+        vars: &mut Vars,
+        depth: u8,
+        parent: Option<&wrappers::Inner>,
+        wrap_depth: u8,
+    ) -> Output {
+        let Some(first) = fields.first() else {
+            return Output::known(String::new(), 0);
+        };
+        let name = self.resolve_name(first);
+        let args: Vec<String> = fields[1..].iter().map(|f| f.text.clone()).collect();
+        for f in &fields {
+            if f.flags & IFS != 0 {
+                self.signal(signals::IFS, &f.text);
+            }
+        }
+        let mut env = env;
+        if matches!(
+            name.as_str(),
+            "export" | "declare" | "typeset" | "local" | "readonly"
+        ) {
+            for f in &fields[1..] {
+                if let Some((n, v)) = f.text.split_once('=') {
+                    if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                        vars.set(n, f.known().then(|| v.to_string()));
+                        env.push(f.text.clone());
+                    }
+                }
+            }
+        }
+        // Redirection targets are operands too; files written through arguments already are.
+        let mut operands = operands(&name, &args);
+        let code = interp::lang(&name).and_then(|lang| {
+            interp::code(lang, &args, stdin.as_ref().and_then(|o| o.text.as_deref()))
+                .map(|c| (lang, c))
+        });
+        let mut hidden = Vec::new();
+        if let Some((_, c)) = &code {
+            // The code is checked through its literals and embedded commands, not as a path.
+            operands.retain(|o| *o != c.text);
+            operands.extend(interp::literals(&c.text));
+            hidden = interp::decoded_literals(&c.text);
+            operands.extend(hidden.iter().cloned());
+        }
+        let mut args = args;
+        if matches!(name.as_str(), "kubectl" | "oc")
+            && args
+                .windows(2)
+                .any(|w| (w[0] == "-f" || w[0] == "--filename") && w[1] == "-")
+        {
+            // A manifest piped in is what the command acts on.
+            if let Some(t) = stdin.as_ref().and_then(|o| o.text.as_ref()) {
+                args.push(t.clone());
+            }
+        }
+        operands.extend(reads);
+        operands.extend(writes.iter().cloned());
+        let mut all_writes = writes;
+        all_writes.extend(command_writes(&name, &args));
+        let decoded_hosts: Vec<(String, String)> = operands
+            .iter()
+            .filter_map(|o| decoded_host(&name, o))
+            .collect();
+        for (host, ip) in decoded_hosts {
+            self.signal(signals::ENCODED_IP, &host);
+            operands.push(ip);
+        }
+        let inv = Invocation {
+            name: name.clone(),
+            args: args.clone(),
+            operands,
+            writes: all_writes,
+            env: env.clone(),
+            depth,
+        };
+        if !self.push(inv) {
+            return Output::unknown(0);
+        }
+
+        if first.known() && first.text.contains('/') {
+            if let Some(o) = self.decoded_file(&first.text) {
+                self.run_script(o.text, o.flags, vars, depth);
+            }
+        }
+        if let Some(p) = parent {
+            if p.escape_parent && is_bare_shell(&name, &args) {
+                self.signal(
+                    signals::SPAWNED_SHELL,
+                    &format!("{name} {}", args.join(" ")),
+                );
+            }
+        }
+
+        if wrap_depth < MAX_WRAP_DEPTH {
+            if let Some(inner) = wrappers::unwrap(&name, &args) {
+                for range in &inner.commands {
+                    let mut sub: Vec<Field> = fields[1..]
+                        .get(range.clone())
+                        .map(<[Field]>::to_vec)
+                        .unwrap_or_default();
+                    if inner.stdin_args {
+                        if let Some(t) = stdin.as_ref().and_then(|o| o.text.as_ref()) {
+                            sub.extend(t.split_whitespace().map(|w| Field {
+                                text: w.to_string(),
+                                ..Field::default()
+                            }));
+                        }
+                    }
+                    let mut sub_env = env.clone();
+                    sub_env.extend(inner.env.iter().cloned());
+                    self.command(
+                        sub,
+                        sub_env,
+                        Vec::new(),
+                        Vec::new(),
+                        stdin.clone(),
+                        vars,
+                        depth,
+                        Some(&inner),
+                        wrap_depth + 1,
+                    );
+                }
+                for script in &inner.scripts {
+                    if inner.escape_parent && is_bare_shell_text(script) {
+                        self.signal(signals::SPAWNED_SHELL, script);
+                    }
+                    self.run_script(Some(script.clone()), 0, vars, depth);
+                }
+            }
+        }
+
+        if SHELLS.contains(&name.as_str()) {
+            match shell_input(&fields[1..]) {
+                ShellInput::Arg(i) => {
+                    let f = &fields[1 + i];
+                    self.run_script(f.known().then(|| f.text.clone()), f.flags, vars, depth);
+                }
+                ShellInput::Stdin => {
+                    if let Some(o) = &stdin {
+                        self.run_script(o.text.clone(), o.flags, vars, depth);
+                    }
+                }
+                ShellInput::Feed(i) => {
+                    if let Some(o) = fields[1 + i].feed.as_deref() {
+                        self.run_script(o.text.clone(), o.flags, vars, depth);
+                    }
+                }
+                ShellInput::File(i) => {
+                    if let Some(o) = self.decoded_file(&fields[1 + i].text) {
+                        self.run_script(o.text, o.flags, vars, depth);
+                    }
+                }
+            }
+        } else if name == "eval" {
+            let flags = fields[1..].iter().fold(0, |a, f| a | f.flags);
+            let known = flags & UNKNOWN == 0;
+            self.run_script(known.then(|| args.join(" ")), flags, vars, depth);
+        } else if name == "source" || name == "." {
+            if let Some(f) = fields.get(1) {
+                if let Some(o) = self.decoded_file(&f.text) {
+                    self.run_script(o.text, o.flags, vars, depth);
+                } else if let Some(o) = f.feed.as_deref() {
+                    self.run_script(o.text.clone(), o.flags, vars, depth);
+                } else if is_stdin_path(&f.text) {
+                    if let Some(o) = &stdin {
+                        self.run_script(o.text.clone(), o.flags, vars, depth);
+                    }
+                }
+            }
+        } else if let Some((lang, code)) = &code {
+            if code.from_stdin && stdin.as_ref().is_some_and(|o| o.flags & DECODED != 0) {
+                self.signal(signals::DECODED_EXEC, &code.text);
+            }
+            let mut strings = interp::shell_strings(*lang, &code.text);
+            if interp::executes(&code.text) {
+                for h in &hidden {
+                    self.signal(signals::DECODED_EXEC, h);
+                    strings.extend(interp::shell_strings(*lang, h));
+                    strings.push(h.clone());
+                }
+            }
+            for s in strings {
+                if is_bare_shell_text(&s) {
+                    self.signal(signals::SPAWNED_SHELL, &s);
+                }
+                self.run_script(Some(s), 0, vars, depth);
+            }
+        } else if let (Some(lang), Some(o)) = (interp::lang(&name), &stdin) {
+            if lang != interp::Lang::Awk
+                && o.text.is_none()
+                && o.flags & DECODED != 0
+                && !args.iter().any(|a| !a.starts_with('-'))
+            {
+                self.signal(signals::UNRESOLVED_DECODE_EXEC, &name);
+            }
+        }
+        eval::run(&fields, stdin)
+    }
+
+    fn decoded_file(&self, path: &str) -> Option<Output> {
+        self.decoded_files
+            .iter()
+            .rev()
+            .find(|(p, _)| p == path)
+            .map(|(_, o)| o.clone())
+    }
+
+    /// The program name of a command's first field, reporting the tricks used to spell it.
+    fn resolve_name(&mut self, f: &Field) -> String {
+        if !f.known() {
+            if f.flags & DECODED != 0 {
+                self.signal(signals::UNRESOLVED_DECODE_EXEC, &f.text);
+            } else if f.flags & FETCHED != 0 {
+                self.signal(signals::DOWNLOAD_EXEC, &f.text);
+            }
+            self.signal(signals::DYNAMIC_COMMAND, &f.text);
+            return f.text.clone();
+        }
+        let mut name = basename(&f.text).to_string();
+        if f.flags & GLOB != 0 && name.contains(['*', '?', '[']) {
+            // Only a glob that singles out one watched name resolves (`ns*er`); `*` or `a*` are
+            // patterns, not a disguised program.
+            let mut candidates = self.watched.iter().filter(|w| expand::glob_match(&name, w));
+            if let (Some(c), None) = (candidates.next(), candidates.next()) {
+                name = c.clone();
+            }
+        }
+        if f.flags & DECODED != 0 {
+            self.signal(signals::DECODED_EXEC, &f.text);
+        }
+        const TRICKS: u16 =
+            SPLICED | ANSI_C | VAR | CMDSUB | DECODED | IFS | GLOB | BRACE | PARAM_OP;
+        if f.flags & TRICKS != 0
+            && (self.watched.contains(&name) || SHELLS.contains(&name.as_str()))
+        {
+            self.signal(signals::OBFUSCATED_NAME, &f.text);
+        }
+        name
+    }
+
+    /// Run a shell string found in the command. `flags` tell how the text was obtained.
+    fn run_script(&mut self, text: Option<String>, flags: u16, vars: &Vars, depth: u8) {
+        match &text {
+            Some(t) => {
+                if flags & DECODED != 0 {
+                    self.signal(signals::DECODED_EXEC, t);
+                }
+                self.script_text(t, vars, depth + 1);
+            }
+            None => {
+                if flags & DECODED != 0 {
+                    self.signal(signals::UNRESOLVED_DECODE_EXEC, "");
+                } else if flags & FETCHED != 0 {
+                    self.signal(signals::DOWNLOAD_EXEC, "");
+                }
+            }
+        }
+    }
+}
+
+struct Io {
+    writes: Vec<String>,
+    reads: Vec<String>,
+    stdin: Option<Output>,
+}
+
+fn redirections(redirects: &[Redirect], ctx: &Ctx<'_>) -> Io {
+    let mut io = Io {
+        writes: Vec::new(),
+        reads: Vec::new(),
+        stdin: None,
+    };
+    for r in redirects {
+        match r.op {
+            RedirOp::HereString => {
+                let f = expand::text(&r.target, ctx);
+                let flags = f.flags & !UNKNOWN;
+                io.stdin = Some(if f.known() {
+                    Output::known(f.text + "\n", flags)
+                } else {
+                    Output::unknown(flags)
+                });
+            }
+            RedirOp::Heredoc => {
+                let body = r.heredoc.and_then(|i| ctx.heredocs.get(i));
+                io.stdin = Some(match body {
+                    Some(h) => {
+                        let plain = Vars::default();
+                        let f = if h.expand {
+                            expand::text(&h.body, ctx)
+                        } else {
+                            expand::text(
+                                &h.body,
+                                &Ctx {
+                                    vars: &plain,
+                                    heredocs: &[],
+                                    depth: 0,
+                                },
+                            )
+                        };
+                        let flags = f.flags & !UNKNOWN;
+                        if f.known() {
+                            Output::known(f.text, flags)
+                        } else {
+                            Output::unknown(flags)
+                        }
+                    }
+                    None => Output::unknown(0),
+                });
+            }
+            op => {
+                let t = expand::text(&r.target, ctx).text;
+                let is_fd = t == "-" || (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()));
+                if matches!(op, RedirOp::DupIn | RedirOp::DupOut) && is_fd {
+                    continue;
+                }
+                if op.writes() {
+                    io.writes.push(t);
+                } else {
+                    if op == RedirOp::In {
+                        io.stdin = Some(Output::unknown(FETCHED));
+                    }
+                    io.reads.push(t);
+                }
+            }
+        }
+    }
+    io
+}
+
+enum ShellInput {
+    /// `-c STRING`: the field index of the string.
+    Arg(usize),
+    Stdin,
+    /// A process substitution operand (`bash <(...)`).
+    Feed(usize),
+    /// A script file: the field index of its path.
+    File(usize),
+}
+
+fn shell_input(args: &[Field]) -> ShellInput {
+    let mut c_flag = false;
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].text.as_str();
+        if a == "-" {
+            return ShellInput::Stdin;
+        }
+        if a == "--" {
+            i += 1;
+            break;
+        }
+        if matches!(a, "-o" | "+o" | "-O" | "+O" | "--rcfile" | "--init-file") {
+            i += 2;
+            continue;
+        }
+        if (a.starts_with('-') || a.starts_with('+')) && a.len() > 1 {
+            if !a.starts_with("--") && a[1..].contains('c') {
+                c_flag = true;
+            }
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    match args.get(i) {
+        Some(_) if c_flag => ShellInput::Arg(i),
+        Some(f) if f.feed.is_some() => ShellInput::Feed(i),
+        Some(f) if is_stdin_path(&f.text) => ShellInput::Stdin,
+        Some(_) => ShellInput::File(i),
+        None => ShellInput::Stdin,
+    }
+}
+
+fn is_stdin_path(p: &str) -> bool {
+    matches!(p, "/dev/stdin" | "/proc/self/fd/0" | "/dev/fd/0" | "-")
+}
+
+/// A shell started with no command string and no script: interactive.
+fn is_bare_shell(name: &str, args: &[String]) -> bool {
+    SHELLS.contains(&name)
+        && args
+            .iter()
+            .all(|a| a.starts_with('-') && !a[1..].contains('c') || a == "-" || a.is_empty())
+}
+
+fn is_bare_shell_text(text: &str) -> bool {
+    let text = text.split(" #").next().unwrap_or(text);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let Some((first, rest)) = words.split_first() else {
+        return false;
+    };
+    let first = first.trim_start_matches([';', '&', '|']);
+    let rest: Vec<String> = rest
+        .iter()
+        .filter(|w| !w.contains(['<', '>']))
+        .map(|w| w.to_string())
+        .collect();
+    is_bare_shell(basename(first), &rest)
+}
+
+/// Programs whose arguments are names, patterns or messages rather than files: their arguments
+/// are not operands (`man nsenter`, `echo ... > file` still writes `file`).
+const INERT: &[&str] = &[
+    "man",
+    "info",
+    "apropos",
+    "whatis",
+    "tldr",
+    "help",
+    "which",
+    "whereis",
+    "type",
+    "hash",
+    "alias",
+    "unalias",
+    "history",
+    "echo",
+    "printf",
+    "git",
+    "hg",
+    "svn",
+    "pydoc",
+    "pydoc3",
+    "perldoc",
+    "ri",
+    "pgrep",
+    "pkill",
+    "killall",
+    "pidof",
+    "locate",
+    "plocate",
+    "mlocate",
+    "logger",
+    "notify-send",
+    "wall",
+    "cowsay",
+    "ssh-add",
+    "ssh-keygen",
+    "ssh-keyscan",
+    "figlet",
+    "jq",
+    "yq",
+    "expr",
+    "test",
+    "[",
+    "[[",
+    "let",
+    "read",
+    "set",
+    "shopt",
+];
+
+/// SSH clients: see [`operands`].
+const SSH_LIKE: &[&str] = &[
+    "ssh",
+    "scp",
+    "sftp",
+    "rsync",
+    "ssh-copy-id",
+    "sshfs",
+    "autossh",
+    "mosh",
+];
+
+/// Programs whose first operand is a pattern or script, not a file.
+const PATTERN_FIRST: &[&str] = &[
+    "grep", "egrep", "fgrep", "zgrep", "zegrep", "zfgrep", "rg", "ag", "ack", "ack-grep", "sed",
+    "awk", "gawk", "mawk", "nawk",
+];
+
+fn operands(name: &str, args: &[String]) -> Vec<String> {
+    if INERT.contains(&name) || name.is_empty() || name == "eval" {
+        return Vec::new();
+    }
+    if SHELLS.contains(&name) {
+        // A `-c` string is parsed and checked as commands of its own.
+        let mut out = Vec::new();
+        let mut c_flag = false;
+        for a in args {
+            if a.starts_with('-') && !a.starts_with("--") && a[1..].contains('c') {
+                c_flag = true;
+                continue;
+            }
+            if c_flag && !a.starts_with('-') {
+                c_flag = false;
+                continue;
+            }
+            out.push(a.clone());
+        }
+        return out;
+    }
+    if SSH_LIKE.contains(&name) {
+        // `-i key` and `-F config` are the client's own credentials, not data it sends.
+        let mut out = Vec::new();
+        let mut skip = false;
+        for a in args {
+            if skip {
+                skip = false;
+                continue;
+            }
+            if a == "-i" || a == "-F" {
+                skip = true;
+                continue;
+            }
+            if a.starts_with("-i")
+                || a.starts_with("-F")
+                || a.to_ascii_lowercase().contains("identityfile")
+            {
+                continue;
+            }
+            out.push(a.clone());
+        }
+        return out;
+    }
+    if !PATTERN_FIRST.contains(&name) {
+        return args.to_vec();
+    }
+    // Options whose value is the pattern/script (then no operand is the pattern) or a file.
+    let pattern_opts: &[&str] = match name {
+        "sed" => &["-e", "--expression", "-f", "--file"],
+        "awk" | "gawk" | "mawk" | "nawk" => &["-f", "--file"],
+        _ => &["-e", "--regexp", "-f", "--file"],
+    };
+    let value_opts: &[&str] = &[
+        "-A",
+        "-B",
+        "-C",
+        "-m",
+        "-d",
+        "-D",
+        "--include",
+        "--exclude",
+        "-F",
+        "-v",
+        "-g",
+        "-t",
+        "--type",
+        "--glob",
+        "-l",
+    ];
+    let explicit = args.iter().any(|a| {
+        pattern_opts.contains(&a.as_str())
+            || pattern_opts.iter().any(|o| a.starts_with(&format!("{o}=")))
+    });
+    let mut out = Vec::new();
+    let mut skipped_pattern = explicit;
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if pattern_opts.contains(&a.as_str()) {
+            i += 2;
+            continue;
+        }
+        if a.starts_with('-') && a.len() > 1 {
+            if value_opts.contains(&a.as_str()) && !matches!(name, "sed") {
+                i += 2;
+            } else {
+                i += 1;
+            }
+            continue;
+        }
+        if !skipped_pattern {
+            skipped_pattern = true;
+        } else {
+            out.push(a.clone());
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Files a program writes by its arguments.
+fn command_writes(name: &str, args: &[String]) -> Vec<String> {
+    let non_opt = || {
+        args.iter()
+            .filter(|a| !a.starts_with('-'))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    match name {
+        "tee" | "truncate" | "touch" | "shred" | "sponge" => non_opt(),
+        "dd" => args
+            .iter()
+            .filter_map(|a| a.strip_prefix("of=").map(str::to_string))
+            .collect(),
+        "cp" | "mv" | "install" | "ln" | "rsync" | "scp" => {
+            for (i, a) in args.iter().enumerate() {
+                if a == "-t" || a == "--target-directory" {
+                    return args.get(i + 1).cloned().into_iter().collect();
+                }
+                if let Some(d) = a.strip_prefix("--target-directory=") {
+                    return vec![d.to_string()];
+                }
+            }
+            let ops = non_opt();
+            if ops.len() >= 2 {
+                ops.last().cloned().into_iter().collect()
+            } else {
+                Vec::new()
+            }
+        }
+        "sed" | "perl"
+            if args.iter().any(|a| {
+                a.starts_with("-i")
+                    || a == "--in-place"
+                    || (a.starts_with('-')
+                        && !a.starts_with("--")
+                        && a.contains('i')
+                        && name == "perl")
+            }) =>
+        {
+            let ops = non_opt();
+            ops.into_iter()
+                .skip(usize::from(
+                    name == "sed" && !args.iter().any(|a| a == "-e"),
+                ))
+                .collect()
+        }
+        "curl" | "wget" => {
+            let mut out = Vec::new();
+            for (i, a) in args.iter().enumerate() {
+                if matches!(a.as_str(), "-o" | "--output" | "-O" | "--output-document")
+                    && (name == "wget" || a != "-O")
+                {
+                    if let Some(v) = args.get(i + 1) {
+                        out.push(v.clone());
+                    }
+                }
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Programs that take a host as a bare operand.
+const NET_TOOLS: &[&str] = &[
+    "curl", "wget", "nc", "ncat", "netcat", "telnet", "ping", "socat", "http", "https", "xh",
+    "links", "lynx", "w3m", "aria2c", "openssl",
+];
+
+/// If `operand` names a host as a numeric IPv4 in a non-canonical form (decimal, hex, octal,
+/// short forms, IPv4-mapped IPv6), return the host as written and its dotted form.
+fn decoded_host(name: &str, operand: &str) -> Option<(String, String)> {
+    let host = if let Some((_, rest)) = operand.split_once("://") {
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        rest.split(['/', '?', '#']).next().unwrap_or("")
+    } else if NET_TOOLS.contains(&name) && !operand.starts_with('-') {
+        operand.split(['/', '?', '#']).next().unwrap_or("")
+    } else {
+        return None;
+    };
+    let host = host.trim_start_matches('[');
+    let host = match host.split_once(']') {
+        Some((h, _)) => h,
+        None => host
+            .rsplit_once(':')
+            .filter(|(h, p)| !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h),
+    };
+    let ip = if let Some(mapped) = host.to_ascii_lowercase().strip_prefix("::ffff:") {
+        if mapped.contains('.') {
+            parse_inet_aton(mapped)?
+        } else {
+            let (hi, lo) = mapped.split_once(':')?;
+            let v = (u32::from_str_radix(hi, 16).ok()? << 16) | u32::from_str_radix(lo, 16).ok()?;
+            v.to_be_bytes()
+        }
+    } else {
+        parse_inet_aton(host)?
+    };
+    let dotted = format!("{}.{}.{}.{}", ip[0], ip[1], ip[2], ip[3]);
+    (dotted != host).then(|| (host.to_string(), dotted))
+}
+
+/// `inet_aton` semantics: 1 to 4 parts, each decimal, `0x` hex or `0`-prefixed octal; the last
+/// part fills the remaining bytes.
+fn parse_inet_aton(s: &str) -> Option<[u8; 4]> {
+    if s.is_empty() || s.len() > 64 {
+        return None;
+    }
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.len() > 4 {
+        return None;
+    }
+    let mut vals = Vec::with_capacity(4);
+    for p in &parts {
+        let v = if let Some(h) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
+            u64::from_str_radix(h, 16).ok()?
+        } else if p.len() > 1 && p.starts_with('0') {
+            u64::from_str_radix(&p[1..], 8).ok()?
+        } else {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            p.parse::<u64>().ok()?
+        };
+        vals.push(v);
+    }
+    // A lone small number (`100`, a count or a port) is not an address anyone writes on purpose.
+    if vals.len() == 1 && vals[0] < (1 << 24) {
+        return None;
+    }
+    let (last, head) = vals.split_last()?;
+    let mut out = [0u8; 4];
+    for (i, v) in head.iter().enumerate() {
+        out[i] = u8::try_from(*v).ok()?;
+    }
+    let rem = 4 - head.len();
+    if *last >= 1u64 << (8 * rem) {
+        return None;
+    }
+    let bytes = last.to_be_bytes();
+    out[head.len()..].copy_from_slice(&bytes[8 - rem..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watched() -> HashSet<String> {
+        ["nsenter", "docker", "mount", "curl"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    fn names(cmd: &str) -> Vec<String> {
+        analyze(cmd, &watched())
+            .invocations
+            .into_iter()
+            .map(|i| i.name)
+            .collect()
+    }
+
+    fn sigs(cmd: &str) -> Vec<&'static str> {
+        analyze(cmd, &watched())
+            .signals
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    }
+
+    #[test]
+    fn sees_through_wrappers_and_shells() {
+        assert!(names("sudo -u root env A=1 timeout 5 nsenter -t 1 -m sh")
+            .contains(&"nsenter".to_string()));
+        assert!(names("bash -c 'nsenter -t 1'").contains(&"nsenter".to_string()));
+        assert!(names("echo 'nsenter -t 1' | sh").contains(&"nsenter".to_string()));
+        assert!(names("eval \"nsenter -t 1\"").contains(&"nsenter".to_string()));
+        assert!(names("find / -name x -exec nsenter -t 1 \\;").contains(&"nsenter".to_string()));
+        assert!(names("python3 -c 'import os; os.system(\"nsenter -t 1\")'")
+            .contains(&"nsenter".to_string()));
+        assert!(names("bash <<EOF\nnsenter -t 1\nEOF").contains(&"nsenter".to_string()));
+        assert!(names("echo x | xargs nsenter -t").contains(&"nsenter".to_string()));
+        assert!(names("echo 'nsenter -t 1' > /tmp/a.sh && bash /tmp/a.sh")
+            .contains(&"nsenter".to_string()));
+    }
+
+    #[test]
+    fn resolves_obfuscated_names() {
+        for cmd in [
+            "n''sent'e'r -t 1",
+            "/???/???/nsenter -t 1",
+            "/usr/bin/ns*er -t 1",
+            "a=nsen;b=ter;$a$b -t 1",
+            "$'\\x6e\\x73\\x65\\x6e\\x74\\x65\\x72' -t 1",
+            "echo bnNlbnRlciAtdCAx | base64 -d | sh",
+            "$(echo retnesn | rev) -t 1",
+            "$(printf '\\156\\163\\145\\156\\164\\145\\162') -t 1",
+        ] {
+            assert!(
+                names(cmd).contains(&"nsenter".to_string()),
+                "{cmd}: {:?}",
+                names(cmd)
+            );
+        }
+        assert!(sigs("n''sent'e'r -t 1").contains(&signals::OBFUSCATED_NAME));
+        assert!(sigs("echo bnNlbnRlciAtdCAx | base64 -d | sh").contains(&signals::DECODED_EXEC));
+        assert!(sigs("base64 -d payload | sh").contains(&signals::UNRESOLVED_DECODE_EXEC));
+        assert!(sigs("cat${IFS}/etc/shadow").contains(&signals::IFS));
+        assert!(!sigs("\\ls -la").contains(&signals::OBFUSCATED_NAME));
+    }
+
+    #[test]
+    fn operands_skip_patterns_and_names() {
+        let a = analyze("grep -rn release_agent docs/", &watched());
+        assert_eq!(a.invocations[0].operands, ["docs/"]);
+        let a = analyze("man nsenter", &watched());
+        assert!(a.invocations[0].operands.is_empty());
+        let a = analyze("echo '|/tmp/x' > /proc/sys/kernel/core_pattern", &watched());
+        assert_eq!(a.invocations[0].writes, ["/proc/sys/kernel/core_pattern"]);
+        let a = analyze("echo 1 | sudo tee -a /etc/sudoers", &watched());
+        assert!(a
+            .invocations
+            .iter()
+            .any(|i| i.name == "tee" && i.writes == ["/etc/sudoers"]));
+    }
+
+    #[test]
+    fn decodes_ip_forms() {
+        for host in [
+            "http://2852039166/",
+            "http://0xa9fea9fe/",
+            "http://0251.0376.0251.0376/",
+            "http://169.254.43518/",
+            "http://[::ffff:a9fe:a9fe]/",
+        ] {
+            let a = analyze(&format!("curl {host}"), &watched());
+            assert!(
+                a.invocations[0]
+                    .operands
+                    .contains(&"169.254.169.254".to_string()),
+                "{host}: {:?}",
+                a.invocations[0].operands
+            );
+        }
+        assert!(decoded_host("head", "100").is_none());
+        assert!(decoded_host("curl", "http://169.254.169.254/").is_none());
+    }
+
+    #[test]
+    fn spawned_shells() {
+        assert!(sigs("find . -exec /bin/sh \\; -quit").contains(&signals::SPAWNED_SHELL));
+        assert!(sigs("awk 'BEGIN {system(\"/bin/sh\")}'").contains(&signals::SPAWNED_SHELL));
+        assert!(sigs("python3 -c 'import pty; pty.spawn(\"/bin/bash\")'")
+            .contains(&signals::SPAWNED_SHELL));
+        assert!(!sigs("sudo bash").contains(&signals::SPAWNED_SHELL));
+    }
+}

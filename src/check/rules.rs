@@ -1,0 +1,372 @@
+//! Escape-detection rules as data (profiles/rules/*.toml): the file format, its validation, and
+//! compilation into regex sets so that a command is matched in one pass per field.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use regex::{Regex, RegexSet, RegexSetBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::normalize::signals;
+use super::{CheckError, Decision};
+
+/// Largest rule file accepted.
+pub const MAX_RULE_FILE_BYTES: usize = 1 << 20;
+/// Compiled size limit per regex set (the regex crate's default is 10 MiB per regex).
+const REGEX_SET_SIZE_LIMIT: usize = 64 << 20;
+
+/// How serious a rule hit is; the policy maps it to a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Severity {
+    /// A building block for `requires` rules; not reported by default.
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// The decision when the policy does not say otherwise.
+    pub fn default_decision(self) -> Decision {
+        match self {
+            Severity::Info => Decision::Allow,
+            Severity::Low | Severity::Medium => Decision::Warn,
+            Severity::High | Severity::Critical => Decision::Deny,
+        }
+    }
+}
+
+/// One rule file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    /// Named lists of program names, referred to as `@name` in `command` lists.
+    #[serde(default)]
+    pub sets: BTreeMap<String, Vec<String>>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleSpec>,
+}
+
+/// A rule as written. A rule matches one program (all of its program fields must hold), or a
+/// signal from normalization, or the co-occurrence of other rules (`requires`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub id: String,
+    pub category: String,
+    pub severity: Severity,
+    /// One line: why this is dangerous.
+    pub why: String,
+    /// Program names (after normalization) or `@set`s; empty means any program.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Program names or `@set`s this rule never applies to.
+    #[serde(default)]
+    pub command_not: Vec<String>,
+    /// Regex over the arguments joined by single spaces.
+    pub args: Option<String>,
+    /// Regexes over the joined arguments that must all match.
+    #[serde(default)]
+    pub args_all: Vec<String>,
+    /// Regex over the joined arguments that must not match.
+    pub args_not: Option<String>,
+    /// Regex that some operand (file argument, redirection target) must match; `^`/`$` anchor
+    /// at the operand's ends.
+    pub path: Option<String>,
+    /// Regex that some written file must match.
+    pub write: Option<String>,
+    /// Regex that some `NAME=value` in the program's environment must match.
+    pub env: Option<String>,
+    /// Regex over the rendered program line (`NAME=v name args > written`).
+    pub text: Option<String>,
+    /// A normalization signal (see `normalize::signals`).
+    pub signal: Option<String>,
+    /// Rule ids that must all hit somewhere in the same command.
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// Commands this rule must match: checked when the rules load.
+    #[serde(rename = "match")]
+    pub matches: Vec<String>,
+    /// Commands this rule must not match: checked when the rules load.
+    #[serde(default)]
+    pub not_match: Vec<String>,
+}
+
+/// What a compiled rule needs from one program, as indices into the checker's regex sets.
+#[derive(Debug, Clone, Default)]
+pub struct ProgramMatch {
+    pub commands: Option<HashSet<String>>,
+    pub commands_not: HashSet<String>,
+    pub args: Vec<usize>,
+    pub args_not: Option<usize>,
+    pub path: Option<usize>,
+    pub write: Option<usize>,
+    pub env: Option<usize>,
+    pub text: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Program(ProgramMatch),
+    Signal(String),
+    Requires(Vec<usize>),
+}
+
+/// A rule ready to match.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub category: String,
+    pub severity: Severity,
+    pub why: String,
+    pub matcher: Matcher,
+    pub matches: Vec<String>,
+    pub not_match: Vec<String>,
+}
+
+/// The regexes of all rules, one set per field.
+#[derive(Debug, Clone)]
+pub struct Sets {
+    pub args: RegexSet,
+    pub path: RegexSet,
+    pub write: RegexSet,
+    pub env: RegexSet,
+    pub text: RegexSet,
+    /// The same patterns one by one, to find the matched fragment after a set says which.
+    pub path_each: Vec<Regex>,
+    pub write_each: Vec<Regex>,
+    pub text_each: Vec<Regex>,
+}
+
+/// Rules compiled from sources, before example checking.
+pub struct Compiled {
+    pub rules: Vec<Rule>,
+    pub sets: Sets,
+    /// Every program name some rule or set mentions.
+    pub watched: HashSet<String>,
+}
+
+#[derive(Default)]
+struct Patterns {
+    list: Vec<String>,
+}
+
+impl Patterns {
+    fn add(
+        &mut self,
+        rule: &str,
+        field: &'static str,
+        pattern: &str,
+        multi_line: bool,
+    ) -> Result<usize, CheckError> {
+        let p = if multi_line {
+            format!("(?m:{pattern})")
+        } else {
+            pattern.to_string()
+        };
+        Regex::new(&p).map_err(|source| CheckError::Regex {
+            rule: rule.to_string(),
+            field,
+            source: Box::new(source),
+        })?;
+        self.list.push(p);
+        Ok(self.list.len() - 1)
+    }
+
+    fn build(&self) -> Result<RegexSet, CheckError> {
+        RegexSetBuilder::new(&self.list)
+            .size_limit(REGEX_SET_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SET_SIZE_LIMIT)
+            .build()
+            .map_err(|source| CheckError::Regex {
+                rule: "*".to_string(),
+                field: "set",
+                source: Box::new(source),
+            })
+    }
+
+    fn each(&self) -> Vec<Regex> {
+        // Proof: every pattern compiled individually in `add`.
+        self.list
+            .iter()
+            .map(|p| Regex::new(p).expect("validated in add"))
+            .collect()
+    }
+}
+
+/// Parse and compile rule files given as `(name, text)` pairs.
+pub fn compile(sources: &[(String, String)]) -> Result<Compiled, CheckError> {
+    let mut sets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut specs: Vec<RuleSpec> = Vec::new();
+    for (name, text) in sources {
+        if text.len() > MAX_RULE_FILE_BYTES {
+            return Err(CheckError::TooLarge {
+                path: name.clone(),
+                size: text.len(),
+            });
+        }
+        let file: RuleFile = toml::from_str(text).map_err(|source| CheckError::Parse {
+            path: name.clone(),
+            source: Box::new(source),
+        })?;
+        for (set, members) in file.sets {
+            if sets.insert(set.clone(), members).is_some() {
+                return Err(CheckError::DuplicateSet { set });
+            }
+        }
+        specs.extend(file.rules);
+    }
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    for (i, s) in specs.iter().enumerate() {
+        if ids.insert(s.id.clone(), i).is_some() {
+            return Err(CheckError::DuplicateRule { id: s.id.clone() });
+        }
+    }
+    let mut watched: HashSet<String> = sets.values().flatten().cloned().collect();
+    let resolve = |rule: &str, names: &[String]| -> Result<HashSet<String>, CheckError> {
+        let mut out = HashSet::new();
+        for n in names {
+            match n.strip_prefix('@') {
+                Some(set) => {
+                    let members = sets.get(set).ok_or_else(|| CheckError::UnknownSet {
+                        rule: rule.to_string(),
+                        set: set.to_string(),
+                    })?;
+                    out.extend(members.iter().cloned());
+                }
+                None => {
+                    out.insert(n.clone());
+                }
+            }
+        }
+        Ok(out)
+    };
+    let mut args = Patterns::default();
+    let mut path = Patterns::default();
+    let mut write = Patterns::default();
+    let mut env = Patterns::default();
+    let mut text = Patterns::default();
+    let mut rules = Vec::with_capacity(specs.len());
+    for s in &specs {
+        if s.matches.is_empty() {
+            return Err(CheckError::NoExamples { rule: s.id.clone() });
+        }
+        let program_fields = !s.command.is_empty()
+            || !s.command_not.is_empty()
+            || s.args.is_some()
+            || !s.args_all.is_empty()
+            || s.args_not.is_some()
+            || s.path.is_some()
+            || s.write.is_some()
+            || s.env.is_some()
+            || s.text.is_some();
+        let kinds = usize::from(program_fields)
+            + usize::from(s.signal.is_some())
+            + usize::from(!s.requires.is_empty());
+        if kinds != 1 {
+            return Err(CheckError::BadMatcher {
+                rule: s.id.clone(),
+                reason: "exactly one of: program fields, `signal`, `requires`",
+            });
+        }
+        let matcher = if let Some(sig) = &s.signal {
+            if !signals::ALL.contains(&sig.as_str()) {
+                return Err(CheckError::UnknownSignal {
+                    rule: s.id.clone(),
+                    signal: sig.clone(),
+                });
+            }
+            Matcher::Signal(sig.clone())
+        } else if !s.requires.is_empty() {
+            let mut req = Vec::new();
+            for r in &s.requires {
+                let i = *ids.get(r).ok_or_else(|| CheckError::UnknownRequire {
+                    rule: s.id.clone(),
+                    id: r.clone(),
+                })?;
+                if !specs[i].requires.is_empty() {
+                    return Err(CheckError::BadMatcher {
+                        rule: s.id.clone(),
+                        reason: "`requires` may not name another `requires` rule",
+                    });
+                }
+                req.push(i);
+            }
+            Matcher::Requires(req)
+        } else {
+            let commands = if s.command.is_empty() {
+                None
+            } else {
+                Some(resolve(&s.id, &s.command)?)
+            };
+            let commands_not = resolve(&s.id, &s.command_not)?;
+            if let Some(c) = &commands {
+                watched.extend(c.iter().cloned());
+            }
+            let mut m = ProgramMatch {
+                commands,
+                commands_not,
+                ..ProgramMatch::default()
+            };
+            if let Some(a) = &s.args {
+                m.args.push(args.add(&s.id, "args", a, false)?);
+            }
+            for a in &s.args_all {
+                m.args.push(args.add(&s.id, "args_all", a, false)?);
+            }
+            if let Some(a) = &s.args_not {
+                m.args_not = Some(args.add(&s.id, "args_not", a, false)?);
+            }
+            if let Some(p) = &s.path {
+                m.path = Some(path.add(&s.id, "path", p, true)?);
+            }
+            if let Some(p) = &s.write {
+                m.write = Some(write.add(&s.id, "write", p, true)?);
+            }
+            if let Some(p) = &s.env {
+                m.env = Some(env.add(&s.id, "env", p, true)?);
+            }
+            if let Some(p) = &s.text {
+                m.text = Some(text.add(&s.id, "text", p, false)?);
+            }
+            Matcher::Program(m)
+        };
+        rules.push(Rule {
+            id: s.id.clone(),
+            category: s.category.clone(),
+            severity: s.severity,
+            why: s.why.clone(),
+            matcher,
+            matches: s.matches.clone(),
+            not_match: s.not_match.clone(),
+        });
+    }
+    watched.remove("");
+    let sets = Sets {
+        args: args.build()?,
+        path: path.build()?,
+        write: write.build()?,
+        env: env.build()?,
+        text: text.build()?,
+        path_each: path.each(),
+        write_each: write.each(),
+        text_each: text.each(),
+    };
+    Ok(Compiled {
+        rules,
+        sets,
+        watched,
+    })
+}
