@@ -7,4 +7,5 @@ mod check_props;
 mod exec;
 mod image;
 mod profiles;
+mod record;
 mod seccomp;
