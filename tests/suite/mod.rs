@@ -1,6 +1,7 @@
 pub mod common;
 
 mod agent;
+mod audit;
 mod check_cli;
 mod check_corpus;
 mod check_props;
