@@ -107,6 +107,8 @@ pub enum ExecError {
     Agent(#[from] agent::client::AgentError),
     #[error(transparent)]
     Rules(#[from] crate::check::CheckError),
+    #[error("internal error: {what}")]
+    Internal { what: String },
 }
 
 impl Report {
@@ -194,6 +196,7 @@ pub async fn execute(ctx: &Context, args: &ExecArgs, echo: bool) -> Result<Repor
             return Err(e);
         }
     };
+    tracing::debug!("profile loaded");
     execute_with(ctx, &profile, args, echo).await
 }
 
@@ -284,14 +287,23 @@ pub async fn execute_with(
     let profile = profile.clone();
     let exec_id = new_exec_id();
     let audit = AuditLog::open(&ctx.state_dir)?;
+    tracing::debug!("audit log open");
 
+    // Connecting to the engine (I/O) overlaps compiling the rules (CPU); a denial never
+    // waits for the engine.
+    let engine = tokio::spawn(Engine::connect(ctx.call_timeout));
     let verdict = if args.bypass_check {
         Verdict {
             decision: Decision::Allow,
             hits: Vec::new(),
         }
     } else {
-        Checker::builtin_prechecked()?.check(&args.request.command, &profile.policy)
+        let checker = tokio::task::spawn_blocking(Checker::builtin_prechecked)
+            .await
+            .map_err(|e| ExecError::Internal {
+                what: format!("rule compilation panicked: {e}"),
+            })??;
+        checker.check(&args.request.command, &profile.policy)
     };
     let mut report = Report::new(&verdict);
     report.session = args.request.session.clone();
@@ -322,8 +334,11 @@ pub async fn execute_with(
     } else {
         None
     };
+    tracing::debug!(verdict = ?verdict.decision, "checked");
     audit.append(RecordBody::Start(start))?;
+    tracing::debug!("start record written");
     if let Some(why) = refusal {
+        engine.abort();
         finish.outcome = "denied".to_string();
         finish.error = Some(why.clone());
         audit.append(RecordBody::Finish(finish))?;
@@ -344,12 +359,12 @@ pub async fn execute_with(
     // the command inside the sandbox and still lets the finish record be written.
     let interrupt = Interrupt::install();
     let result = run(
+        engine,
         ctx,
         &profile,
         args,
         &exec_id,
-        &mut stdout,
-        &mut stderr,
+        (&mut stdout, &mut stderr),
         &mut report,
         &interrupt,
     )
@@ -426,12 +441,12 @@ pub async fn execute_with(
 
 #[allow(clippy::too_many_arguments)]
 async fn run(
+    engine: tokio::task::JoinHandle<Result<Engine, crate::engine::EngineError>>,
     ctx: &Context,
     profile: &Profile,
     args: &ExecArgs,
     exec_id: &str,
-    stdout: &mut Capture,
-    stderr: &mut Capture,
+    (stdout, stderr): (&mut Capture, &mut Capture),
     report: &mut Report,
     interrupt: &Interrupt,
 ) -> Result<(), ExecError> {
@@ -453,7 +468,10 @@ async fn run(
         },
     )?;
     let setup = async {
-        let engine = Engine::connect(ctx.call_timeout).await?;
+        let engine = engine.await.map_err(|e| ExecError::Internal {
+            what: format!("engine connection task failed: {e}"),
+        })??;
+        tracing::debug!("engine connected");
         let backend = DockerBackend::new(engine);
         let sweep = session::sweep_in_background(&backend, &ctx.state_dir);
         let lock = match &plan.session {
@@ -541,6 +559,7 @@ async fn run_in(
     report: &mut Report,
     interrupt: &Interrupt,
 ) -> Result<(), ExecError> {
+    tracing::debug!(container = %container.name, "container ready");
     let oneshot = plan.session.is_none();
     let outcome = match agent_paths {
         Some(paths) => {

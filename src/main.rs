@@ -153,6 +153,10 @@ enum ProfileCmd {
     Lint(stockade::seccomp::cli::LintArgs),
     /// Syscalls and capabilities added and removed between two profiles
     Diff(stockade::seccomp::cli::DiffArgs),
+    /// Run a workload in the sandbox under strace and write the minimal seccomp profile it needs
+    Record(stockade::seccomp::record_cli::RecordArgs),
+    /// Run a workload under a seccomp profile and check that unshare and mount are refused
+    Verify(stockade::seccomp::record_cli::VerifyArgs),
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -232,7 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("{} {id}", image::base_image_ref());
             Ok(0)
         }
-        Command::Profile(cmd) => run_profile(&cli, cmd),
+        Command::Profile(cmd) => run_profile(&cli, cmd).await,
         Command::Agent { dir } => {
             stockade::agent::server::serve(dir).await?;
             Ok(0)
@@ -388,7 +392,7 @@ fn run_audit(cli: &Cli, cmd: &AuditCmd) -> anyhow::Result<u8> {
     }
 }
 
-fn run_profile(cli: &Cli, cmd: &ProfileCmd) -> anyhow::Result<u8> {
+async fn run_profile(cli: &Cli, cmd: &ProfileCmd) -> anyhow::Result<u8> {
     let dirs = ProfileDirs::from_env(cli.profiles_dir.clone());
     match cmd {
         ProfileCmd::List => {
@@ -398,13 +402,25 @@ fn run_profile(cli: &Cli, cmd: &ProfileCmd) -> anyhow::Result<u8> {
         }
         ProfileCmd::Lint(args) => return stockade::seccomp::cli::run_lint(args, &dirs),
         ProfileCmd::Diff(args) => return stockade::seccomp::cli::run_diff(args, &dirs),
+        ProfileCmd::Record(args) => {
+            return stockade::seccomp::record_cli::run_record(args, &context(cli)?).await
+        }
+        ProfileCmd::Verify(args) => {
+            return stockade::seccomp::record_cli::run_verify(args, &context(cli)?).await
+        }
         ProfileCmd::Show {
             profile: name,
             json,
         } => {
             let p = profile::load(name, &dirs)?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&p)?);
+                let mut value = serde_json::to_value(&p)?;
+                if let (Some(obj), Ok(summary)) =
+                    (value.as_object_mut(), stockade::seccomp::summarize(&p))
+                {
+                    obj.insert("seccomp_summary".into(), serde_json::to_value(summary)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 println!("{p}");
             }

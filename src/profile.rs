@@ -21,10 +21,16 @@ const BUILTIN_PROFILES: &[(&str, &str)] = &[
 ];
 
 /// Seccomp files shipped inside the binary, by their path relative to `profiles/`.
-const BUILTIN_SECCOMP: &[(&str, &str)] = &[(
-    "seccomp/default.json",
-    include_str!("../profiles/seccomp/default.json"),
-)];
+const BUILTIN_SECCOMP: &[(&str, &str)] = &[
+    (
+        "seccomp/default.json",
+        include_str!("../profiles/seccomp/default.json"),
+    ),
+    (
+        "seccomp/docker-default.json",
+        include_str!("../profiles/seccomp/docker-default.json"),
+    ),
+];
 
 /// The image name that stands for stockade's own base image at this version.
 pub const BASE_IMAGE_ALIAS: &str = "stockade/base";
@@ -654,6 +660,18 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// A seccomp file shipped in the binary, by its path relative to `profiles/` (for example
+/// `seccomp/docker-default.json`, the profile `profile record` traces under).
+pub fn builtin_seccomp(reference: &str) -> Option<SeccompRef> {
+    BUILTIN_SECCOMP
+        .iter()
+        .find(|(p, _)| *p == reference)
+        .map(|(p, text)| SeccompRef {
+            path: PathBuf::from(format!("builtin:{p}")),
+            json: text.to_string(),
+        })
+}
+
 fn load_seccomp(
     reference: &str,
     base_dir: Option<&Path>,
@@ -770,6 +788,10 @@ impl fmt::Display for Profile {
         )?;
         writeln!(f, "no-new-privs    {}", self.no_new_privileges)?;
         writeln!(f, "seccomp         {}", self.seccomp.path.display())?;
+        match seccomp::summarize(self) {
+            Ok(summary) => writeln!(f, "                {summary}")?,
+            Err(e) => writeln!(f, "                does not load: {e}")?,
+        }
         writeln!(f, "pids limit      {}", self.pids_limit)?;
         writeln!(
             f,

@@ -464,7 +464,7 @@ impl Checker {
             fragment = inv
                 .writes
                 .iter()
-                .find(|w| self.sets.write_each[i].is_match(w))
+                .find(|w| self.sets.write_each[i].get().is_match(w))
                 .cloned();
         }
         if let Some(i) = m.path {
@@ -485,13 +485,13 @@ impl Checker {
                 fragment = inv
                     .operands
                     .iter()
-                    .find(|o| self.sets.path_each[i].is_match(o))
+                    .find(|o| self.sets.path_each[i].get().is_match(o))
                     .cloned();
             }
         }
         if let Some(i) = m.text {
             let rendered = c.rendered.get_or_insert_with(|| inv.render());
-            let found = self.sets.text_each[i].find(rendered)?;
+            let found = self.sets.text_each[i].get().find(rendered)?;
             if fragment.is_none() {
                 fragment = Some(found.as_str().to_string());
             }

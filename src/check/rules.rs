@@ -145,9 +145,9 @@ pub struct Sets {
     pub env: RegexSet,
     pub text: RegexSet,
     /// The same patterns one by one, to find the matched fragment after a set says which.
-    pub path_each: Vec<Regex>,
-    pub write_each: Vec<Regex>,
-    pub text_each: Vec<Regex>,
+    pub path_each: Vec<LazyRegex>,
+    pub write_each: Vec<LazyRegex>,
+    pub text_each: Vec<LazyRegex>,
 }
 
 /// Rules compiled from sources, before example checking.
@@ -161,6 +161,22 @@ pub struct Compiled {
 #[derive(Default)]
 struct Patterns {
     list: Vec<String>,
+    origin: Vec<(String, &'static str)>,
+}
+
+/// A regex compiled when first used.
+#[derive(Debug, Clone)]
+pub struct LazyRegex {
+    pattern: String,
+    compiled: std::sync::OnceLock<Regex>,
+}
+
+impl LazyRegex {
+    pub fn get(&self) -> &Regex {
+        // Proof: the pattern is part of a RegexSet that compiled, so it compiles alone.
+        self.compiled
+            .get_or_init(|| Regex::new(&self.pattern).expect("pattern compiled in its set"))
+    }
 }
 
 impl Patterns {
@@ -176,32 +192,44 @@ impl Patterns {
         } else {
             pattern.to_string()
         };
-        Regex::new(&p).map_err(|source| CheckError::Regex {
-            rule: rule.to_string(),
-            field,
-            source: Box::new(source),
-        })?;
         self.list.push(p);
+        self.origin.push((rule.to_string(), field));
         Ok(self.list.len() - 1)
     }
 
+    /// One compiled set for all patterns. Patterns are not compiled one by one first (that
+    /// doubled load time); when the set fails, the pattern at fault is found and named.
     fn build(&self) -> Result<RegexSet, CheckError> {
         RegexSetBuilder::new(&self.list)
             .size_limit(REGEX_SET_SIZE_LIMIT)
             .dfa_size_limit(REGEX_SET_SIZE_LIMIT)
             .build()
-            .map_err(|source| CheckError::Regex {
-                rule: "*".to_string(),
-                field: "set",
-                source: Box::new(source),
+            .map_err(|set_error| {
+                for (p, (rule, field)) in self.list.iter().zip(&self.origin) {
+                    if let Err(source) = Regex::new(p) {
+                        return CheckError::Regex {
+                            rule: rule.clone(),
+                            field,
+                            source: Box::new(source),
+                        };
+                    }
+                }
+                CheckError::Regex {
+                    rule: "*".to_string(),
+                    field: "set",
+                    source: Box::new(set_error),
+                }
             })
     }
 
-    fn each(&self) -> Vec<Regex> {
-        // Proof: every pattern compiled individually in `add`.
+    /// Each pattern on its own, compiled on first use (only to locate a matched fragment).
+    fn each(&self) -> Vec<LazyRegex> {
         self.list
             .iter()
-            .map(|p| Regex::new(p).expect("validated in add"))
+            .map(|p| LazyRegex {
+                pattern: p.clone(),
+                compiled: std::sync::OnceLock::new(),
+            })
             .collect()
     }
 }

@@ -220,7 +220,7 @@ const ESSENTIAL: &[&str] = &["exit", "exit_group", "rt_sigreturn"];
 const STARTS_CONTAINER: &[&str] = &["execve"];
 /// Calls the runtime's init (runc, a Go program) may make between installing the filter and
 /// exec'ing the workload; recorders that trace only the workload miss them.
-const RUNTIME_INIT: &[&str] = &[
+pub(crate) const RUNTIME_INIT: &[&str] = &[
     "futex",
     "write",
     "close",

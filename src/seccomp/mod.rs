@@ -4,8 +4,13 @@
 //! -> [`resolve`] (includes/excludes by capabilities, architecture and kernel, as dockerd does)
 //! -> [`compile`] (BPF programs via seccompiler, as a check that the profile can be applied)
 //! -> [`lint_seccomp`] / [`lint_profile`] / [`diff`] (reports). See docs/seccomp.md.
+//!
+//! [`record()`] runs a workload under strace in the sandbox and writes the minimal profile it
+//! needs ([`RecordedSet`]: the traced syscalls plus the runtime's [`runtime_baseline`]);
+//! [`verify()`] reruns it under that profile and probes escapes. See docs/profiles.md.
 
 mod arch;
+mod baseline;
 pub mod caps;
 pub mod cli;
 mod compile;
@@ -15,10 +20,17 @@ mod lint;
 mod lint_profile;
 mod load;
 mod model;
+mod record;
+pub mod record_cli;
+mod recorded;
 mod resolve;
+mod summary;
 mod syscalls;
+mod trace;
+mod verify;
 
 pub use arch::{host_kernel, parse_kernel, Arch};
+pub use baseline::runtime_baseline;
 pub use compile::{compile, CompiledFilter, CompiledFilters};
 pub use diff::{diff, ProfileDiff, RuleChange};
 pub use error::SeccompError;
@@ -26,5 +38,13 @@ pub use lint::{lint_caps, lint_seccomp, score, Finding, LintReport, Severity};
 pub use lint_profile::lint_profile;
 pub use load::{load_profile_json, LoadOptions, MAX_PROFILE_BYTES};
 pub use model::{Action, ArgCond, CmpOp, Filter, Rule, SeccompProfile};
+pub use record::{
+    record, recording_profile, traced_command, RecordError, RecordRequest, Recording,
+    MAX_TRACE_BYTES, RECORDING_SECCOMP,
+};
+pub use recorded::{classify, Classified, NotRecorded, RecordedSet, CLONE_NAMESPACE_MASK};
 pub use resolve::{resolve, ResolvedProfile, ResolvedRule, Verdict};
+pub use summary::{summarize, SeccompSummary};
 pub use syscalls::{is_known_syscall, syscall_names, syscall_number};
+pub use trace::{parse_strace, SyscallUse, Trace};
+pub use verify::{verify, CheckResult, Verification, VerifyRequest};

@@ -156,47 +156,41 @@ fn timeout_in_a_oneshot_returns_124_within_the_grace_and_leaves_nothing() {
 
 // ---- output ----------------------------------------------------------------------------
 
-/// Runs stockade to completion and returns its output and peak resident memory (KiB),
-/// measured by the kernel for exactly this child (wait4).
-fn run_measured(mut cmd: Command) -> (std::process::Output, i64) {
-    use std::io::Read;
-    // Reaped by wait4 below, which also reports its peak memory.
-    #[allow(clippy::zombie_processes)]
-    let mut child: Child = cmd
+/// Runs stockade to completion and returns its output and peak resident memory (KiB).
+///
+/// The peak is the kernel's `VmHWM` of the process after it exec'd, sampled until it exits
+/// (it only grows, so the last sample is the peak up to then). `wait4`'s `ru_maxrss` would
+/// not do: it also counts the test process's memory, shared with the child before its exec.
+fn run_measured(mut cmd: Command) -> (std::process::Output, u64) {
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        out_pipe.read_to_end(&mut v).unwrap();
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        err_pipe.read_to_end(&mut v).unwrap();
-        v
-    });
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: waiting for a child of this process that nobody else waits for.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid);
-    let stdout = out_reader.join().unwrap();
-    let stderr = err_reader.join().unwrap();
-    let status = std::os::unix::process::ExitStatusExt::from_raw(status);
-    (
-        std::process::Output {
-            status,
-            stdout,
-            stderr,
-        },
-        usage.ru_maxrss,
-    )
+    let status_path = format!("/proc/{}/status", child.id());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let hwm = std::fs::read_to_string(&status_path)
+                    .ok()
+                    .filter(|s| !s.contains("Name:\tall"))
+                    .and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("VmHWM:"))
+                            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+                    });
+                peak = peak.max(hwm.unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    (out, sampler.join().unwrap())
 }
 
 #[test]

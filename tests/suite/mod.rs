@@ -1,6 +1,7 @@
 pub mod common;
 
 mod agent;
+mod audit;
 mod bad_input;
 mod check_cli;
 mod check_corpus;
@@ -12,4 +13,5 @@ mod image;
 mod load;
 mod profiles;
 mod proxy;
+mod record;
 mod seccomp;
