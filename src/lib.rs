@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod audit;
 pub mod backend;
+pub mod canary;
 pub mod check;
 pub mod config;
 pub mod engine;
@@ -15,6 +16,7 @@ pub mod exit;
 pub mod image;
 pub mod inflight;
 pub mod interrupt;
+pub mod live;
 pub mod plan;
 pub mod profile;
 pub mod seccomp;

@@ -226,7 +226,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Exec(e) => run_exec(&cli, e).await,
         Command::Check(args) => stockade::check::cli::run_check(args),
-        Command::Corpus(args) => stockade::check::cli::run_corpus(args),
+        Command::Corpus(args) => match &args.command {
+            stockade::check::cli::CorpusCommand::Run(run) if run.live => {
+                run_live_corpus(&cli, run).await
+            }
+            _ => stockade::check::cli::run_corpus(args),
+        },
         Command::Session(cmd) => run_session(&cli, cmd).await,
         Command::Audit(cmd) => run_audit(&cli, cmd),
         Command::Image(ImageCmd::Build) => {
@@ -307,6 +312,50 @@ async fn run_exec(cli: &Cli, e: &ExecCli) -> anyhow::Result<u8> {
         }
     }
     Ok(report.status)
+}
+
+/// `stockade corpus run --live`: 0 when every attempt was contained, 1 when not.
+async fn run_live_corpus(
+    cli: &Cli,
+    args: &stockade::check::cli::CorpusRunArgs,
+) -> anyhow::Result<u8> {
+    use stockade::check::corpus::{self, Corpus};
+    use stockade::live;
+    let ctx = context(cli)?;
+    let files = if args.files.is_empty() {
+        stockade::check::cli::default_corpus_files()?
+    } else {
+        args.files.clone()
+    };
+    let mut entries = Vec::new();
+    for f in &files {
+        if let Corpus::Labelled(e) = corpus::load(f)? {
+            entries.extend(e);
+        }
+    }
+    let entries = live::select(entries, args.per_category);
+    anyhow::ensure!(
+        !entries.is_empty(),
+        "no live-safe escape attempts in {}",
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let options = live::LiveOptions {
+        profile: args.profile.clone(),
+        per_category: args.per_category,
+        jobs: args.jobs.unwrap_or(live::DEFAULT_JOBS),
+        timeout: live::ATTEMPT_TIMEOUT,
+    };
+    let report = live::run(&ctx, &entries, &options).await?;
+    if args.json {
+        let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&report)?);
+    } else {
+        let _ = writeln!(std::io::stdout(), "{report}");
+    }
+    Ok(if report.contained() { 0 } else { 1 })
 }
 
 fn exec_error_status(err: &exec::ExecError) -> u8 {

@@ -592,6 +592,21 @@ impl DockerBackend {
         }
     }
 
+    /// Every container of the engine, stockade's or not (for the host canaries).
+    pub async fn list_all(&self) -> Result<Vec<ContainerSummary>, BackendError> {
+        let options = ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        Ok(self
+            .engine
+            .call(
+                "list containers",
+                self.engine.docker.list_containers(Some(options)),
+            )
+            .await?)
+    }
+
     /// Every stockade container, optionally only those with `label=value`.
     pub async fn list_managed(
         &self,

@@ -56,6 +56,19 @@ pub struct CorpusRunArgs {
     /// A directory of extra rule files (*.toml) added to the builtin rules.
     #[arg(long, value_name = "DIR")]
     pub rules: Option<PathBuf>,
+    /// Instead of scoring: run the live-safe escape attempts in sandboxes (check stage
+    /// bypassed, audited) and check that nothing reaches the host
+    #[arg(long)]
+    pub live: bool,
+    /// With --live: at most N attempts per category
+    #[arg(long, value_name = "N", requires = "live")]
+    pub per_category: Option<usize>,
+    /// With --live: attempts run at once [default: 4]
+    #[arg(long, value_name = "N", requires = "live")]
+    pub jobs: Option<usize>,
+    /// With --live: the sandbox profile [default: the configured default]
+    #[arg(long, requires = "live")]
+    pub profile: Option<String>,
     /// Corpus files; default: the project's fixtures/corpus/*.jsonl.
     pub files: Vec<PathBuf>,
 }
@@ -244,6 +257,11 @@ pub fn run_corpus(args: &CorpusArgs) -> anyhow::Result<u8> {
 }
 
 fn run_corpus_run(args: &CorpusRunArgs) -> anyhow::Result<u8> {
+    // Running sandboxes needs the engine and the exec pipeline: the binary dispatches --live.
+    anyhow::ensure!(
+        !args.live,
+        "--live is handled by `stockade corpus run --live`"
+    );
     let checker = checker(args.rules.as_deref())?;
     let policy = Policy::default();
     let files = if args.files.is_empty() {
