@@ -99,8 +99,8 @@ pub enum ExecError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Session(#[from] session::SessionError),
-    #[error("interrupted by {}; the command's processes were ended inside the sandbox", interrupt::name(*signal))]
-    Interrupted { signal: i32 },
+    #[error("interrupted by {}; {}", interrupt::name(*signal), if *started { "the command's processes were ended inside the sandbox" } else { "the command was not started" })]
+    Interrupted { signal: i32, started: bool },
     #[error("the command's argument {argument} is not valid UTF-8, which the engine API cannot carry: pass such bytes through a file or an encoding (printf '\\xff', base64)")]
     NotUtf8 { argument: usize },
     #[error(transparent)]
@@ -401,7 +401,11 @@ pub async fn execute_with(
             finish.timed_out = report.timed_out;
             finish.oom_killed = report.oom_killed;
             report.status = if let Some(signal) = report.interrupted {
-                let why = ExecError::Interrupted { signal }.to_string();
+                let why = ExecError::Interrupted {
+                    signal,
+                    started: true,
+                }
+                .to_string();
                 finish.error = Some(why.clone());
                 report.error = Some(why);
                 interrupt::exit_status(signal)
@@ -413,10 +417,10 @@ pub async fn execute_with(
                     .map_or(exit::EXIT_STOCKADE_ERROR, |c| (c & 0xff) as u8)
             };
         }
-        Err(ExecError::Interrupted { signal }) => {
+        Err(e @ ExecError::Interrupted { signal, .. }) => {
             finish.outcome = "interrupted".to_string();
             finish.signal = Some(*signal);
-            let why = ExecError::Interrupted { signal: *signal }.to_string();
+            let why = e.to_string();
             finish.error = Some(why.clone());
             report.error = Some(why);
             report.interrupted = Some(*signal);
@@ -508,7 +512,7 @@ async fn run(
     };
     let ready = tokio::select! {
         ready = setup => ready,
-        signal = interrupt.wait() => Err(ExecError::Interrupted { signal }),
+        signal = interrupt.wait() => Err(ExecError::Interrupted { signal, started: false }),
     };
     let (backend, sweep, _lock, agent_paths, container) = match ready {
         Ok(ready) => ready,

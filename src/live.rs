@@ -175,6 +175,8 @@ pub async fn run(
         exposed_sockets.push(format!("(the probe itself failed: {e})"));
     }
 
+    // Ctrl-C stops the attempts running (each execution handles it) and the ones not started.
+    let interrupt = crate::interrupt::Interrupt::install();
     let attempts: Vec<Attempt> = futures_util::stream::iter(entries)
         .map(|entry| {
             // pipefail: `dd if=/dev/sda | xxd` failed if dd did, whatever xxd made of nothing.
@@ -186,7 +188,15 @@ pub async fn run(
                 ),
                 ..base.clone()
             };
+            let interrupt = &interrupt;
             async move {
+                if let Some(signal) = interrupt.fired() {
+                    let not_run = ExecError::Interrupted {
+                        signal,
+                        started: false,
+                    };
+                    return attempt(entry, Err(not_run));
+                }
                 let result = exec::execute(ctx, &args, false).await;
                 attempt(entry, result)
             }

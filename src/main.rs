@@ -184,7 +184,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_STOCKADE_ERROR);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Blocking tasks are not waited for: an `exec` interrupted while it waited for a session's
+    // lock must exit now, not when the lock's holder finishes.
+    runtime.shutdown_background();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("stockade: {e:#}");

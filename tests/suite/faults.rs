@@ -456,6 +456,46 @@ fn sigint_in_a_session_ends_the_command_and_the_session_stays_usable() {
 }
 
 #[test]
+fn an_exec_waiting_for_a_session_exits_at_once_on_sigterm() {
+    require_docker!();
+    let env = Env::new();
+    let s = unique("waiting");
+    assert_eq!(env.exec(&["--session", &s], "true").status.code(), Some(0));
+    let holder = env
+        .cmd()
+        .args(["exec", "--session", &s, "--", "sleep 73"])
+        .spawn()
+        .unwrap();
+    wait_for_start(&env, "sleep 73");
+    let waiter = env
+        .cmd()
+        .args(["exec", "--session", &s, "--", "echo never"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_start(&env, "echo never");
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    signal(&waiter, libc::SIGTERM);
+    let out = waiter.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr(&out).contains("the command was not started"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+    signal(&holder, libc::SIGINT);
+    assert_eq!(holder.wait_with_output().unwrap().status.code(), Some(130));
+}
+
+#[test]
 fn kill_9_leaves_an_orphan_that_the_next_invocation_removes_and_the_audit_shows() {
     require_docker!();
     let env = Env::new();
