@@ -43,6 +43,7 @@ pub enum FindingKind {
     /// A complete line that is not an audit record (not JSON, or not a record).
     NotARecord,
     /// The last line has no newline: a write was interrupted and not yet recovered.
+    #[serde(rename = "half_written_last_line")]
     HalfWrittenLine,
     /// A partial line accounted for by a `recovered` record (notice).
     RecoveredPartialLine,

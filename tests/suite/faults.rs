@@ -614,7 +614,7 @@ fn a_half_written_last_line_is_detected_then_recovered_never_dropped() {
         .unwrap();
     assert_eq!(verify.status.code(), Some(1), "{}", stdout(&verify));
     assert!(
-        stdout(&verify).contains("half_written"),
+        stdout(&verify).contains("\"half_written_last_line\""),
         "{}",
         stdout(&verify)
     );
