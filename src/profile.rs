@@ -170,39 +170,11 @@ pub struct Profile {
     pub policy: Policy,
 }
 
-/// Docker's default capability set (moby `oci/caps/defaults.go`).
-pub const DOCKER_DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
 impl Profile {
     /// The capabilities a process in the sandbox ends up with: Docker's defaults, minus drops,
     /// plus adds (the order dockerd applies them).
     pub fn effective_caps(&self) -> BTreeSet<String> {
-        let mut caps: BTreeSet<String> = if self.cap_drop.iter().any(|c| c == "ALL") {
-            BTreeSet::new()
-        } else {
-            DOCKER_DEFAULT_CAPS
-                .iter()
-                .map(|c| c.to_string())
-                .filter(|c| !self.cap_drop.contains(c))
-                .collect()
-        };
-        caps.extend(self.cap_add.iter().cloned());
-        caps
+        seccomp::caps::effective(&self.cap_drop, &self.cap_add)
     }
 
     /// Whether `name` may be set with `--env`.

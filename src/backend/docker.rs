@@ -594,17 +594,7 @@ impl DockerBackend {
 
     /// Every container of the engine, stockade's or not (for the host canaries).
     pub async fn list_all(&self) -> Result<Vec<ContainerSummary>, BackendError> {
-        let options = ListContainersOptions {
-            all: true,
-            ..Default::default()
-        };
-        Ok(self
-            .engine
-            .call(
-                "list containers",
-                self.engine.docker.list_containers(Some(options)),
-            )
-            .await?)
+        self.list(None).await
     }
 
     /// Every stockade container, optionally only those with `label=value`.
@@ -616,10 +606,17 @@ impl DockerBackend {
         if let Some((k, v)) = extra {
             labels.push(format!("{k}={v}"));
         }
-        let filters: HashMap<String, Vec<String>> = HashMap::from([("label".to_string(), labels)]);
+        self.list(Some(HashMap::from([("label".to_string(), labels)])))
+            .await
+    }
+
+    async fn list(
+        &self,
+        filters: Option<HashMap<String, Vec<String>>>,
+    ) -> Result<Vec<ContainerSummary>, BackendError> {
         let options = ListContainersOptions {
             all: true,
-            filters: Some(filters),
+            filters,
             ..Default::default()
         };
         Ok(self
