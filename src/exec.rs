@@ -249,31 +249,10 @@ fn audit_refusal(ctx: &Context, args: &ExecArgs, error: &ExecError) {
     if audit.append(RecordBody::Start(start)).is_err() {
         return;
     }
-    let mut finish = blank_finish(&id, args.request.session.clone());
+    let mut finish = Finish::new(&id, args.request.session.clone());
     finish.outcome = "error".to_string();
     finish.error = Some(error.to_string());
     let _ = audit.append(RecordBody::Finish(finish));
-}
-
-fn blank_finish(id: &str, session: Option<String>) -> Finish {
-    Finish {
-        id: id.to_string(),
-        session,
-        container: None,
-        outcome: String::new(),
-        exit_code: None,
-        signal: None,
-        timed_out: false,
-        oom_killed: false,
-        duration_ms: 0,
-        stdout_bytes: 0,
-        stderr_bytes: 0,
-        truncated: false,
-        output_limit_hit: false,
-        pids_limit_hit: false,
-        sandbox_reset: false,
-        error: None,
-    }
 }
 
 /// [`execute`] under an already loaded profile (for tools that derive a profile, such as the
@@ -324,7 +303,7 @@ pub async fn execute_with(
         check_bypassed: args.bypass_check,
     };
     let started = Instant::now();
-    let mut finish = blank_finish(&exec_id, args.request.session.clone());
+    let mut finish = Finish::new(&exec_id, args.request.session.clone());
 
     // Refusals are audited too: a start that says what was asked, a finish that says why not.
     let refusal = if profile.elevated && !ctx.config.allow_elevation {

@@ -478,8 +478,7 @@ pub fn parse(
         }
     }
 
-    let seccomp = load_seccomp(&raw.seccomp, base_dir, &cap_drop, &cap_add)
-        .map_err(|p| invalid("seccomp", p))?;
+    let seccomp = load_seccomp(&raw.seccomp, base_dir).map_err(|p| invalid("seccomp", p))?;
 
     Ok(Profile {
         name: name.to_string(),
@@ -644,12 +643,7 @@ pub fn builtin_seccomp(reference: &str) -> Option<SeccompRef> {
         })
 }
 
-fn load_seccomp(
-    reference: &str,
-    base_dir: Option<&Path>,
-    cap_drop: &[String],
-    cap_add: &[String],
-) -> Result<SeccompRef, String> {
+fn load_seccomp(reference: &str, base_dir: Option<&Path>) -> Result<SeccompRef, String> {
     if reference.eq_ignore_ascii_case("unconfined") {
         return Err(
             "\"unconfined\" disables syscall filtering; name a Docker/OCI seccomp JSON file"
@@ -667,7 +661,6 @@ fn load_seccomp(
             (path, text)
         }
     };
-    let _ = (cap_drop, cap_add);
     seccomp::load_profile_json(&json, &seccomp::LoadOptions::default())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(SeccompRef { path, json })

@@ -73,6 +73,30 @@ pub struct Finish {
     pub error: Option<String>,
 }
 
+impl Finish {
+    /// A finish for execution `id` with nothing known yet: no container, no exit, no output.
+    pub fn new(id: &str, session: Option<String>) -> Finish {
+        Finish {
+            id: id.to_string(),
+            session,
+            container: None,
+            outcome: String::new(),
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            oom_killed: false,
+            duration_ms: 0,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            truncated: false,
+            output_limit_hit: false,
+            pids_limit_hit: false,
+            sandbox_reset: false,
+            error: None,
+        }
+    }
+}
+
 /// Written by the append that found the log ending in a half-written line (a writer was killed
 /// mid-write, or the disk filled). That line is kept, terminated with a newline, and accounted
 /// for here instead of being dropped or overwritten (docs/audit.md, "Crash recovery").

@@ -22,22 +22,12 @@ pub fn start(id: &str) -> RecordBody {
 
 pub fn finish(id: &str) -> RecordBody {
     RecordBody::Finish(Finish {
-        id: id.to_owned(),
-        session: Some("s1".to_owned()),
         container: Some("c1".to_owned()),
         outcome: "completed".to_owned(),
         exit_code: Some(0),
-        signal: None,
-        timed_out: false,
-        oom_killed: false,
         duration_ms: 1234,
         stdout_bytes: 3,
-        stderr_bytes: 0,
-        truncated: false,
-        output_limit_hit: false,
-        pids_limit_hit: false,
-        sandbox_reset: false,
-        error: None,
+        ..Finish::new(id, Some("s1".to_owned()))
     })
 }
 
