@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::agent::{self, client::AgentPaths};
+use crate::agent::{self, Channel};
 use crate::audit::{AuditLog, Finish, RecordBody, Start};
 use crate::backend::{self, BackendError, Capture, Container, DockerBackend};
 use crate::check::{Checker, Decision, Verdict};
@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::inflight::{self, Marker};
 use crate::interrupt::{self, Interrupt};
-use crate::plan::{self, ExecRequest, Owner, Plan};
+use crate::plan::{self, ExecRequest, Plan};
 use crate::profile::{self, Profile, ProfileDirs};
 use crate::{exit, image, session};
 
@@ -62,6 +62,14 @@ pub struct Report {
     pub sandbox_reset: bool,
     /// Signal stockade received during the execution (the command was stopped).
     pub interrupted: Option<i32>,
+    /// Processes the command left running when it exited; they were ended (nothing of one
+    /// command outlives it).
+    pub leftovers_ended: u32,
+    /// How the command ran: `agent` (results under the agent's MAC) or `exec`.
+    pub runner: Runner,
+    /// SHA-256 of the whole stdout and stderr, as the agent vouched for them.
+    pub stdout_sha256: Option<String>,
+    pub stderr_sha256: Option<String>,
     pub verdict: Decision,
     pub rules: Vec<String>,
     pub audit_id: Option<String>,
@@ -71,6 +79,8 @@ pub struct Report {
     pub elevated: bool,
     /// Set when stockade failed (exit 125) or refused (exit 126); says what to do.
     pub error: Option<String>,
+    /// What the profile's load noticed (a uid that is a host account...).
+    pub warnings: Vec<String>,
     /// The process exit status stockade itself returns for this execution.
     #[serde(skip)]
     pub status: u8,
@@ -106,6 +116,10 @@ pub enum ExecError {
     #[error(transparent)]
     Agent(#[from] agent::client::AgentError),
     #[error(transparent)]
+    AgentInstall(#[from] agent::InstallError),
+    #[error("session {session:?} is busy: another command held it for {}s, as long as this command may run; try again later or use another session", waited.as_secs())]
+    SessionBusy { session: String, waited: Duration },
+    #[error(transparent)]
     Rules(#[from] crate::check::CheckError),
     #[error("internal error: {what}")]
     Internal { what: String },
@@ -126,6 +140,10 @@ impl Report {
             pids_limit_hit: false,
             sandbox_reset: false,
             interrupted: None,
+            leftovers_ended: 0,
+            runner: Runner::default(),
+            stdout_sha256: None,
+            stderr_sha256: None,
             verdict: verdict.decision,
             rules: verdict.rule_ids(),
             audit_id: None,
@@ -134,6 +152,7 @@ impl Report {
             profile: None,
             elevated: false,
             error: None,
+            warnings: Vec::new(),
             status: exit::EXIT_STOCKADE_ERROR,
         }
     }
@@ -245,6 +264,7 @@ fn audit_refusal(ctx: &Context, args: &ExecArgs, error: &ExecError) {
         backend: backend::BACKEND_DOCKER.to_string(),
         elevated: args.elevated,
         check_bypassed: args.bypass_check,
+        unsafe_opt_outs: Vec::new(),
     };
     if audit.append(RecordBody::Start(start)).is_err() {
         return;
@@ -289,6 +309,11 @@ pub async fn execute_with(
     report.profile = Some(profile.name.clone());
     report.elevated = profile.elevated;
     report.audit_id = Some(exec_id.clone());
+    report.warnings = profile
+        .warnings
+        .iter()
+        .map(|w| format!("profile {}: {w}", profile.name))
+        .collect();
 
     let start = Start {
         id: exec_id.clone(),
@@ -301,6 +326,7 @@ pub async fn execute_with(
         backend: backend::BACKEND_DOCKER.to_string(),
         elevated: profile.elevated,
         check_bypassed: args.bypass_check,
+        unsafe_opt_outs: profile.unsafe_opt_outs.clone(),
     };
     let started = Instant::now();
     let mut finish = Finish::new(&exec_id, args.request.session.clone());
@@ -363,6 +389,9 @@ pub async fn execute_with(
     finish.output_limit_hit = report.output_limit_hit;
     finish.pids_limit_hit = report.pids_limit_hit;
     finish.sandbox_reset = report.sandbox_reset;
+    finish.leftovers_ended = report.leftovers_ended;
+    finish.stdout_sha256 = report.stdout_sha256.clone();
+    finish.stderr_sha256 = report.stderr_sha256.clone();
     match &result {
         Ok(()) => {
             finish.outcome = if report.interrupted.is_some() {
@@ -422,6 +451,15 @@ pub async fn execute_with(
     Ok(report)
 }
 
+/// Whether commands run through stockade's agent: the engine must be local (the agent and its
+/// channel are bind-mounted from this machine's state directory). `STOCKADE_NO_AGENT` turns it
+/// off (every command is then a `docker exec`, with the same sandbox).
+fn agent_enabled() -> bool {
+    let local =
+        std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty() || h.starts_with("unix://"));
+    local && std::env::var_os("STOCKADE_NO_AGENT").is_none()
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     engine: tokio::task::JoinHandle<Result<Engine, crate::engine::EngineError>>,
@@ -433,23 +471,33 @@ async fn run(
     report: &mut Report,
     interrupt: &Interrupt,
 ) -> Result<(), ExecError> {
-    let owner = Owner {
-        pid: std::process::id(),
-        boot_id: session::boot_id(),
-        state_id: plan::state_id(&ctx.state_dir),
+    let state_id = plan::state_id(&ctx.state_dir);
+    let channel = match &args.request.session {
+        Some(s) => {
+            plan::validate_session_id(s)?;
+            Channel::session(&ctx.state_dir, s)
+        }
+        None => Channel::oneshot(&ctx.state_dir, exec_id),
     };
-    let mut plan = plan::plan(profile, &args.request, exec_id, &owner)?;
+    let mounts = if agent_enabled() {
+        Some(channel.mounts(agent::install(&ctx.state_dir)?))
+    } else {
+        None
+    };
+    let plan = plan::plan(profile, &args.request, exec_id, &state_id, mounts.as_ref())?;
     // Written before any container exists; removed only once nothing of this execution is
     // left running, so that a `kill -9` from here on is cleaned up by the next invocation.
     let in_flight = inflight::begin(
         &ctx.state_dir,
         &Marker {
             id: exec_id.to_string(),
-            pid: owner.pid,
-            boot_id: owner.boot_id.clone(),
             session: plan.session.clone(),
         },
     )?;
+    if mounts.is_some() {
+        // The bind source must exist before the container is created.
+        channel.prepare()?;
+    }
     let setup = async {
         let engine = engine.await.map_err(|e| ExecError::Internal {
             what: format!("engine connection task failed: {e}"),
@@ -458,11 +506,26 @@ async fn run(
         let backend = DockerBackend::new(engine);
         let sweep = session::sweep_in_background(&backend, &ctx.state_dir);
         let lock = match &plan.session {
-            Some(s) => Some(lock_session(&ctx.state_dir, s).await?),
-            None => None,
-        };
-        let agent_paths = match plan.session.clone() {
-            Some(s) => agent_for_session(ctx, &mut plan, &s),
+            // A command waits for the session at most as long as it may run.
+            Some(s) => {
+                match session::lock(&ctx.state_dir, s, plan.process.timeout, interrupt.wait())
+                    .await?
+                {
+                    session::Locked::Held(lock) => Some(lock),
+                    session::Locked::Busy => {
+                        return Err(ExecError::SessionBusy {
+                            session: s.clone(),
+                            waited: plan.process.timeout,
+                        })
+                    }
+                    session::Locked::Interrupted(signal) => {
+                        return Err(ExecError::Interrupted {
+                            signal,
+                            started: false,
+                        })
+                    }
+                }
+            }
             None => None,
         };
         // A live session container needs no image check: one engine call saved per command.
@@ -487,13 +550,13 @@ async fn run(
         if let Some(s) = &plan.session {
             session::end_leftovers(&backend, &container, &plan.process, &ctx.state_dir, s).await?;
         }
-        Ok::<_, ExecError>((backend, sweep, lock, agent_paths, container))
+        Ok::<_, ExecError>((backend, sweep, lock, container))
     };
     let ready = tokio::select! {
         ready = setup => ready,
         signal = interrupt.wait() => Err(ExecError::Interrupted { signal, started: false }),
     };
-    let (backend, sweep, _lock, agent_paths, container) = match ready {
+    let (backend, sweep, _lock, container) = match ready {
         Ok(ready) => ready,
         Err(e) => {
             // Only an interrupted setup can leave a container behind (a failed create or
@@ -501,6 +564,9 @@ async fn run(
             let clean = !matches!(e, ExecError::Interrupted { .. })
                 || remove_oneshot_by_name(ctx, &plan).await;
             if clean {
+                if plan.session.is_none() {
+                    channel.remove();
+                }
                 in_flight.done();
             }
             return Err(e);
@@ -509,60 +575,65 @@ async fn run(
     report.container = Some(container.name.clone());
 
     let result = run_in(
-        ctx,
-        &backend,
-        &container,
-        &plan,
-        agent_paths.as_ref(),
-        stdout,
-        stderr,
-        report,
-        interrupt,
+        &backend, &container, &plan, &channel, stdout, stderr, report, interrupt,
     )
     .await;
-    if result.is_ok() {
+    // Left in place (unlocked) when something may be left: the next invocation cleans up.
+    if let Ok(Cleared::All) = result {
+        if plan.session.is_none() {
+            channel.remove();
+        }
         in_flight.done();
     }
     if let Some(sweep) = sweep {
         let _ = tokio::time::timeout(SWEEP_JOIN, sweep).await;
     }
-    result
+    result.map(drop)
+}
+
+/// Whether an execution left anything behind.
+enum Cleared {
+    All,
+    /// The one-shot container could not be removed; the next invocation removes it.
+    ContainerLeft,
 }
 
 /// Runs the planned process in its container and accounts for how it ended.
 #[allow(clippy::too_many_arguments)]
 async fn run_in(
-    ctx: &Context,
     backend: &DockerBackend,
     container: &Container,
     plan: &Plan,
-    agent_paths: Option<&AgentPaths>,
+    channel: &Channel,
     stdout: &mut Capture,
     stderr: &mut Capture,
     report: &mut Report,
     interrupt: &Interrupt,
-) -> Result<(), ExecError> {
+) -> Result<Cleared, ExecError> {
     tracing::debug!(container = %container.name, "container ready");
     let oneshot = plan.session.is_none();
-    let outcome = match agent_paths {
-        Some(paths) => {
-            run_via_agent(
-                backend,
-                container,
-                &plan.process,
-                paths,
-                stdout,
-                stderr,
-                interrupt,
-            )
-            .await
-        }
-        None => backend
-            .run(container, &plan.process, stdout, stderr, interrupt.wait())
-            .await
-            .map_err(Into::into),
+    let ran = if container.agent {
+        run_via_agent(
+            backend,
+            container,
+            &plan.process,
+            channel,
+            stdout,
+            stderr,
+            interrupt,
+        )
+        .await
+    } else {
+        Ok(None)
     };
-    let outcome = match outcome {
+    let ran = match ran {
+        Ok(Some(ran)) => Ok(ran),
+        // No agent: the command is a `docker exec`; the counters and leftovers are handled
+        // around it from outside.
+        Ok(None) => run_via_exec(backend, container, plan, stdout, stderr, interrupt).await,
+        Err(e) => Err(e),
+    };
+    let ran = match ran {
         Ok(o) => o,
         Err(e) => {
             if oneshot {
@@ -571,45 +642,176 @@ async fn run_in(
             return Err(e);
         }
     };
+    let outcome = &ran.outcome;
     report.exit_code = outcome.exit_code;
     report.signal = outcome.signal();
     report.timed_out = outcome.timed_out;
     report.output_limit_hit = outcome.flooded;
     report.interrupted = outcome.interrupted;
-    // Counters are read only when something went wrong: a clean exit 0 pays no extra call.
-    let stopped = outcome.timed_out || outcome.flooded || outcome.interrupted.is_some();
-    if stopped || outcome.kill_incomplete || outcome.exit_code != Some(0) {
-        let hit =
-            session::limits_hit(backend, container, &ctx.state_dir, plan.session.as_deref()).await;
-        report.oom_killed = hit.oom_killed;
-        report.pids_limit_hit = hit.pids_limit;
-    }
+    let hits = outcome.hits.unwrap_or_default();
+    report.oom_killed = hits.oom_killed;
+    report.pids_limit_hit = hits.pids_limit;
+    report.leftovers_ended = outcome.leftovers;
+    report.runner = ran.runner;
+    report.stdout_sha256 = ran.stdout_sha256.map(hex::encode);
+    report.stderr_sha256 = ran.stderr_sha256.map(hex::encode);
     if outcome.kill_incomplete {
         backend.reset(container).await?;
         report.sandbox_reset = true;
-        if let Some(s) = &plan.session {
-            session::forget_limits(&ctx.state_dir, s);
-        }
     }
     if oneshot {
-        backend.remove(&container.id).await?;
+        // The command's result stands; a container that cannot be removed now is removed by
+        // the next invocation (its in-flight marker stays).
+        if let Err(e) = backend.remove(&container.id).await {
+            report.warnings.push(format!(
+                "the one-shot container {} could not be removed ({e}); the next stockade call removes it",
+                container.name
+            ));
+            return Ok(Cleared::ContainerLeft);
+        }
     }
-    Ok(())
+    Ok(Cleared::All)
 }
 
-/// Takes a session's lock without blocking the runtime (so a signal is still handled while
-/// another command of the session runs).
-async fn lock_session(
-    state_dir: &std::path::Path,
-    session: &str,
-) -> Result<session::SessionLock, ExecError> {
-    let (dir, name) = (state_dir.to_owned(), session.to_owned());
-    match tokio::task::spawn_blocking(move || session::lock(&dir, &name)).await {
-        Ok(lock) => Ok(lock?),
-        Err(e) => Err(ExecError::Backend(BackendError::Protocol {
-            what: format!("session lock task failed: {e}"),
-        })),
+/// How a command was run, and what the runner vouches for.
+struct Ran {
+    outcome: backend::Outcome,
+    runner: Runner,
+    /// The agent's verified digests of the output (`None` on the exec path).
+    stdout_sha256: Option<[u8; 32]>,
+    stderr_sha256: Option<[u8; 32]>,
+}
+
+/// Which way a command ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runner {
+    /// Through stockade's agent in the sandbox (results under its MAC).
+    #[default]
+    Agent,
+    /// As a `docker exec` (no agent: a remote engine, or `STOCKADE_NO_AGENT`).
+    Exec,
+}
+
+/// Runs through the agent; starts one when none answers. `Ok(None)`: no agent could be
+/// started, so nothing ran. A command the agent accepted is never re-run.
+///
+/// If the agent cannot confirm that everything the command started has ended (or stops
+/// answering), the kill runs from a fresh exec as the sandbox user; if that cannot confirm it
+/// either, the outcome says the container must be reset.
+async fn run_via_agent(
+    backend: &DockerBackend,
+    container: &Container,
+    process: &plan::ProcessSpec,
+    channel: &Channel,
+    stdout: &mut Capture,
+    stderr: &mut Capture,
+    interrupt: &Interrupt,
+) -> Result<Option<Ran>, ExecError> {
+    use agent::client::{launch, run, AgentError};
+    for attempt in 0..2 {
+        match run(channel, process, None, stdout, stderr, interrupt.wait()).await {
+            Ok(report) => {
+                let mut outcome = report.outcome;
+                if outcome.kill_incomplete {
+                    outcome.kill_incomplete =
+                        !backend.kill_tree(container, process).await.unwrap_or(false);
+                }
+                return Ok(Some(Ran {
+                    outcome,
+                    runner: Runner::Agent,
+                    stdout_sha256: Some(report.stdout_sha256),
+                    stderr_sha256: Some(report.stderr_sha256),
+                }));
+            }
+            Err(AgentError::Unavailable { reason }) => {
+                tracing::debug!(%reason, attempt, "sandbox agent unavailable");
+                if let Some(signal) = interrupt.fired() {
+                    return Err(ExecError::Interrupted {
+                        signal,
+                        started: false,
+                    });
+                }
+                if attempt == 0 {
+                    if let Err(e) = launch(
+                        backend.engine(),
+                        &container.id,
+                        &process.user,
+                        channel,
+                        interrupt.wait(),
+                    )
+                    .await
+                    {
+                        tracing::warn!(error = %e, "the sandbox agent could not start; running the command with docker exec");
+                        if let Some(signal) = interrupt.fired() {
+                            return Err(ExecError::Interrupted {
+                                signal,
+                                started: false,
+                            });
+                        }
+                        return Ok(None);
+                    }
+                }
+            }
+            Err(e) => {
+                // The command may still be running: end it from outside, and reset the
+                // container if that cannot be confirmed.
+                if !backend.kill_tree(container, process).await.unwrap_or(false) {
+                    let _ = backend.reset(container).await;
+                }
+                // Interrupted: that is what the caller asked for, and it happened.
+                if let (AgentError::Broken { .. }, Some(signal)) = (&e, interrupt.fired()) {
+                    return Err(ExecError::Interrupted {
+                        signal,
+                        started: true,
+                    });
+                }
+                return Err(e.into());
+            }
+        }
     }
+    tracing::warn!("the sandbox agent refused twice; running the command with docker exec");
+    Ok(None)
+}
+
+/// Runs as a `docker exec`. The cgroup counters are read before (sessions; a fresh one-shot
+/// starts from zero) and after, and what the command left running is ended before the second
+/// reading, so the limits it hit are its own.
+async fn run_via_exec(
+    backend: &DockerBackend,
+    container: &Container,
+    plan: &Plan,
+    stdout: &mut Capture,
+    stderr: &mut Capture,
+    interrupt: &Interrupt,
+) -> Result<Ran, ExecError> {
+    let process = &plan.process;
+    let before = match plan.session {
+        Some(_) => backend.limit_counters(container).await,
+        None => Some(backend::Counters {
+            pids_max: Some(0),
+            oom_kills: Some(0),
+        }),
+    };
+    let mut outcome = backend
+        .run(container, process, stdout, stderr, interrupt.wait())
+        .await?;
+    // Stopped commands were ended by `run`; a finished one may have left processes behind.
+    if !outcome.kill_incomplete && plan.session.is_some() && outcome.exit_code.is_some() {
+        outcome.kill_incomplete = !backend.kill_tree(container, process).await.unwrap_or(false);
+    }
+    let after = backend.limit_counters(container).await;
+    let hits = match (before, after) {
+        (Some(b), Some(a)) => b.hits(&a),
+        _ => Default::default(),
+    };
+    outcome.hits = Some(hits);
+    Ok(Ran {
+        outcome,
+        runner: Runner::Exec,
+        stdout_sha256: None,
+        stderr_sha256: None,
+    })
 }
 
 /// After an interrupted setup, a one-shot container may exist although its id was never
@@ -629,78 +831,6 @@ async fn remove_oneshot_by_name(ctx: &Context, plan: &Plan) -> bool {
         tokio::time::timeout(ctx.call_timeout, remove).await,
         Ok(Some(()))
     )
-}
-
-/// Prepares the session agent when this session can use one (see [`crate::agent`]).
-fn agent_for_session(ctx: &Context, plan: &mut plan::Plan, session: &str) -> Option<AgentPaths> {
-    let (uid, gid) = parse_ids(&plan.process.user)?;
-    if !agent::client::supported(&plan.container.image, uid) {
-        return None;
-    }
-    let paths = AgentPaths::new(&ctx.state_dir, session);
-    if let Err(e) = paths.prepare(uid, gid) {
-        tracing::debug!(error = %e, "session agent disabled");
-        return None;
-    }
-    plan::attach_agent(&mut plan.container, agent::client::binds(&paths)?);
-    Some(paths)
-}
-
-fn parse_ids(user: &str) -> Option<(u32, u32)> {
-    let (uid, gid) = user.split_once(':').unwrap_or((user, user));
-    Some((uid.parse().ok()?, gid.parse().ok()?))
-}
-
-/// Runs through the session agent; starts one when none answers, and falls back to
-/// `docker exec` when none can be started. A command that the agent accepted is never re-run.
-///
-/// A command the agent ran that was stopped (timeout, output flood, interrupt) is also ended
-/// by the exec kill script, which confirms that nothing of it is left (the agent's own kill
-/// cannot: it may itself be starved of pids or killed), or else reports that the container
-/// must be reset.
-async fn run_via_agent(
-    backend: &DockerBackend,
-    container: &backend::Container,
-    process: &plan::ProcessSpec,
-    paths: &AgentPaths,
-    stdout: &mut Capture,
-    stderr: &mut Capture,
-    interrupt: &Interrupt,
-) -> Result<backend::Outcome, ExecError> {
-    use agent::client::{launch, run, AgentError};
-    for attempt in 0..2 {
-        match run(paths, process, stdout, stderr, interrupt.wait()).await {
-            Ok(mut outcome) => {
-                let stopped = outcome.timed_out || outcome.flooded || outcome.interrupted.is_some();
-                if stopped {
-                    outcome.kill_incomplete =
-                        !backend.kill_tree(container, process).await.unwrap_or(false);
-                }
-                return Ok(outcome);
-            }
-            Err(AgentError::Unavailable { reason }) => {
-                tracing::debug!(%reason, attempt, "session agent unavailable");
-                if attempt == 0 {
-                    if let Err(e) = launch(backend.engine(), container, &process.user, paths).await
-                    {
-                        tracing::debug!(error = %e, "session agent could not start; using docker exec");
-                        break;
-                    }
-                }
-            }
-            Err(e) => {
-                // The command may still be running: end it the way a timeout would, and reset
-                // the container if that cannot be confirmed.
-                if !backend.kill_tree(container, process).await.unwrap_or(false) {
-                    let _ = backend.reset(container).await;
-                }
-                return Err(e.into());
-            }
-        }
-    }
-    Ok(backend
-        .run(container, process, stdout, stderr, interrupt.wait())
-        .await?)
 }
 
 fn denial_message(verdict: &Verdict) -> String {

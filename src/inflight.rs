@@ -1,16 +1,20 @@
-//! Executions in flight: a marker file per execution, so that what a killed stockade left
-//! behind (a one-shot container, a command still running in a session) is found by the next
-//! invocation with one directory read instead of an engine call.
+//! Executions in flight: a marker file per execution, locked by the process running it, so that
+//! what a killed stockade left behind (a one-shot container, a command still running in a
+//! session) is found by the next invocation with one directory read instead of an engine call.
 //!
-//! A marker is written before any container is created or any process started, and removed
-//! only once the execution is known to have left nothing running. A marker whose owner (pid on
-//! this boot) is gone therefore means "something may be left": the next `exec` removes
-//! orphaned one-shot containers in the background, and the next `exec` in a session ends the
-//! processes the dead execution left in the session's container before running its command.
+//! A marker is written before any container is created or any process started, and the process
+//! running the execution holds an exclusive `flock` on it until the execution has left nothing
+//! running. The kernel releases that lock when the process dies, however it dies, and a lock is
+//! seen the same from every pid namespace on the machine: "is the owner alive" is asked of the
+//! lock, never of a pid (a stockade in another container has pids this one cannot see). A
+//! marker whose lock can be taken therefore means "something may be left": the next `exec`
+//! removes orphaned one-shot containers in the background, and the next `exec` in a session
+//! ends what the dead execution left running there.
 
-use std::fs;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg, OFlag};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{self, StateError};
@@ -25,30 +29,27 @@ const MAX_MARKERS_SCANNED: usize = 4096;
 
 /// What one marker records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Marker {
-    /// Execution id (as in the audit log).
+    /// Execution id (as in the audit log, and the one-shot container's `org.stockade.exec`).
     pub id: String,
-    /// The stockade process running it.
-    pub pid: u32,
-    /// Boot id of the host when it ran, so a pid reused after a reboot is not its owner.
-    pub boot_id: String,
     /// The session it ran in, if any.
     pub session: Option<String>,
 }
 
-/// A marker this process wrote. Dropping it leaves the file (a panic or an engine fault must
-/// leave the evidence); [`InFlight::done`] removes it.
+/// A marker this process holds. Dropping it releases the lock and leaves the file (a panic or
+/// an engine fault must leave the evidence for the next invocation); [`InFlight::done`]
+/// removes it.
 #[derive(Debug)]
 #[must_use = "call done() once the execution left nothing running"]
 pub struct InFlight {
     path: PathBuf,
+    _lock: Flock<File>,
 }
 
 impl InFlight {
     /// The execution left nothing running: forget it.
     pub fn done(self) {
-        let _ = fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -59,102 +60,139 @@ fn dir(state_dir: &Path) -> Result<PathBuf, StateError> {
     Ok(dir)
 }
 
-/// Writes the marker of an execution that is about to create containers or processes.
-pub fn begin(state_dir: &Path, marker: &Marker) -> Result<InFlight, StateError> {
-    let path = dir(state_dir)?.join(format!("{}.json", marker.id));
-    // Serializing a struct of strings and integers cannot fail.
-    let bytes = serde_json::to_vec(marker).unwrap_or_default();
-    state::write_private_file(&path, &bytes)?;
-    Ok(InFlight { path })
+fn marker_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.json"))
 }
 
-/// A marker whose owner is gone, with the file it came from.
-#[derive(Debug, Clone)]
+/// Writes and locks the marker of an execution about to create containers or processes.
+pub fn begin(state_dir: &Path, marker: &Marker) -> Result<InFlight, StateError> {
+    use std::io::Write;
+    let dir = dir(state_dir)?;
+    let path = marker_path(&dir, &marker.id);
+    // Written and locked under a name no scan reads, then renamed into place: a marker is
+    // never seen unlocked while its owner lives.
+    let tmp = dir.join(format!(".{}.tmp", marker.id));
+    let io_err = |source| StateError::Open {
+        path: path.clone(),
+        source,
+    };
+    let file = state::open_private_file(&tmp, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_TRUNC)?;
+    let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, errno)| io_err(errno.into()))?;
+    // Serializing a struct of strings cannot fail.
+    let bytes = serde_json::to_vec(marker).unwrap_or_default();
+    lock.write_all(&bytes).map_err(io_err)?;
+    std::fs::rename(&tmp, &path).map_err(io_err)?;
+    Ok(InFlight { path, _lock: lock })
+}
+
+/// A marker whose owner is gone, locked by this process while it cleans up after it.
+#[derive(Debug)]
 pub struct Stale {
     pub path: PathBuf,
     pub marker: Marker,
+    _lock: Flock<File>,
 }
 
 impl Stale {
     /// Whatever it marked has been cleaned up.
     pub fn clear(&self) {
-        let _ = fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
-/// Markers whose owning process is gone. Unreadable or foreign files are skipped: this is a
-/// hint for cleanup, and the engine's labels remain the authority (`session prune`).
+/// Takes the marker's lock if nobody holds it.
+fn take(path: &Path) -> Option<(Marker, Flock<File>)> {
+    use std::io::Read;
+    let file = state::open_private_file(path, OFlag::O_RDWR).ok()?;
+    let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()?;
+    let mut text = Vec::new();
+    (&mut *lock)
+        .take(MAX_MARKER_BYTES)
+        .read_to_end(&mut text)
+        .ok()?;
+    let marker = serde_json::from_slice(&text).ok()?;
+    Some((marker, lock))
+}
+
+/// Markers whose owner is gone (their lock was free), now locked by this process. Unreadable
+/// or foreign files are skipped: this is a hint for cleanup, and the engine's labels remain the
+/// authority (`session prune`).
 pub fn stale(state_dir: &Path) -> Vec<Stale> {
     let Ok(dir) = dir(state_dir) else {
         return Vec::new();
     };
-    let Ok(entries) = fs::read_dir(&dir) else {
+    let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for entry in entries.flatten().take(MAX_MARKERS_SCANNED) {
-        let path = entry.path();
-        let Some(marker) = read_marker(&path) else {
-            continue;
-        };
-        if crate::session::process_is_gone(marker.pid, &marker.boot_id) {
-            out.push(Stale { path, marker });
-        }
-    }
-    out
+    entries
+        .flatten()
+        .take(MAX_MARKERS_SCANNED)
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|entry| {
+            let path = entry.path();
+            let (marker, lock) = take(&path)?;
+            Some(Stale {
+                path,
+                marker,
+                _lock: lock,
+            })
+        })
+        .collect()
 }
 
-fn read_marker(path: &Path) -> Option<Marker> {
-    use std::io::Read;
-    let file = state::open_private_file(path, nix::fcntl::OFlag::O_RDONLY).ok()?;
-    let mut text = Vec::new();
-    file.take(MAX_MARKER_BYTES).read_to_end(&mut text).ok()?;
-    serde_json::from_slice(&text).ok()
+/// Whether execution `id` is in flight: its marker exists and its owner holds the lock.
+pub fn is_live(state_dir: &Path, id: &str) -> bool {
+    let Ok(dir) = dir(state_dir) else {
+        return false;
+    };
+    let path = marker_path(&dir, id);
+    let Ok(file) = state::open_private_file(&path, OFlag::O_RDWR) else {
+        return false;
+    };
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn marker(id: &str, pid: u32, boot_id: &str) -> Marker {
+    fn marker(id: &str) -> Marker {
         Marker {
             id: id.into(),
-            pid,
-            boot_id: boot_id.into(),
             session: None,
         }
     }
 
     #[test]
-    fn live_markers_are_not_stale_and_done_removes_them() {
+    fn held_markers_are_live_and_done_removes_them() {
         let tmp = tempfile::tempdir().unwrap();
         let state = tmp.path().join("state");
-        let me = marker("live", std::process::id(), &crate::session::boot_id());
-        let flight = begin(&state, &me).unwrap();
+        let flight = begin(&state, &marker("live")).unwrap();
         assert!(stale(&state).is_empty());
+        assert!(is_live(&state, "live"));
         flight.done();
-        assert_eq!(fs::read_dir(state.join(INFLIGHT_DIR)).unwrap().count(), 0);
+        assert!(!is_live(&state, "live"));
+        assert_eq!(
+            std::fs::read_dir(state.join(INFLIGHT_DIR)).unwrap().count(),
+            0
+        );
     }
 
     #[test]
-    fn markers_of_dead_owners_or_other_boots_are_stale() {
+    fn a_dropped_marker_is_stale_and_locked_by_its_cleaner() {
         let tmp = tempfile::tempdir().unwrap();
         let state = tmp.path().join("state");
-        // A pid above the kernel's maximum (4194304) never exists.
-        let dead = begin(
-            &state,
-            &marker("dead", 4_194_305, &crate::session::boot_id()),
-        )
-        .unwrap();
-        let old_boot = begin(&state, &marker("reboot", std::process::id(), "other-boot")).unwrap();
-        let mut ids: Vec<String> = stale(&state).into_iter().map(|s| s.marker.id).collect();
-        ids.sort();
-        assert_eq!(ids, vec!["dead", "reboot"]);
-        for s in stale(&state) {
-            s.clear();
-        }
+        drop(begin(&state, &marker("dead")).unwrap());
+        assert!(!is_live(&state, "dead"));
+        let found = stale(&state);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].marker.id, "dead");
+        // While one cleaner holds it, another does not see it.
         assert!(stale(&state).is_empty());
-        drop((dead, old_boot));
+        found[0].clear();
+        drop(found);
+        assert!(stale(&state).is_empty());
     }
 
     #[test]

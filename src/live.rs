@@ -15,7 +15,7 @@ use crate::canary::{self, CanaryError, CanaryFile, Change, Snapshot};
 use crate::check::corpus::{Entry, Expect};
 use crate::engine::Engine;
 use crate::exec::{self, Context, ExecArgs, ExecError};
-use crate::plan::{ExecRequest, LABEL_OWNER_PID};
+use crate::plan::{self, ExecRequest, LABEL_KIND, LABEL_STATE};
 
 /// Attempts running at once, unless asked otherwise.
 pub const DEFAULT_JOBS: usize = 4;
@@ -205,11 +205,18 @@ pub async fn run(
         .collect()
         .await;
 
-    let ours = std::process::id().to_string();
+    let ours = plan::state_id(&ctx.state_dir);
     let containers_left = backend
-        .list_managed(Some((LABEL_OWNER_PID, ours.as_str())))
+        .list_managed(Some((LABEL_STATE, ours.as_str())))
         .await?
         .into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_KIND))
+                .map(String::as_str)
+                == Some(plan::KIND_ONESHOT)
+        })
         .filter_map(|c| c.names.and_then(|n| n.first().cloned()))
         .collect();
     let changes = canary::settled_changes(&backend, &canary_file, &before, sandbox_uid).await?;

@@ -59,12 +59,6 @@ enum Command {
     /// Sandbox profiles
     #[command(subcommand)]
     Profile(ProfileCmd),
-    /// Inside a session container: the session agent (started by stockade itself)
-    #[command(name = "__agent", hide = true)]
-    Agent {
-        #[arg(long)]
-        dir: PathBuf,
-    },
 }
 
 #[derive(Debug, Args)]
@@ -90,9 +84,6 @@ struct ExecCli {
     /// Print one JSON object instead of streaming output
     #[arg(long)]
     json: bool,
-    /// Testing only: skip the check stage (the bypass is audited)
-    #[arg(long, hide = true)]
-    unsafe_skip_check: bool,
     /// The command, run as `bash -c COMMAND`
     #[arg(last = true, required = true, num_args = 1..)]
     command: Vec<std::ffi::OsString>,
@@ -165,7 +156,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Exec(_) | Command::Agent { .. }) {
+    if !matches!(cli.command, Command::Exec(_)) {
         // Reports piped into `head` should end quietly. `exec` keeps SIGPIPE ignored: a reader
         // going away must not kill stockade before it writes the audit finish record.
         // SAFETY: setting a signal disposition to SIG_DFL before any thread is started.
@@ -246,10 +237,6 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Profile(cmd) => run_profile(&cli, cmd).await,
-        Command::Agent { dir } => {
-            stockade::agent::server::serve(dir).await?;
-            Ok(0)
-        }
     }
 }
 
@@ -265,7 +252,7 @@ async fn run_exec(cli: &Cli, e: &ExecCli) -> anyhow::Result<u8> {
     let args = ExecArgs {
         profile: e.profile.clone(),
         elevated: e.elevated,
-        bypass_check: e.unsafe_skip_check,
+        bypass_check: false,
         request: ExecRequest {
             command: command.join(" "),
             session: e.session.clone(),
@@ -299,6 +286,10 @@ async fn run_exec(cli: &Cli, e: &ExecCli) -> anyhow::Result<u8> {
             return Err(err.into());
         }
     };
+    // The profile's warnings are said on stderr whatever the output mode (and are in the JSON).
+    for warning in &report.warnings {
+        eprintln!("stockade: warning: {warning}");
+    }
     if e.json {
         // A reader that went away must not turn a finished, audited execution into a panic.
         let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&report)?);
@@ -393,8 +384,15 @@ async fn run_session(cli: &Cli, cmd: &SessionCmd) -> anyhow::Result<u8> {
             }
         }
         SessionCmd::Rm { session } => {
-            session::remove(&backend, &ctx.state_dir, session).await?;
-            println!("removed session {session}");
+            let removed = session::remove(&backend, &ctx.state_dir, session).await?;
+            if removed.interrupted_running_command {
+                println!(
+                    "removed session {session}; a command still running in it after {}s was ended with it",
+                    session::RM_LOCK_WAIT.as_secs()
+                );
+            } else {
+                println!("removed session {session}");
+            }
         }
         SessionCmd::Prune { orphans_only, json } => {
             let report = session::prune(&backend, &ctx.state_dir, !orphans_only).await?;

@@ -14,9 +14,8 @@ pub const LABEL_KIND: &str = "org.stockade.kind";
 pub const LABEL_SESSION: &str = "org.stockade.session";
 pub const LABEL_PROFILE: &str = "org.stockade.profile";
 pub const LABEL_SPEC_DIGEST: &str = "org.stockade.spec-digest";
-/// The pid of the stockade process that owns a one-shot container (for orphan cleanup).
-pub const LABEL_OWNER_PID: &str = "org.stockade.owner-pid";
-pub const LABEL_OWNER_BOOT: &str = "org.stockade.owner-boot";
+/// The execution a one-shot container belongs to (its in-flight marker has the same id).
+pub const LABEL_EXEC: &str = "org.stockade.exec";
 pub const LABEL_ELEVATED: &str = "org.stockade.elevated";
 pub const LABEL_AGENT: &str = "org.stockade.agent";
 /// Which state directory a container belongs to: sessions are scoped to one, so two users (or
@@ -26,8 +25,9 @@ pub const LABEL_STATE: &str = "org.stockade.state";
 pub const KIND_ONESHOT: &str = "oneshot";
 pub const KIND_SESSION: &str = "session";
 
-/// The container's own process tree: docker-init as PID 1 and this keeper as its child. It runs as
-/// root (with no capabilities) so that the sandbox user cannot kill it and end a session.
+/// The container's own process tree: docker-init as PID 1 and a keeper as its child, which only
+/// waits. It runs as root (with no capabilities) so that the sandbox user cannot kill it and end
+/// a session. With the agent mounted the keeper is the agent binary, so no image needs `sleep`.
 pub const KEEPER_CMD: &[&str] = &["sleep", "infinity"];
 pub const KEEPER_USER: &str = "0:0";
 
@@ -95,6 +95,8 @@ pub struct ContainerSpec {
     pub nano_cpus: i64,
     pub binds: Vec<String>,
     pub init: bool,
+    /// stockade's agent is mounted (its binary and the sandbox's read-only `run/` directory).
+    pub agent: bool,
 }
 
 /// The process run inside the container.
@@ -118,16 +120,6 @@ pub struct Plan {
     pub session: Option<String>,
 }
 
-/// Owner of a one-shot container: used to tell orphans from containers still in use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    pub pid: u32,
-    /// Boot id of the host, so a pid reused after a reboot is not mistaken for the owner.
-    pub boot_id: String,
-    /// [`state_id`] of the state directory in use.
-    pub state_id: String,
-}
-
 /// A short, stable id for a state directory.
 pub fn state_id(state_dir: &std::path::Path) -> String {
     let canonical = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
@@ -148,18 +140,25 @@ pub fn validate_session_id(id: &str) -> Result<(), PlanError> {
     }
 }
 
+/// Container name of a one-shot execution.
+pub fn oneshot_container_name(exec_id: &str) -> String {
+    format!("stockade-x-{exec_id}")
+}
+
 /// Container name of a session in the state directory `state_id`.
 pub fn session_container_name(state_id: &str, session: &str) -> String {
     format!("stockade-s-{state_id}-{session}")
 }
 
 /// Turn a profile and a request into the container and process to run. `exec_id` names a
-/// one-shot container; `owner` marks it for orphan cleanup.
+/// one-shot container; `state_id` ([`state_id`]) marks whose it is; `agent` are the agent's
+/// mounts when the agent is used (a local engine).
 pub fn plan(
     profile: &Profile,
     request: &ExecRequest,
     exec_id: &str,
-    owner: &Owner,
+    state_id: &str,
+    agent: Option<&crate::agent::Mounts>,
 ) -> Result<Plan, PlanError> {
     if request.command.contains('\0') {
         return Err(PlanError::NulByte);
@@ -203,7 +202,13 @@ pub fn plan(
         return Err(PlanError::Timeout { timeout });
     }
 
-    let container = container_spec(profile, request.session.as_deref(), exec_id, owner);
+    let container = container_spec(
+        profile,
+        request.session.as_deref(),
+        exec_id,
+        state_id,
+        agent,
+    );
     let process = ProcessSpec {
         cmd: vec!["bash".into(), "-c".into(), request.command.clone()],
         user: profile.user.clone(),
@@ -225,7 +230,8 @@ fn container_spec(
     profile: &Profile,
     session: Option<&str>,
     exec_id: &str,
-    owner: &Owner,
+    state_id: &str,
+    agent: Option<&crate::agent::Mounts>,
 ) -> ContainerSpec {
     let mut security_opt = vec![format!("seccomp={}", profile.seccomp.json)];
     if profile.no_new_privileges {
@@ -251,7 +257,7 @@ fn container_spec(
             )
         })
         .collect();
-    let binds = profile
+    let mut binds: Vec<String> = profile
         .binds
         .iter()
         .map(|b| {
@@ -263,10 +269,17 @@ fn container_spec(
             )
         })
         .collect();
+    let keeper: Vec<String> = match agent {
+        Some(mounts) => {
+            binds.extend(mounts.binds());
+            vec![crate::agent::AGENT_IN_CONTAINER.into(), "keep".into()]
+        }
+        None => KEEPER_CMD.iter().map(|s| s.to_string()).collect(),
+    };
     let mut spec = ContainerSpec {
         name: String::new(),
         image: profile.image.clone(),
-        cmd: KEEPER_CMD.iter().map(|s| s.to_string()).collect(),
+        cmd: keeper,
         user: KEEPER_USER.to_string(),
         working_dir: "/".to_string(),
         labels: BTreeMap::new(),
@@ -281,6 +294,7 @@ fn container_spec(
         nano_cpus: (profile.cpus * 1e9) as i64,
         binds,
         init: true,
+        agent: agent.is_some(),
     };
     // The digest covers everything that shapes the container, so a session container created
     // under a different profile is never silently reused.
@@ -290,18 +304,20 @@ fn container_spec(
     labels.insert(LABEL_PROFILE.into(), profile.name.clone());
     labels.insert(LABEL_SPEC_DIGEST.into(), digest);
     labels.insert(LABEL_ELEVATED.into(), profile.elevated.to_string());
-    labels.insert(LABEL_STATE.into(), owner.state_id.clone());
+    labels.insert(LABEL_STATE.into(), state_id.to_string());
+    if agent.is_some() {
+        labels.insert(LABEL_AGENT.into(), "1".into());
+    }
     match session {
         Some(s) => {
             labels.insert(LABEL_KIND.into(), KIND_SESSION.into());
             labels.insert(LABEL_SESSION.into(), s.to_string());
-            spec.name = session_container_name(&owner.state_id, s);
+            spec.name = session_container_name(state_id, s);
         }
         None => {
             labels.insert(LABEL_KIND.into(), KIND_ONESHOT.into());
-            labels.insert(LABEL_OWNER_PID.into(), owner.pid.to_string());
-            labels.insert(LABEL_OWNER_BOOT.into(), owner.boot_id.clone());
-            spec.name = format!("stockade-x-{exec_id}");
+            labels.insert(LABEL_EXEC.into(), exec_id.to_string());
+            spec.name = oneshot_container_name(exec_id);
         }
     }
     spec
@@ -320,17 +336,10 @@ fn spec_digest(spec: &ContainerSpec) -> String {
 /// grace period: KILL is delivered when a process is next scheduled, which under CPU pressure
 /// (a fork bomb on one CPU) takes a moment.
 pub const KILL_CONFIRM: Duration = Duration::from_secs(2);
-/// Exit status of the kill script when processes survived KILL (stuck in the kernel, or a fork
-/// race it lost): the caller must fall back to resetting the container.
-pub const KILL_INCOMPLETE: i64 = 3;
-
-/// Adds the session agent's binds (see `agent`) to a session container spec.
-pub fn attach_agent(spec: &mut ContainerSpec, binds: Vec<String>) {
-    spec.binds.extend(binds);
-    spec.labels.insert(LABEL_AGENT.into(), "1".into());
-    let digest = spec_digest(spec);
-    spec.labels.insert(LABEL_SPEC_DIGEST.into(), digest);
-}
+/// Exit status of the kill script (and of `stockade-agent kill`) when processes survived KILL
+/// (stuck in the kernel, or a fork race it lost): the caller must fall back to resetting the
+/// container.
+pub const KILL_INCOMPLETE: i64 = stockade_proto::KILL_INCOMPLETE as i64;
 
 /// The script that ends a command's processes inside the container: TERM to every process
 /// except PID 1 (docker-init), the keeper and itself, wait up to the grace period for them to

@@ -3,16 +3,14 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use bollard::models::ContainerSummary;
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
-use std::time::Duration;
-
-use crate::backend::{BackendError, Container, DockerBackend, LimitCounters};
-use crate::plan::{
-    self, ProcessSpec, LABEL_KIND, LABEL_OWNER_BOOT, LABEL_OWNER_PID, LABEL_PROFILE, LABEL_SESSION,
-};
+use crate::backend::{BackendError, Container, DockerBackend};
+use crate::plan::{self, ProcessSpec, LABEL_EXEC, LABEL_KIND, LABEL_PROFILE, LABEL_SESSION};
 use crate::{inflight, state};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,16 +57,43 @@ fn lock_file(state_dir: &Path, session: &str) -> Result<(PathBuf, File), Session
     Ok((path, file))
 }
 
-/// Waits for and takes the session's lock.
-pub fn lock(state_dir: &Path, session: &str) -> Result<SessionLock, SessionError> {
-    let (path, file) = lock_file(state_dir, session)?;
-    let lock =
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| SessionError::Lock {
-            session: session.to_string(),
-            path,
-            source: errno.into(),
-        })?;
-    Ok(SessionLock { _lock: lock })
+/// Between attempts at a busy session's lock.
+const LOCK_POLL: Duration = Duration::from_millis(10);
+/// How long `session rm` waits for a running command before removing the container anyway.
+pub const RM_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// How waiting for a session's lock ended.
+#[derive(Debug)]
+pub enum Locked {
+    Held(SessionLock),
+    /// Another command still held it when the wait ran out.
+    Busy,
+    /// This signal came first.
+    Interrupted(i32),
+}
+
+/// Takes the session's lock, waiting while another command holds it: at most `wait`, and never
+/// past `interrupt`.
+pub async fn lock(
+    state_dir: &Path,
+    session: &str,
+    wait: Duration,
+    interrupt: impl std::future::Future<Output = i32>,
+) -> Result<Locked, SessionError> {
+    let until = tokio::time::Instant::now() + wait;
+    tokio::pin!(interrupt);
+    loop {
+        if let Some(lock) = try_lock(state_dir, session)? {
+            return Ok(Locked::Held(lock));
+        }
+        if tokio::time::Instant::now() >= until {
+            return Ok(Locked::Busy);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LOCK_POLL) => {}
+            signal = &mut interrupt => return Ok(Locked::Interrupted(signal)),
+        }
+    }
 }
 
 /// Takes the lock only if no command holds it.
@@ -80,106 +105,21 @@ fn try_lock(state_dir: &Path, session: &str) -> Result<Option<SessionLock>, Sess
     }
 }
 
-/// This boot of the host (`/proc/sys/kernel/random/boot_id`), to tell a live owner pid from a
-/// reused one.
-pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// Whether the stockade process that created a one-shot container is gone.
-pub fn owner_is_gone(labels: &std::collections::HashMap<String, String>) -> bool {
-    let Some(pid) = labels
-        .get(LABEL_OWNER_PID)
-        .and_then(|p| p.parse::<u32>().ok())
-    else {
-        return true;
-    };
-    process_is_gone(pid, labels.get(LABEL_OWNER_BOOT).map_or("", String::as_str))
-}
-
-/// Whether process `pid` of the boot `boot` no longer runs.
-pub fn process_is_gone(pid: u32, boot: &str) -> bool {
-    if boot != boot_id() {
-        return true;
-    }
-    let Ok(pid) = i32::try_from(pid) else {
-        return true;
-    };
-    // ESRCH: no such process. EPERM still means it exists.
-    matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-        Err(nix::errno::Errno::ESRCH)
-    )
-}
-
-/// Which of the container's limits the last command hit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LimitsHit {
-    pub oom_killed: bool,
-    pub pids_limit: bool,
-}
-
-/// Reads the container's cgroup counters and tells which rose since the last command of this
-/// session (one-shot containers start from zero).
-pub async fn limits_hit(
-    backend: &DockerBackend,
-    container: &Container,
-    state_dir: &Path,
-    session: Option<&str>,
-) -> LimitsHit {
-    let Some(now) = backend.limit_counters(container).await else {
-        return LimitsHit::default();
-    };
-    let before = match session.and_then(|s| sessions_dir(state_dir).ok().map(|d| (s, d))) {
-        Some((session, dir)) => {
-            let path = dir.join(format!("{session}.limits"));
-            let before = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|text| {
-                    let (oom, pids) = text.trim().split_once(' ')?;
-                    Some(LimitCounters {
-                        oom_kills: oom.parse().ok()?,
-                        pids_max: pids.parse().ok()?,
-                    })
-                })
-                .unwrap_or_default();
-            let text = format!("{} {}", now.oom_kills, now.pids_max);
-            let _ = state::write_private_file(&path, text.as_bytes());
-            before
-        }
-        None => LimitCounters::default(),
-    };
-    LimitsHit {
-        oom_killed: now.oom_kills > before.oom_kills,
-        pids_limit: now.pids_max > before.pids_max,
-    }
-}
-
-/// Forgets a session's counter baseline (its container was reset or removed, so its cgroup
-/// counters start from zero again).
-pub fn forget_limits(state_dir: &Path, session: &str) {
-    if let Ok(dir) = sessions_dir(state_dir) {
-        let _ = std::fs::remove_file(dir.join(format!("{session}.limits")));
-    }
-}
-
 /// Bound on the background removal of orphaned one-shot containers.
 pub const SWEEP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// When an earlier stockade died with a one-shot execution in flight, removes orphaned
-/// one-shot containers (by label, as `session prune --orphans-only` does) in a background task
-/// bounded by [`SWEEP_TIMEOUT`]. Costs one directory read when there is nothing to do.
+/// When an earlier stockade died with a one-shot execution in flight, removes this state
+/// directory's orphaned one-shot containers (as `session prune --orphans-only` does) in a
+/// background task bounded by [`SWEEP_TIMEOUT`]. Costs one directory read when there is
+/// nothing to do.
 pub fn sweep_in_background(
     backend: &DockerBackend,
     state_dir: &Path,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let stale: Vec<inflight::Stale> = inflight::stale(state_dir)
-        .into_iter()
-        .filter(|s| s.marker.session.is_none())
-        .collect();
-    if stale.is_empty() {
+    if !inflight::stale(state_dir)
+        .iter()
+        .any(|s| s.marker.session.is_none())
+    {
         return None;
     }
     let backend = backend.clone();
@@ -187,13 +127,10 @@ pub fn sweep_in_background(
     Some(tokio::spawn(async move {
         let swept = tokio::time::timeout(SWEEP_TIMEOUT, prune(&backend, &state_dir, false)).await;
         match swept {
-            Ok(Ok(report)) => {
-                tracing::info!(
-                    orphans = report.orphans.len(),
-                    "removed orphaned one-shot containers"
-                );
-                stale.iter().for_each(inflight::Stale::clear);
-            }
+            Ok(Ok(report)) => tracing::info!(
+                orphans = report.orphans.len(),
+                "removed orphaned one-shot containers"
+            ),
             Ok(Err(e)) => tracing::warn!(error = %e, "orphan sweep failed"),
             Err(_) => tracing::warn!("orphan sweep timed out"),
         }
@@ -201,7 +138,9 @@ pub fn sweep_in_background(
 }
 
 /// Ends what dead executions left running in this session's container (their markers say
-/// so), before the next command runs in it. Called with the session's lock held.
+/// so), before the next command runs in it. Called with the session's lock held. With the agent
+/// the agent does it itself before every command (and says how many it ended); without, the
+/// kill runs from a fresh exec.
 pub async fn end_leftovers(
     backend: &DockerBackend,
     container: &Container,
@@ -221,9 +160,8 @@ pub async fn end_leftovers(
         executions = stale.len(),
         "ending processes left by a stockade that died"
     );
-    if !backend.kill_tree(container, process).await? {
+    if !container.agent && !backend.kill_tree(container, process).await? {
         backend.reset(container).await?;
-        forget_limits(state_dir, session);
     }
     stale.iter().for_each(inflight::Stale::clear);
     Ok(())
@@ -289,12 +227,21 @@ pub async fn list(
     Ok(out)
 }
 
-/// Removes a session's container, waiting for a running command of it to end first.
+/// What `session rm` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Removed {
+    /// A command was still running after [`RM_LOCK_WAIT`]; it ended with the container.
+    pub interrupted_running_command: bool,
+}
+
+/// Removes a session's container and its host directory. Waits up to [`RM_LOCK_WAIT`] for a
+/// running command of it to end, then removes the container anyway: a wedged session never
+/// holds `rm` up.
 pub async fn remove(
     backend: &DockerBackend,
     state_dir: &Path,
     session: &str,
-) -> Result<(), SessionError> {
+) -> Result<Removed, SessionError> {
     plan::validate_session_id(session)?;
     let containers: Vec<_> = session_containers(backend, state_dir)
         .await?
@@ -307,18 +254,22 @@ pub async fn remove(
                 == Some(session)
         })
         .collect();
-    if containers.is_empty() {
+    let channel = crate::agent::Channel::session(state_dir, session);
+    if containers.is_empty() && !channel.dir().exists() {
         return Err(SessionError::NotFound {
             session: session.to_string(),
         });
     }
-    let _lock = lock(state_dir, session)?;
+    let locked = lock(state_dir, session, RM_LOCK_WAIT, std::future::pending()).await?;
     for c in containers {
         if let Some(id) = c.id {
             backend.remove(&id).await?;
         }
     }
-    Ok(())
+    channel.remove();
+    Ok(Removed {
+        interrupted_running_command: !matches!(locked, Locked::Held(_)),
+    })
 }
 
 /// What `session prune` removed.
@@ -329,9 +280,11 @@ pub struct PruneReport {
     pub busy: Vec<String>,
 }
 
-/// Removes this state directory's idle session containers, and one-shot containers whose
-/// stockade process is gone (from any state directory: an orphan has no owner left to ask).
-/// A session whose lock is held (a command is running) is left alone and reported as busy.
+/// Removes this state directory's idle session containers, and its one-shot containers whose
+/// execution is no longer in flight (no marker, or a marker whose owner's lock is free).
+/// Containers of other state directories are never touched: only the state directory that owns
+/// a container can say it is an orphan. A session whose lock is held (a command is running) is
+/// left alone and reported as busy.
 pub async fn prune(
     backend: &DockerBackend,
     state_dir: &Path,
@@ -339,26 +292,38 @@ pub async fn prune(
 ) -> Result<PruneReport, SessionError> {
     let mut report = PruneReport::default();
     let state = plan::state_id(state_dir);
-    for c in backend.list_managed(None).await? {
+    // Listed before the markers are read: a container in the list was created after its
+    // marker, so a live execution's marker is seen.
+    let containers = backend
+        .list_managed(Some((plan::LABEL_STATE, state.as_str())))
+        .await?;
+    for c in containers {
         let labels = c.labels.clone().unwrap_or_default();
         let name = name_of(&c);
         let Some(id) = c.id.clone() else { continue };
         match labels.get(LABEL_KIND).map(String::as_str) {
-            Some(plan::KIND_SESSION)
-                if sessions_too && labels.get(plan::LABEL_STATE) == Some(&state) =>
-            {
+            Some(plan::KIND_SESSION) if sessions_too => {
                 let session = labels.get(LABEL_SESSION).cloned().unwrap_or_default();
                 match try_lock(state_dir, &session) {
                     Ok(Some(_lock)) => {
                         backend.remove(&id).await?;
+                        crate::agent::Channel::session(state_dir, &session).remove();
                         report.sessions.push(session);
                     }
                     _ => report.busy.push(session),
                 }
             }
-            Some(plan::KIND_ONESHOT) if owner_is_gone(&labels) => {
-                backend.remove(&id).await?;
-                report.orphans.push(name);
+            Some(plan::KIND_ONESHOT) => {
+                let exec = labels
+                    .get(LABEL_EXEC)
+                    .cloned()
+                    .or_else(|| name.strip_prefix("stockade-x-").map(str::to_string))
+                    .unwrap_or_default();
+                if !inflight::is_live(state_dir, &exec) {
+                    backend.remove(&id).await?;
+                    crate::agent::Channel::oneshot(state_dir, &exec).remove();
+                    report.orphans.push(name);
+                }
             }
             _ => {}
         }
@@ -367,13 +332,13 @@ pub async fn prune(
     // container: the markers of dead executions in them have nothing left to point at.
     for stale in inflight::stale(state_dir) {
         match &stale.marker.session {
-            None => stale.clear(),
+            None => {
+                crate::agent::Channel::oneshot(state_dir, &stale.marker.id).remove();
+                stale.clear();
+            }
             Some(s) if report.sessions.contains(s) => stale.clear(),
             Some(_) => {}
         }
-    }
-    for session in &report.sessions {
-        forget_limits(state_dir, session);
     }
     Ok(report)
 }

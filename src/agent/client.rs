@@ -1,386 +1,570 @@
-//! The host side: start the agent in a session container, and run commands through it.
+//! The host side of the agent protocol: launching an agent in a container, and running one
+//! command through it. Every wait is bounded and gives way to an interrupt.
 
-use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use super::{
-    mac_eq, result_mac, Exit, Request, AGENT_BIN_IN_CONTAINER, AGENT_DIR_IN_CONTAINER, MAX_FRAME,
-    READY, SOCKET_NAME, TAG_ACCEPTED, TAG_EXIT, TAG_STDERR, TAG_STDOUT,
+use stockade_proto::cgroup::Hits;
+use stockade_proto::{
+    frame, mac, Exit, Hello, KillReport, Request, Status, CHALLENGE_LEN, KEY_LEN, MAC_LEN,
+    NONCE_LEN, PROTOCOL,
 };
-use crate::backend::{Capture, Container, Outcome};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use super::{remove_any, Channel, AGENT_IN_CONTAINER, RUN_DIR_IN_CONTAINER};
+use crate::backend::{Capture, Outcome};
 use crate::engine::Engine;
 use crate::plan::ProcessSpec;
 use crate::state;
 
-/// How long the agent may take to come up.
-const LAUNCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Slack on top of timeout + grace before the host gives up on the agent itself.
-const BACKSTOP_SLACK: Duration = Duration::from_secs(5);
+/// The whole launch (exec, proof, hand-over) is bounded.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Per connection to the launch socket: time for the proof.
+const PROOF_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connecting to the agent and reading its hello: an agent that does not answer in this time
+/// (stopped, wedged) is replaced.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Beyond the agent's own bounds (grace, kill confirmation, drain), slack before the host
+/// gives up on a result.
+const RESULT_SLACK: Duration = Duration::from_secs(3);
+/// An agent says something at least every `frame::HEARTBEAT_EVERY`; one silent this long is
+/// stopped or wedged, whatever the command's timeout.
+const SILENCE: Duration = Duration::from_secs(10);
+/// After the host asks for a stop, the agent acknowledges within this.
+const STOP_ACK: Duration = Duration::from_secs(3);
+/// The agent's kill confirmation and output drain (agent/src/procs.rs, run.rs).
+const AGENT_KILL_BOUND: Duration = Duration::from_millis(2_500);
+/// Largest chunk of stdin per frame.
+const STDIN_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AgentError {
-    /// No agent answers: start one, or use `docker exec`.
-    #[error("session agent unavailable: {reason}")]
+    /// Nothing ran: start another agent, or run the command another way.
+    #[error("sandbox agent unavailable: {reason}")]
     Unavailable { reason: String },
-    /// The agent answered something that does not verify: the session is not trustworthy.
-    #[error("session agent result failed verification ({reason}); the session may have been tampered with: remove it with `stockade session rm`")]
+    /// The agent's answer does not verify: the result cannot be trusted.
+    #[error("the sandbox agent's result failed verification ({reason}); nothing of it is trusted. The sandbox may have been tampered with: remove it with `stockade session rm`")]
     Forged { reason: String },
-    #[error("session agent connection broke mid-command: {reason}")]
+    /// The command was accepted, then the connection broke or went silent.
+    #[error("the sandbox agent stopped answering mid-command ({reason}); the command's processes are ended from outside")]
     Broken { reason: String },
     #[error(transparent)]
     State(#[from] state::StateError),
 }
 
-/// Host-side files of one session's agent.
-#[derive(Debug, Clone)]
-pub struct AgentPaths {
-    /// Bind-mounted into the container at [`AGENT_DIR_IN_CONTAINER`].
-    pub dir: PathBuf,
-    /// The session secret, host-only (0600, outside `dir`).
-    pub key: PathBuf,
+fn unavailable(reason: impl Into<String>) -> AgentError {
+    AgentError::Unavailable {
+        reason: reason.into(),
+    }
 }
 
-impl AgentPaths {
-    pub fn new(state_dir: &Path, session: &str) -> AgentPaths {
-        let sessions = state_dir.join("sessions");
-        AgentPaths {
-            dir: sessions.join(format!("{session}.agent")),
-            key: sessions.join(format!("{session}.key")),
-        }
+fn random<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // The kernel's CSPRNG; getrandom(2) does not fail once the pool is initialized, which it
+    // is long before anything runs stockade.
+    if getrandom::fill(&mut buf).is_err() {
+        panic!("the kernel's random number generator is unavailable");
     }
+    buf
+}
 
-    /// Creates the socket directory, owned by the sandbox user so the agent can bind in it.
-    /// Its parent (the state directory) is 0700, so no other host user can reach it.
-    pub fn prepare(&self, uid: u32, gid: u32) -> Result<(), AgentError> {
-        if let Some(parent) = self.dir.parent() {
-            state::ensure_private_dir(parent)?;
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut header = [0u8; frame::HEADER_LEN];
+    r.read_exact(&mut header).await?;
+    let (tag, len) = frame::parse_header(header).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "frame over the size limit")
+    })?;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    Ok((tag, payload))
+}
+
+/// Sends `fd` over the unix socket `socket` with one byte of payload.
+fn send_fd(socket: RawFd, fd: RawFd) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [std::io::IoSlice::new(b"l")];
+    let fds = [fd];
+    sendmsg::<()>(
+        socket,
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+    .map_err(std::io::Error::from)
+}
+
+/// Checks one connection to the launch socket: the peer must prove it holds `key`; then it
+/// gets the listener. Anything else in the sandbox that connects gets nothing.
+async fn hand_over(
+    mut conn: UnixStream,
+    key: &[u8; KEY_LEN],
+    listener_fd: RawFd,
+) -> Result<(), String> {
+    let challenge: [u8; CHALLENGE_LEN] = random();
+    let exchange = async {
+        conn.write_all(&frame::encode(frame::CHALLENGE, &challenge))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (tag, proof) = read_frame(&mut conn).await.map_err(|e| e.to_string())?;
+        if tag != frame::PROOF || proof.len() != MAC_LEN + 2 {
+            return Err("not a proof".to_string());
         }
-        let unavailable = |e: std::io::Error| AgentError::Unavailable {
-            reason: format!("{}: {e}", self.dir.display()),
-        };
-        match std::fs::symlink_metadata(&self.dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(unavailable(std::io::Error::other("not a directory"))),
-            Err(_) => {
-                std::fs::create_dir(&self.dir).map_err(unavailable)?;
-            }
+        let protocol = u16::from_be_bytes([proof[MAC_LEN], proof[MAC_LEN + 1]]);
+        if protocol != PROTOCOL {
+            return Err(format!(
+                "the agent speaks protocol {protocol}, this stockade {PROTOCOL}"
+            ));
         }
-        std::os::unix::fs::chown(&self.dir, Some(uid), Some(gid)).map_err(unavailable)?;
-        std::fs::set_permissions(
-            &self.dir,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .map_err(unavailable)?;
+        if !mac::verify_launch(key, &challenge, protocol, &proof[..MAC_LEN]) {
+            return Err("the proof does not verify".to_string());
+        }
+        conn.writable().await.map_err(|e| e.to_string())?;
+        send_fd(conn.as_raw_fd(), listener_fd).map_err(|e| e.to_string())?;
+        let (tag, _) = read_frame(&mut conn).await.map_err(|e| e.to_string())?;
+        if tag != frame::HOLDING {
+            return Err("the agent did not confirm the hand-over".to_string());
+        }
         Ok(())
-    }
+    };
+    tokio::time::timeout(PROOF_TIMEOUT, exchange)
+        .await
+        .map_err(|_| "no proof in time".to_string())?
 }
 
-/// Whether sessions of this profile image can use the agent: the image must be the base image
-/// (its libraries come from this host, so this binary runs in it), the engine must be local
-/// (bind mounts name this machine's paths), and stockade must be able to give the sandbox user
-/// the socket directory.
-pub fn supported(image: &str, sandbox_uid: u32) -> bool {
-    let local =
-        std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty() || h.starts_with("unix://"));
-    let euid = nix::unistd::geteuid();
-    image == crate::image::base_image_ref()
-        && local
-        && (euid.is_root() || euid.as_raw() == sandbox_uid)
-        && std::env::var_os("STOCKADE_NO_AGENT").is_none()
-}
-
-/// The binds that put the agent into a session container.
-pub fn binds(paths: &AgentPaths) -> Option<Vec<String>> {
-    let exe = std::env::current_exe().ok()?;
-    Some(vec![
-        format!("{}:{AGENT_DIR_IN_CONTAINER}:rw", paths.dir.display()),
-        format!("{}:{AGENT_BIN_IN_CONTAINER}:ro", exe.display()),
-    ])
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    // The kernel's CSPRNG; a short read from /dev/urandom does not happen for small sizes.
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .is_err()
-    {
-        for chunk in buf.chunks_mut(16) {
-            let n = chunk.len();
-            chunk.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..n]);
-        }
-    }
-    hex::encode(buf)
-}
-
-/// Starts a new agent in `container` with a fresh secret, replacing any previous one.
+/// Starts a new agent in `container` as `user` with a fresh key, replacing any earlier one.
+/// Resolves to an error (nothing launched) when it cannot within [`LAUNCH_TIMEOUT`], or when
+/// `interrupt` resolves first.
 pub async fn launch(
     engine: &Engine,
-    container: &Container,
+    container_id: &str,
     user: &str,
-    paths: &AgentPaths,
+    channel: &Channel,
+    interrupt: impl std::future::Future<Output = i32>,
 ) -> Result<(), AgentError> {
-    let unavailable = |reason: String| AgentError::Unavailable { reason };
-    let secret = random_hex(32);
-    state::write_private_file(&paths.key, secret.as_bytes())?;
-    let docker = &engine.docker;
-    let exec = engine
-        .call(
-            "create exec (agent)",
-            docker.create_exec(
-                &container.id,
-                CreateExecOptions::<String> {
-                    attach_stdin: Some(true),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    cmd: Some(vec![
-                        AGENT_BIN_IN_CONTAINER.into(),
-                        "__agent".into(),
-                        "--dir".into(),
-                        AGENT_DIR_IN_CONTAINER.into(),
-                    ]),
-                    user: Some(user.to_string()),
-                    working_dir: Some("/".into()),
-                    ..Default::default()
-                },
-            ),
-        )
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let start = engine
-        .call(
-            "start exec (agent)",
-            docker.start_exec(&exec.id, Some(StartExecOptions::default())),
-        )
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let StartExecResults::Attached {
-        mut output,
-        mut input,
-    } = start
-    else {
-        return Err(unavailable("exec started detached".into()));
+    channel.prepare()?;
+    // Whatever an earlier launch left in run/ goes.
+    if let Ok(entries) = std::fs::read_dir(channel.run_dir()) {
+        for entry in entries.flatten() {
+            remove_any(&entry.path());
+        }
+    }
+    let key: [u8; KEY_LEN] = random();
+    let tag = hex::encode(random::<8>());
+    let pending_socket = channel.dir().join(format!("agent.sock.{tag}"));
+    let listener = std::os::unix::net::UnixListener::bind(&pending_socket)
+        .map_err(|e| unavailable(format!("{}: {e}", pending_socket.display())))?;
+    let launch_name = format!("launch-{tag}.sock");
+    let launch_path = channel.run_dir().join(&launch_name);
+    let cleanup = || {
+        let _ = std::fs::remove_file(&pending_socket);
+        let _ = std::fs::remove_file(&launch_path);
     };
-    input
-        .write_all(format!("{secret}\n").as_bytes())
-        .await
-        .map_err(|e| unavailable(format!("cannot hand over the secret: {e}")))?;
-    input.flush().await.ok();
-    let ready = async {
-        let mut seen = String::new();
-        while let Some(Ok(chunk)) = output.next().await {
-            seen.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-            if seen.contains(READY) {
-                return Ok(());
+    let result = async {
+        let launch_listener = tokio::net::UnixListener::bind(&launch_path)
+            .map_err(|e| unavailable(format!("{}: {e}", launch_path.display())))?;
+        // The sandbox user is not the owner: it needs write access to connect (unix(7)).
+        std::fs::set_permissions(&launch_path, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| unavailable(format!("{}: {e}", launch_path.display())))?;
+
+        let docker = &engine.docker;
+        let exec = engine
+            .call(
+                "create exec (agent)",
+                docker.create_exec(
+                    container_id,
+                    CreateExecOptions::<String> {
+                        attach_stdin: Some(true),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        cmd: Some(vec![
+                            AGENT_IN_CONTAINER.into(),
+                            "serve".into(),
+                            "--launch".into(),
+                            format!("{RUN_DIR_IN_CONTAINER}/{launch_name}"),
+                        ]),
+                        user: Some(user.to_string()),
+                        working_dir: Some("/".into()),
+                        ..Default::default()
+                    },
+                ),
+            )
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let start = engine
+            .call(
+                "start exec (agent)",
+                docker.start_exec(&exec.id, Some(StartExecOptions::default())),
+            )
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = start
+        else {
+            return Err(unavailable("the agent's exec started detached"));
+        };
+        input
+            .write_all(format!("{}\n", hex::encode(key)).as_bytes())
+            .await
+            .map_err(|e| unavailable(format!("cannot hand over the key: {e}")))?;
+        input.flush().await.ok();
+
+        let listener_fd = listener.as_raw_fd();
+        let handed_over = async {
+            let mut proofs = futures_util::stream::FuturesUnordered::new();
+            let mut said = String::new();
+            let mut output_open = true;
+            loop {
+                tokio::select! {
+                    accepted = launch_listener.accept() => {
+                        if let Ok((conn, _)) = accepted {
+                            proofs.push(hand_over(conn, &key, listener_fd));
+                        }
+                    }
+                    Some(result) = proofs.next(), if !proofs.is_empty() => match result {
+                        Ok(()) => return Ok(()),
+                        Err(e) => tracing::warn!(reason = %e, "refused a connection to the launch socket"),
+                    },
+                    chunk = output.next(), if output_open => match chunk {
+                        Some(Ok(chunk)) => {
+                            if said.len() < 4096 {
+                                said.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                            }
+                        }
+                        // The agent exited before handing over: it said why.
+                        _ => {
+                            output_open = false;
+                            if proofs.is_empty() {
+                                return Err(unavailable(format!("the agent exited: {}", said.trim())));
+                            }
+                        }
+                    },
+                }
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(LAUNCH_TIMEOUT, handed_over) => {
+                r.map_err(|_| unavailable("the agent did not come up in time"))??;
+            }
+            signal = interrupt => {
+                return Err(unavailable(format!("interrupted by signal {signal} while starting the agent")));
             }
         }
-        Err(seen)
-    };
-    match tokio::time::timeout(LAUNCH_TIMEOUT, ready).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(said)) => Err(unavailable(format!("agent exited: {}", said.trim()))),
-        Err(_) => Err(unavailable("agent did not come up in time".into())),
+        // Key first: a crash between the two renames leaves the old agent behind a new key,
+        // which it refuses, and the next command starts another agent.
+        let key_tmp = channel.dir().join(format!("key.{tag}"));
+        state::write_private_file(&key_tmp, hex::encode(key).as_bytes())?;
+        std::fs::rename(&key_tmp, channel.key_path())
+            .map_err(|e| unavailable(format!("{}: {e}", channel.key_path().display())))?;
+        let socket = channel.socket_path();
+        remove_any(&socket);
+        std::fs::rename(&pending_socket, &socket)
+            .map_err(|e| unavailable(format!("{}: {e}", socket.display())))?;
+        Ok(())
+    }
+    .await;
+    cleanup();
+    result
+}
+
+fn read_key(channel: &Channel) -> Result<[u8; KEY_LEN], AgentError> {
+    use std::io::Read;
+    let mut text = String::new();
+    let mut file = state::open_private_file(&channel.key_path(), nix::fcntl::OFlag::O_RDONLY)
+        .map_err(|e| unavailable(e.to_string()))?;
+    file.by_ref()
+        .take(2 * KEY_LEN as u64 + 2)
+        .read_to_string(&mut text)
+        .map_err(|e| unavailable(format!("{}: {e}", channel.key_path().display())))?;
+    let bytes = hex::decode(text.trim()).map_err(|_| unavailable("the session key is not hex"))?;
+    bytes
+        .try_into()
+        .map_err(|_| unavailable("the session key has the wrong length"))
+}
+
+/// Connects without blocking: a listener whose queue is full is retried until the deadline.
+async fn connect(path: &Path, deadline: tokio::time::Instant) -> Result<UnixStream, AgentError> {
+    loop {
+        match UnixStream::connect(path).await {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(unavailable(format!(
+                        "{}: the agent does not accept connections",
+                        path.display()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(unavailable(format!("{}: {e}", path.display()))),
+        }
     }
 }
 
-/// Connects to the agent's socket without following a link the sandbox may have planted:
-/// the entry is opened with `O_PATH | O_NOFOLLOW`, must be a socket, and is connected through
-/// the descriptor.
-fn connect(paths: &AgentPaths) -> Result<std::os::unix::net::UnixStream, AgentError> {
-    use nix::fcntl::{open, OFlag};
-    use nix::sys::stat::Mode;
-    let unavailable = |reason: String| AgentError::Unavailable { reason };
-    let path = paths.dir.join(SOCKET_NAME);
-    let fd = open(
-        &path,
-        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
-    let file = std::fs::File::from(fd);
-    let meta = file.metadata().map_err(|e| unavailable(e.to_string()))?;
-    if !meta.file_type().is_socket() {
-        return Err(AgentError::Forged {
-            reason: format!("{} is not a socket", path.display()),
-        });
-    }
-    let via = format!("/proc/self/fd/{}", file.as_raw_fd());
-    std::os::unix::net::UnixStream::connect(via)
-        .map_err(|e| unavailable(format!("{}: {e}", path.display())))
+/// What one run through the agent reports, beyond the outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub outcome: Outcome,
+    /// SHA-256 of each stream as the agent sent it, verified against what arrived.
+    pub stdout_sha256: [u8; 32],
+    pub stderr_sha256: [u8; 32],
 }
 
-/// How reading the agent's frames ended.
-enum Ended {
-    Exit(Exit),
-    /// Output passed `ProcessSpec::output_hard_limit`.
-    Flooded,
-    Interrupted(i32),
+/// Why the host asked the agent to end the command.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Flood,
+    Signal(i32),
 }
 
-/// Runs `process` through the agent. `Unavailable` means nothing ran.
+/// Runs `process` through the agent of `channel`. `Unavailable` means nothing ran.
 ///
-/// When the output passes the hard limit or `interrupt` resolves, the connection is closed,
-/// which tells the agent to end the command (TERM, grace, KILL); the outcome says why, and the
-/// caller confirms the kill from outside the agent.
+/// The timeout is enforced by the agent inside the sandbox. When the output passes the hard
+/// limit or `interrupt` resolves, the host half-closes the connection, which tells the agent
+/// to end the command; the agent still reports, and says whether everything ended.
 pub async fn run(
-    paths: &AgentPaths,
+    channel: &Channel,
     process: &ProcessSpec,
+    stdin: Option<&mut (dyn AsyncRead + Unpin + Send)>,
     stdout: &mut Capture,
     stderr: &mut Capture,
     interrupt: impl std::future::Future<Output = i32>,
-) -> Result<Outcome, AgentError> {
-    let secret = std::fs::read_to_string(&paths.key).map_err(|e| AgentError::Unavailable {
-        reason: format!("{}: {e}", paths.key.display()),
-    })?;
-    let secret = hex::decode(secret.trim()).map_err(|_| AgentError::Unavailable {
-        reason: "session key unreadable".into(),
-    })?;
-    let stream = connect(paths)?;
-    stream
-        .set_nonblocking(true)
-        .map_err(|e| AgentError::Unavailable {
-            reason: e.to_string(),
-        })?;
-    let mut stream =
-        tokio::net::UnixStream::from_std(stream).map_err(|e| AgentError::Unavailable {
-            reason: e.to_string(),
-        })?;
-
+) -> Result<Report, AgentError> {
+    let key = read_key(channel)?;
+    let hello_deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let stream = connect(&channel.socket_path(), hello_deadline).await?;
+    let fd = stream.as_raw_fd();
+    let (mut rd, mut wr) = stream.into_split();
+    let hello = tokio::time::timeout_at(hello_deadline, read_frame(&mut rd))
+        .await
+        .map_err(|_| unavailable("the agent did not answer in time"))?
+        .map_err(|e| unavailable(format!("the agent closed the connection: {e}")))?;
+    let hello = match hello {
+        (frame::HELLO, payload) => {
+            Hello::decode(&payload).map_err(|e| unavailable(format!("bad hello: {e}")))?
+        }
+        _ => return Err(unavailable("the agent did not say hello")),
+    };
+    if hello.protocol != PROTOCOL {
+        return Err(unavailable(format!(
+            "the agent ({}) speaks protocol {}, this stockade {PROTOCOL}",
+            hello.version, hello.protocol
+        )));
+    }
     let request = Request {
-        nonce: random_hex(16),
-        cmd: process.cmd.clone(),
-        env: process.env.clone(),
-        workdir: process.working_dir.clone(),
+        protocol: PROTOCOL,
+        agent_nonce: hello.nonce,
+        host_nonce: random::<NONCE_LEN>(),
+        argv: process.cmd.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        env: process.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
+        workdir: process.working_dir.as_bytes().to_vec(),
         timeout_ms: process.timeout.as_millis() as u64,
         grace_ms: process.kill_grace.as_millis() as u64,
+        stdin: stdin.is_some(),
     };
-    let mut line = serde_json::to_vec(&request).map_err(|e| AgentError::Unavailable {
-        reason: e.to_string(),
-    })?;
-    line.push(b'\n');
-    let started = Instant::now();
-    if let Err(e) = stream.write_all(&line).await {
-        return Err(AgentError::Unavailable {
-            reason: e.to_string(),
-        });
+    let encoded = request.encode();
+    if encoded.len() + MAC_LEN > frame::MAX_FRAME {
+        return Err(unavailable(
+            "the command, arguments and environment exceed the 1 MiB request limit",
+        ));
     }
+    let mut payload = mac::request(&key, &encoded).to_vec();
+    payload.extend_from_slice(&encoded);
+    tokio::time::timeout_at(
+        hello_deadline + HELLO_TIMEOUT,
+        wr.write_all(&frame::encode(frame::REQUEST, &payload)),
+    )
+    .await
+    .map_err(|_| unavailable("the agent does not read its request"))?
+    .map_err(|e| unavailable(format!("cannot send the request: {e}")))?;
 
-    let broken = |reason: String| AgentError::Broken { reason };
-    let (mut out_sha, mut err_sha) = (Sha256::new(), Sha256::new());
+    let started = Instant::now();
+    // The agent's own bounds, plus slack: past this the agent itself is not answering.
+    let stop_bound = process.kill_grace + AGENT_KILL_BOUND + RESULT_SLACK;
+    let mut backstop = tokio::time::Instant::now() + process.timeout + stop_bound;
+    let mut stop: Option<Stop> = None;
+    let mut stop_ack_by: Option<tokio::time::Instant> = None;
+    let mut silent_until = tokio::time::Instant::now() + SILENCE;
     let mut accepted = false;
-    let backstop = process.timeout + process.kill_grace + BACKSTOP_SLACK;
-    let frames = async {
+    let (mut out_sha, mut err_sha) = (Sha256::new(), Sha256::new());
+    let half_close = |fd: RawFd| {
+        // shutdown(2) on the descriptor itself: works even while a write of stdin is pending.
+        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Write);
+    };
+
+    let pump = async {
+        let Some(stdin) = stdin else {
+            return std::future::pending::<()>().await;
+        };
+        let mut buf = vec![0u8; STDIN_CHUNK];
         loop {
-            let mut header = [0u8; 5];
-            match stream.read_exact(&mut header).await {
-                Ok(_) => {}
-                // Not accepted: the agent never started the command, so it may be retried.
-                Err(e) if !accepted => {
-                    return Err(AgentError::Unavailable {
-                        reason: e.to_string(),
-                    })
+            match stdin.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = wr.write_all(&frame::encode(frame::STDIN_EOF, b"")).await;
+                    break;
                 }
-                Err(e) => return Err(broken(e.to_string())),
+                Ok(n) => {
+                    if wr
+                        .write_all(&frame::encode(frame::STDIN, &buf[..n]))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
             }
-            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-            if len > MAX_FRAME {
-                return Err(AgentError::Forged {
-                    reason: format!("frame of {len} bytes"),
+        }
+        // Keep the write half (dropping it would half-close, which means "stop").
+        std::future::pending::<()>().await;
+    };
+    tokio::pin!(pump);
+    tokio::pin!(interrupt);
+
+    let exit = loop {
+        let give_up = backstop
+            .min(silent_until)
+            .min(stop_ack_by.unwrap_or(backstop));
+        let next = tokio::select! {
+            f = read_frame(&mut rd) => f,
+            _ = &mut pump => unreachable!("the stdin pump never completes"),
+            signal = &mut interrupt, if stop.is_none() => {
+                stop = Some(Stop::Signal(signal));
+                half_close(fd);
+                backstop = backstop.min(tokio::time::Instant::now() + stop_bound);
+                stop_ack_by = Some(tokio::time::Instant::now() + STOP_ACK);
+                continue;
+            }
+            _ = tokio::time::sleep_until(give_up) => {
+                let now = tokio::time::Instant::now();
+                let reason = if stop_ack_by.is_some_and(|t| now >= t) {
+                    "it did not acknowledge the stop"
+                } else if now >= silent_until {
+                    "it went silent"
+                } else {
+                    "no result in time"
+                };
+                return Err(if accepted {
+                    AgentError::Broken { reason: reason.into() }
+                } else {
+                    unavailable(format!("the agent did not start the command ({reason})"))
                 });
             }
-            let mut payload = vec![0u8; len];
-            stream
-                .read_exact(&mut payload)
-                .await
-                .map_err(|e| broken(e.to_string()))?;
-            match header[0] {
-                TAG_ACCEPTED => accepted = true,
-                _ if !accepted => {
-                    return Err(AgentError::Forged {
-                        reason: "output before acceptance".into(),
-                    })
-                }
-                TAG_STDOUT => {
-                    out_sha.update(&payload);
-                    stdout.push(&payload);
-                }
-                TAG_STDERR => {
-                    err_sha.update(&payload);
-                    stderr.push(&payload);
-                }
-                TAG_EXIT => {
-                    return serde_json::from_slice::<Exit>(&payload)
-                        .map(Ended::Exit)
-                        .map_err(|e| AgentError::Forged {
-                            reason: format!("bad exit frame: {e}"),
-                        })
-                }
-                tag => {
-                    return Err(AgentError::Forged {
-                        reason: format!("unknown frame tag {tag}"),
-                    })
-                }
+        };
+        silent_until = tokio::time::Instant::now() + SILENCE;
+        let (tag, payload) = match next {
+            Ok(f) => f,
+            Err(e) if !accepted => return Err(unavailable(format!("the agent went away: {e}"))),
+            Err(e) => {
+                return Err(AgentError::Broken {
+                    reason: e.to_string(),
+                })
             }
-            if stdout.total() + stderr.total() > process.output_hard_limit {
-                return Ok(Ended::Flooded);
+        };
+        match tag {
+            frame::ACCEPTED if !accepted => accepted = true,
+            frame::REFUSED if !accepted => {
+                return Err(unavailable(format!(
+                    "the agent refused the request: {}",
+                    String::from_utf8_lossy(&payload)
+                )))
             }
+            _ if !accepted => {
+                return Err(AgentError::Forged {
+                    reason: format!("frame {tag:?} before the command was accepted"),
+                })
+            }
+            frame::STDOUT => {
+                out_sha.update(&payload);
+                stdout.push(&payload);
+            }
+            frame::STDERR => {
+                err_sha.update(&payload);
+                stderr.push(&payload);
+            }
+            frame::EXIT => break payload,
+            frame::HEARTBEAT => {}
+            frame::STOPPING => stop_ack_by = None,
+            other => {
+                return Err(AgentError::Forged {
+                    reason: format!("unexpected frame {other:?}"),
+                })
+            }
+        }
+        if stop.is_none() && stdout.total() + stderr.total() > process.output_hard_limit {
+            stop = Some(Stop::Flood);
+            half_close(fd);
+            backstop = backstop.min(tokio::time::Instant::now() + stop_bound);
+            stop_ack_by = Some(tokio::time::Instant::now() + STOP_ACK);
         }
     };
-    let ended = tokio::time::timeout(backstop, async {
-        tokio::select! {
-            ended = frames => ended,
-            signal = interrupt => Ok(Ended::Interrupted(signal)),
-        }
-    })
-    .await
-    .map_err(|_| broken("no result within timeout + grace".into()))??;
-    let exit = match ended {
-        Ended::Exit(exit) => exit,
-        stopped => {
-            // Closing the connection is the agent's signal to end the command.
-            drop(stream);
-            return Ok(Outcome {
-                exit_code: None,
-                timed_out: false,
-                flooded: matches!(stopped, Ended::Flooded),
-                interrupted: match stopped {
-                    Ended::Interrupted(signal) => Some(signal),
-                    _ => None,
-                },
-                kill_incomplete: false,
-                duration: started.elapsed(),
-            });
-        }
-    };
+    drop(rd);
 
-    let expected = result_mac(
-        &secret,
-        &request.nonce,
-        exit.exit_code,
-        exit.timed_out,
-        &out_sha.finalize(),
-        &err_sha.finalize(),
-    );
-    if !mac_eq(&expected, &exit.mac) {
+    if exit.len() < MAC_LEN {
+        return Err(AgentError::Forged {
+            reason: "short exit frame".into(),
+        });
+    }
+    let (body, tag) = exit.split_at(exit.len() - MAC_LEN);
+    if !mac::verify_result(&key, &encoded, body, tag) {
         return Err(AgentError::Forged {
             reason: "the result's MAC does not match".into(),
         });
     }
-    Ok(Outcome {
-        exit_code: exit.exit_code,
-        timed_out: exit.timed_out,
-        flooded: false,
-        interrupted: None,
-        kill_incomplete: false,
-        duration: started.elapsed(),
+    let exit = Exit::decode(body).map_err(|e| AgentError::Forged {
+        reason: format!("bad exit: {e}"),
+    })?;
+    let (out_digest, err_digest): ([u8; 32], [u8; 32]) =
+        (out_sha.finalize().into(), err_sha.finalize().into());
+    if exit.stdout.sha256 != out_digest
+        || exit.stderr.sha256 != err_digest
+        || exit.stdout.bytes != stdout.total()
+        || exit.stderr.bytes != stderr.total()
+    {
+        return Err(AgentError::Forged {
+            reason: "the output received is not the output the agent sent".into(),
+        });
+    }
+    Ok(Report {
+        outcome: outcome_of(&exit, stop, started.elapsed()),
+        stdout_sha256: out_digest,
+        stderr_sha256: err_digest,
     })
+}
+
+/// The exit status as the shell reports it: the code, 128 + signal, or 127 for a program that
+/// could not be started.
+fn exit_code_of(status: Status) -> i64 {
+    match status {
+        Status::Exited(code) => i64::from(code),
+        Status::Signaled(signal) => 128 + i64::from(signal),
+        Status::NotStarted(_) => 127,
+    }
+}
+
+fn outcome_of(exit: &Exit, stop: Option<Stop>, elapsed: Duration) -> Outcome {
+    let hits: Hits = exit.before.hits(&exit.after);
+    let stopped = exit.timed_out || exit.stopped;
+    Outcome {
+        exit_code: (!stopped).then(|| exit_code_of(exit.status)),
+        timed_out: exit.timed_out,
+        flooded: matches!(stop, Some(Stop::Flood)) && exit.stopped,
+        interrupted: match stop {
+            Some(Stop::Signal(s)) if exit.stopped => Some(s),
+            _ => None,
+        },
+        kill_incomplete: exit.kill == KillReport::Incomplete,
+        duration: Duration::from_millis(exit.duration_ms).min(elapsed),
+        hits: Some(hits),
+        leftovers: exit.leftovers,
+    }
 }

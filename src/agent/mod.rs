@@ -1,105 +1,248 @@
-//! The session agent: a small process inside a warm session container that runs commands
-//! without a `docker exec` round trip through the runtime.
+//! The sandbox agent, host side: the binary stockade puts into every sandbox, the directories
+//! that carry its channel, and the client that runs commands through it.
 //!
-//! The agent is this same binary (`stockade __agent`), bind-mounted read-only into session
-//! containers of the base image (built from the same host, so its libraries match). It runs as
-//! the sandbox user under the container's seccomp filter, capabilities and cgroup limits, exactly
-//! like an exec'd command, and listens on a unix socket in a per-session host directory that is
-//! bind-mounted into the container.
+//! The agent (`agent/` in this repository, the `stockade-agent` binary) is built statically and
+//! embedded in stockade, so it runs in any image. stockade writes it once into the state
+//! directory with mode 0111 (execute-only) and bind-mounts it read-only into every container:
+//! a file the sandbox user cannot read makes the kernel mark the agent non-dumpable from the
+//! moment it is exec'd, so no other process in the sandbox can open its /proc files (fds,
+//! memory, environment), where its key and its listener live.
 //!
-//! The sandbox can kill the agent or put a socket of its own in that directory, so nothing the
-//! socket says is trusted without proof: the agent holds a per-session secret that never exists
-//! inside the container's filesystem, argv or environment (it arrives on the agent's stdin, and
-//! the agent makes itself non-dumpable first, so /proc cannot reveal it), and every result
-//! carries an HMAC over the request nonce, the exit status and digests of both output streams.
-//! A result that fails the check is an error; a missing or dead agent means stockade falls back
-//! to `docker exec` and starts a new agent.
+//! The channel (threat model in docs/ARCHITECTURE.md):
+//! - Each sandbox has a directory in the state directory ([`Channel`]): the key (0600), the
+//!   socket the host connects to, and `run/`, the only part the sandbox sees, bind-mounted
+//!   read-only at [`RUN_DIR_IN_CONTAINER`]. Nothing the sandbox can write is on the host.
+//! - At launch the host listens on a one-time socket in `run/`, starts the agent with the key on
+//!   its stdin, checks the agent's proof of the key, and passes it (SCM_RIGHTS) the listening
+//!   socket whose path is in the private part of the directory. From then on the host connects
+//!   to a path no sandbox process can reach, to a listener only the agent holds.
+//! - Every request and every result is MACed under the key, bound to a nonce of each side.
 
 pub mod client;
-pub mod server;
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-/// Where the per-session socket directory is mounted inside the container.
-pub const AGENT_DIR_IN_CONTAINER: &str = "/run/stockade";
-/// Where the agent binary is mounted inside the container.
-pub const AGENT_BIN_IN_CONTAINER: &str = "/run/stockade-agent/stockade";
-pub const SOCKET_NAME: &str = "agent.sock";
-/// The line the agent prints on stdout once it listens.
-pub const READY: &str = "stockade-agent-ready";
+use crate::state;
 
-/// Frame tags on the agent connection.
-pub const TAG_STDOUT: u8 = b'o';
-pub const TAG_STDERR: u8 = b'e';
-pub const TAG_EXIT: u8 = b'x';
-/// Sent before the command is started: without it the host knows nothing ran and may retry.
-pub const TAG_ACCEPTED: u8 = b'a';
-/// Largest frame payload either side accepts.
-pub const MAX_FRAME: usize = 1 << 20;
+/// The agent binary, as built by build.rs.
+pub const BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stockade-agent"));
+/// Its SHA-256, computed at build time.
+pub const BINARY_SHA256: &str = env!("STOCKADE_AGENT_SHA256");
 
-/// One command for the agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Request {
-    pub nonce: String,
-    pub cmd: Vec<String>,
-    pub env: Vec<String>,
-    pub workdir: String,
-    pub timeout_ms: u64,
-    pub grace_ms: u64,
+/// Where the agent binary is mounted in every container (read-only, execute-only).
+pub const AGENT_IN_CONTAINER: &str = "/run/stockade-agent";
+/// Where a sandbox's `run/` directory is mounted (read-only).
+pub const RUN_DIR_IN_CONTAINER: &str = "/run/stockade";
+/// Mode of the installed agent binary: execute-only for everyone, the owner included.
+pub const BINARY_MODE: u32 = 0o111;
+/// Mode of `run/`: the sandbox user may traverse it to reach the launch socket, nothing else.
+const RUN_DIR_MODE: u32 = 0o711;
+
+const AGENT_DIR: &str = "agent";
+const BINARY_NAME: &str = "stockade-agent";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstallError {
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("cannot write the sandbox agent to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// How the command ended, with the agent's proof.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Exit {
-    pub exit_code: Option<i64>,
-    pub timed_out: bool,
-    pub mac: String,
+/// The host paths of the agent's mounts for one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mounts {
+    /// The installed agent binary.
+    pub binary: PathBuf,
+    /// The sandbox's `run/` directory.
+    pub run_dir: PathBuf,
+    /// A read-only /etc/hostname. The engine's own is a file on the host's disk, bind-mounted
+    /// writable into a container whose root is writable; one of ours takes its place (the
+    /// engine skips its own when a mount covers the path).
+    pub hostname: PathBuf,
 }
 
-/// HMAC-SHA256 (RFC 2104).
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut block = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
+impl Mounts {
+    /// `SOURCE:TARGET:ro` bind specifications.
+    pub fn binds(&self) -> Vec<String> {
+        vec![
+            format!("{}:{AGENT_IN_CONTAINER}:ro", self.binary.display()),
+            format!("{}:{RUN_DIR_IN_CONTAINER}:ro", self.run_dir.display()),
+            format!("{}:/etc/hostname:ro", self.hostname.display()),
+        ]
     }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
 }
 
-/// The MAC over everything the host relies on.
-pub fn result_mac(
-    secret: &[u8],
-    nonce: &str,
-    exit_code: Option<i64>,
-    timed_out: bool,
-    stdout_sha: &[u8],
-    stderr_sha: &[u8],
-) -> String {
-    let message = format!(
-        "{nonce}\n{}\n{timed_out}\n{}\n{}",
-        exit_code.map_or("none".to_string(), |c| c.to_string()),
-        hex::encode(stdout_sha),
-        hex::encode(stderr_sha)
-    );
-    hex::encode(hmac_sha256(secret, message.as_bytes()))
+/// The installed agent binary and the read-only files every container gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub binary: PathBuf,
+    pub hostname: PathBuf,
 }
 
-/// Constant-time comparison of two hex MACs.
-pub fn mac_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+/// The contents of every sandbox's /etc/hostname.
+const HOSTNAME: &[u8] = b"sandbox\n";
+
+/// Writes the agent binary into the state directory (once per agent build), and the read-only
+/// files every container mounts. A file is replaced, never modified: a container started with an
+/// earlier binary keeps the inode it mounted.
+pub fn install(state_dir: &Path) -> Result<Installed, InstallError> {
+    let dir = state_dir.join(AGENT_DIR);
+    state::ensure_private_dir(state_dir)?;
+    state::ensure_private_dir(&dir)?;
+    let hostname = dir.join("hostname");
+    let hostname_ok = std::fs::symlink_metadata(&hostname).is_ok_and(|m| {
+        m.is_file() && m.mode() & 0o7777 == 0o444 && m.len() == HOSTNAME.len() as u64
+    });
+    if !hostname_ok {
+        replace_file(&dir, &hostname, HOSTNAME, 0o444)?;
+    }
+    let binary = install_binary(&dir)?;
+    Ok(Installed { binary, hostname })
+}
+
+/// Writes `bytes` to a temporary file in `dir` with `mode`, then renames it over `path`.
+fn replace_file(dir: &Path, path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> {
+    let write_err = |source| InstallError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(
+        "{}.{}.tmp",
+        name.unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(write_err)?;
+        file.write_all(bytes).map_err(write_err)?;
+        file.sync_all().map_err(write_err)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(write_err)?;
+    }
+    std::fs::rename(&tmp, path).map_err(write_err)
+}
+
+fn install_binary(dir: &Path) -> Result<PathBuf, InstallError> {
+    let path = dir.join(BINARY_NAME);
+    let digest_path = dir.join(format!("{BINARY_NAME}.sha256"));
+    let current = std::fs::symlink_metadata(&path).ok().is_some_and(|m| {
+        m.is_file()
+            && m.mode() & 0o7777 == BINARY_MODE
+            && m.uid() == nix::unistd::geteuid().as_raw()
+            && m.len() == BINARY.len() as u64
+    }) && std::fs::read_to_string(&digest_path).ok().as_deref()
+        == Some(BINARY_SHA256);
+    if current {
+        return Ok(path);
+    }
+    replace_file(dir, &path, BINARY, BINARY_MODE)?;
+    state::write_private_file(&digest_path, BINARY_SHA256.as_bytes())?;
+    Ok(path)
+}
+
+/// One sandbox's channel directory in the state directory.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    dir: PathBuf,
+}
+
+impl Channel {
+    /// A session's: `sessions/<session>/`.
+    pub fn session(state_dir: &Path, session: &str) -> Channel {
+        Channel {
+            dir: state_dir.join("sessions").join(session),
+        }
+    }
+
+    /// A one-shot execution's: `run/<exec id>/`.
+    pub fn oneshot(state_dir: &Path, exec_id: &str) -> Channel {
+        Channel {
+            dir: state_dir.join("run").join(exec_id),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.join("key")
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+
+    /// The part the sandbox sees (read-only).
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    /// Creates the directory (0700) and `run/` (0711), replacing whatever is at `run/` if it is
+    /// not a directory of ours.
+    pub fn prepare(&self) -> Result<(), state::StateError> {
+        if let Some(parent) = self.dir.parent() {
+            state::ensure_private_dir(parent)?;
+        }
+        state::ensure_private_dir(&self.dir)?;
+        let run = self.run_dir();
+        let ours = std::fs::symlink_metadata(&run)
+            .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw());
+        if !ours {
+            remove_any(&run);
+            std::fs::create_dir(&run).map_err(|source| state::StateError::CreateDir {
+                path: run.clone(),
+                source,
+            })?;
+        }
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(RUN_DIR_MODE)).map_err(
+            |source| state::StateError::CreateDir {
+                path: run.clone(),
+                source,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The mounts for a container using this channel.
+    pub fn mounts(&self, installed: Installed) -> Mounts {
+        Mounts {
+            binary: installed.binary,
+            run_dir: self.run_dir(),
+            hostname: installed.hostname,
+        }
+    }
+
+    /// Removes the whole directory.
+    pub fn remove(&self) {
+        remove_any(&self.dir);
+    }
+}
+
+/// Removes a file, a socket or a directory tree at `path`, whichever it is.
+pub(crate) fn remove_any(path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            let _ = std::fs::remove_dir_all(path);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
 }
 
 #[cfg(test)]
@@ -107,25 +250,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hmac_matches_rfc_4231_case_2() {
-        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            hex::encode(mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+    fn the_embedded_agent_is_a_static_executable() {
+        assert!(BINARY.starts_with(b"\x7fELF"));
+        assert_eq!(BINARY_SHA256.len(), 64);
+        use sha2::Digest;
+        assert_eq!(hex::encode(sha2::Sha256::digest(BINARY)), BINARY_SHA256);
     }
 
     #[test]
-    fn mac_binds_every_field() {
-        let base = result_mac(b"k", "n", Some(0), false, b"o", b"e");
-        assert_ne!(base, result_mac(b"k2", "n", Some(0), false, b"o", b"e"));
-        assert_ne!(base, result_mac(b"k", "n2", Some(0), false, b"o", b"e"));
-        assert_ne!(base, result_mac(b"k", "n", Some(1), false, b"o", b"e"));
-        assert_ne!(base, result_mac(b"k", "n", None, false, b"o", b"e"));
-        assert_ne!(base, result_mac(b"k", "n", Some(0), true, b"o", b"e"));
-        assert_ne!(base, result_mac(b"k", "n", Some(0), false, b"x", b"e"));
-        assert_ne!(base, result_mac(b"k", "n", Some(0), false, b"o", b"x"));
-        assert!(mac_eq(&base, &base.clone()));
-        assert!(!mac_eq(&base, &base[1..]));
+    fn install_writes_an_execute_only_copy_once_and_repairs_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let path = install(&state).unwrap().binary;
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o7777, BINARY_MODE);
+        assert_eq!(meta.len(), BINARY.len() as u64);
+        let ino = meta.ino();
+        assert_eq!(
+            std::fs::metadata(install(&state).unwrap().binary)
+                .unwrap()
+                .ino(),
+            ino
+        );
+        // A copy with the wrong mode is replaced, not trusted.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let again = install(&state).unwrap();
+        assert_eq!(
+            std::fs::metadata(&again.binary).unwrap().mode() & 0o7777,
+            BINARY_MODE
+        );
+        assert_eq!(std::fs::read(&again.hostname).unwrap(), HOSTNAME);
+    }
+
+    #[test]
+    fn prepare_replaces_whatever_sits_at_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let channel = Channel::session(&tmp.path().join("state"), "s1");
+        channel.prepare().unwrap();
+        std::fs::remove_dir(channel.run_dir()).unwrap();
+        std::fs::write(channel.run_dir(), b"not a directory").unwrap();
+        channel.prepare().unwrap();
+        let meta = std::fs::symlink_metadata(channel.run_dir()).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!(meta.mode() & 0o7777, RUN_DIR_MODE);
+        channel.remove();
+        assert!(!channel.dir().exists());
     }
 }

@@ -39,9 +39,12 @@ pub struct Start {
     pub profile: String,
     pub backend: String,
     pub elevated: bool,
-    /// Set when the check stage was bypassed (test-only flag); always audited.
+    /// Set when the check stage was bypassed (stockade's own probes); always audited.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub check_bypassed: bool,
+    /// The profile's `[unsafe]` opt-outs, if it takes any.
+    #[serde(default, rename = "unsafe", skip_serializing_if = "Vec::is_empty")]
+    pub unsafe_opt_outs: Vec<String>,
 }
 
 /// Written after the command ended (or was refused / failed to start).
@@ -69,8 +72,21 @@ pub struct Finish {
     /// The container was reset because the kill inside it could not end every process.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sandbox_reset: bool,
+    /// Processes the command left running when it exited, which were ended.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub leftovers_ended: u32,
+    /// SHA-256 of the command's whole stdout and stderr, as the sandbox agent vouched for them
+    /// under its MAC (absent when the command ran as a `docker exec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Finish {
@@ -92,6 +108,9 @@ impl Finish {
             output_limit_hit: false,
             pids_limit_hit: false,
             sandbox_reset: false,
+            leftovers_ended: 0,
+            stdout_sha256: None,
+            stderr_sha256: None,
             error: None,
         }
     }

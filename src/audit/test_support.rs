@@ -17,6 +17,7 @@ pub fn start(id: &str) -> RecordBody {
         backend: "docker".to_owned(),
         elevated: false,
         check_bypassed: false,
+        unsafe_opt_outs: Vec::new(),
     })
 }
 

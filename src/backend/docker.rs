@@ -12,7 +12,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use super::output::Capture;
-use super::{BackendError, LimitCounters, Outcome};
+use super::{BackendError, Counters, Outcome};
 use crate::engine::{status_of, Engine};
 use crate::plan::{
     self, ContainerSpec, ProcessSpec, LABEL_KIND, LABEL_MANAGED, LABEL_SESSION, LABEL_SPEC_DIGEST,
@@ -60,6 +60,8 @@ pub struct Container {
     pub name: String,
     /// A session's warm container (else a one-shot container).
     pub session: bool,
+    /// stockade's agent is mounted in it (`agent::AGENT_IN_CONTAINER`).
+    pub agent: bool,
 }
 
 /// Runs processes in containers through the Engine API.
@@ -142,6 +144,7 @@ impl DockerBackend {
             id,
             name: spec.name.clone(),
             session: true,
+            agent: spec.agent,
         }))
     }
 
@@ -192,6 +195,7 @@ impl DockerBackend {
             id: created.id,
             name: spec.name.clone(),
             session: spec.labels.get(LABEL_KIND).map(String::as_str) == Some(plan::KIND_SESSION),
+            agent: spec.agent,
         };
         if let Err(e) = self
             .engine
@@ -272,20 +276,28 @@ impl DockerBackend {
         let period = self.engine.call_timeout;
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The output closing is not the end: a command that closed its stdout and stderr
+        // (`exec >&- 2>&-; sleep 100`) still runs, and still has its timeout.
+        let mut open = true;
         let stop = loop {
             tokio::select! {
-                item = output.next() => match item {
+                item = output.next(), if open => match item {
                     Some(Ok(chunk)) => {
                         feed(chunk, stdout, stderr);
                         if stdout.total() + stderr.total() > process.output_hard_limit {
-                            break Some(Stop::Flood);
+                            break Err(Stop::Flood);
                         }
                     }
                     Some(Err(e)) => return Err(BackendError::Stream { reason: e.to_string() }),
-                    None => break None,
+                    None => open = false,
                 },
-                _ = &mut deadline => break Some(Stop::Timeout),
-                signal = &mut interrupt => break Some(Stop::Signal(signal)),
+                _ = tokio::time::sleep(EXIT_POLL_INTERVAL), if !open => {
+                    if let Some(code) = self.exec_finished(&exec.id).await? {
+                        break Ok(code);
+                    }
+                }
+                _ = &mut deadline => break Err(Stop::Timeout),
+                signal = &mut interrupt => break Err(Stop::Signal(signal)),
                 _ = heartbeat.tick() => {
                     if let Err(source) = self.engine.call("ping", docker.ping()).await {
                         return Err(BackendError::EngineLost { source });
@@ -293,15 +305,20 @@ impl DockerBackend {
                 }
             }
         };
-        let Some(stop) = stop else {
-            return Ok(Outcome {
-                exit_code: self.exit_code(&exec.id).await?,
-                timed_out: false,
-                flooded: false,
-                interrupted: None,
-                kill_incomplete: false,
-                duration: started.elapsed(),
-            });
+        let stop = match stop {
+            Ok(exit_code) => {
+                return Ok(Outcome {
+                    exit_code,
+                    timed_out: false,
+                    flooded: false,
+                    interrupted: None,
+                    kill_incomplete: false,
+                    duration: started.elapsed(),
+                    hits: None,
+                    leftovers: 0,
+                })
+            }
+            Err(stop) => stop,
         };
 
         // The command's output keeps being read while the kill runs: the engine processes a
@@ -309,7 +326,6 @@ impl DockerBackend {
         // drained waits for that output, holding up the kill script's own exit with it.
         let kill = self.kill_tree(container, process);
         tokio::pin!(kill);
-        let mut open = true;
         let killed = loop {
             tokio::select! {
                 killed = &mut kill => break killed,
@@ -352,23 +368,18 @@ impl DockerBackend {
             },
             kill_incomplete: !ended,
             duration: started.elapsed(),
+            hits: None,
+            leftovers: 0,
         })
     }
 
-    async fn exit_code(&self, exec_id: &str) -> Result<Option<i64>, BackendError> {
-        for _ in 0..EXIT_POLLS {
-            let info = self
-                .engine
-                .call("inspect exec", self.engine.docker.inspect_exec(exec_id))
-                .await?;
-            if info.running != Some(true) {
-                return Ok(info.exit_code);
-            }
-            tokio::time::sleep(EXIT_POLL_INTERVAL).await;
-        }
-        Err(BackendError::Protocol {
-            what: format!("exec {exec_id} closed its output but did not report an exit code"),
-        })
+    /// `Some(exit code)` once the exec has ended.
+    async fn exec_finished(&self, exec_id: &str) -> Result<Option<Option<i64>>, BackendError> {
+        let info = self
+            .engine
+            .call("inspect exec", self.engine.docker.inspect_exec(exec_id))
+            .await?;
+        Ok((info.running != Some(true)).then_some(info.exit_code))
     }
 
     /// The exit code of a process that was just killed, if the engine already has it.
@@ -383,9 +394,11 @@ impl DockerBackend {
             .flatten()
     }
 
-    /// Runs [`plan::kill_script`] in the container as the command's user: TERM then KILL every
-    /// process of that user but the init and the keeper. `Ok(true)` when the script saw every
-    /// process gone; `Ok(false)` when it could not confirm that in time (reset the container).
+    /// Ends every process of the command's user in the container but the init and the keeper
+    /// (TERM, grace, KILL), from a fresh exec as that user: `stockade-agent kill` where the
+    /// agent is mounted, else [`plan::kill_script`] (which needs bash in the image). `Ok(true)`
+    /// when every process was seen gone; `Ok(false)` when that could not be confirmed in time
+    /// (reset the container).
     pub async fn kill_tree(
         &self,
         container: &Container,
@@ -421,8 +434,17 @@ impl DockerBackend {
                         attach_stdout: Some(true),
                         attach_stderr: Some(true),
                         // The script waits by reading this silent input (it must not fork).
-                        attach_stdin: Some(true),
-                        cmd: Some(plan::kill_script(process.kill_grace)),
+                        attach_stdin: Some(!container.agent),
+                        cmd: Some(if container.agent {
+                            vec![
+                                crate::agent::AGENT_IN_CONTAINER.to_string(),
+                                "kill".to_string(),
+                                "--grace-ms".to_string(),
+                                process.kill_grace.as_millis().to_string(),
+                            ]
+                        } else {
+                            plan::kill_script(process.kill_grace)
+                        }),
                         user: Some(process.user.clone()),
                         ..Default::default()
                     },
@@ -530,7 +552,7 @@ impl DockerBackend {
     /// The memory and pids cgroups' counters of limits hit, read from inside the container
     /// (cgroup v1 `memory.oom_control` and `pids.events`, or v2 `memory.events` and
     /// `pids.events`); `None` when they cannot be read.
-    pub async fn limit_counters(&self, container: &Container) -> Option<LimitCounters> {
+    pub async fn limit_counters(&self, container: &Container) -> Option<Counters> {
         let docker = &self.engine.docker;
         let exec = self
             .engine
@@ -639,9 +661,8 @@ fn feed(chunk: bollard::container::LogOutput, stdout: &mut Capture, stderr: &mut
 }
 
 /// Reads the counters script's `FILE KEY VALUE` lines.
-fn parse_counters(text: &str) -> Option<LimitCounters> {
-    let mut counters = LimitCounters::default();
-    let mut seen = false;
+fn parse_counters(text: &str) -> Option<Counters> {
+    let mut counters = Counters::default();
     for line in text.lines() {
         let mut parts = line.split_whitespace();
         let (Some(file), Some(key), Some(value)) = (parts.next(), parts.next(), parts.next())
@@ -653,17 +674,13 @@ fn parse_counters(text: &str) -> Option<LimitCounters> {
         };
         match (file, key) {
             ("memory/memory.oom_control" | "memory.events", "oom_kill") => {
-                counters.oom_kills = value;
-                seen = true;
+                counters.oom_kills = Some(value)
             }
-            ("pids/pids.events" | "pids.events", "max") => {
-                counters.pids_max = value;
-                seen = true;
-            }
+            ("pids/pids.events" | "pids.events", "max") => counters.pids_max = Some(value),
             _ => {}
         }
     }
-    seen.then_some(counters)
+    (counters != Counters::default()).then_some(counters)
 }
 
 #[cfg(test)]
@@ -678,18 +695,18 @@ mod tests {
                   pids/pids.events max 17\n";
         assert_eq!(
             parse_counters(v1),
-            Some(LimitCounters {
-                oom_kills: 2,
-                pids_max: 17
+            Some(Counters {
+                oom_kills: Some(2),
+                pids_max: Some(17)
             })
         );
         // v2: memory.events' own `max` line is not the pids counter.
         let v2 = "memory.events max 9\nmemory.events oom_kill 1\npids.events max 0\n";
         assert_eq!(
             parse_counters(v2),
-            Some(LimitCounters {
-                oom_kills: 1,
-                pids_max: 0
+            Some(Counters {
+                oom_kills: Some(1),
+                pids_max: Some(0)
             })
         );
         assert_eq!(parse_counters(""), None);

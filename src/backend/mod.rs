@@ -46,16 +46,18 @@ pub struct Outcome {
     /// reset ([`DockerBackend::reset`]).
     pub kill_incomplete: bool,
     pub duration: Duration,
+    /// The limits the command hit, when the runner measured them around it (the agent does);
+    /// `None`: not measured, read the counters another way.
+    pub hits: Option<LimitsHit>,
+    /// Processes the command left running when it exited, which were ended.
+    pub leftovers: u32,
 }
 
-/// The container's cgroup counters of limits that were hit (cumulative over its life).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LimitCounters {
-    /// Processes killed by the OOM killer (`oom_kill`).
-    pub oom_kills: u64,
-    /// Forks refused at the pids limit (`max` of `pids.events`).
-    pub pids_max: u64,
-}
+/// Which of the sandbox's limits a command hit.
+pub use stockade_proto::cgroup::Hits as LimitsHit;
+
+/// The sandbox's cgroup counters of limits hit (cumulative over its life).
+pub use stockade_proto::Counters;
 
 impl Outcome {
     /// The signal that ended the process, from the shell convention of exit code 128+N.

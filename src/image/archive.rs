@@ -114,7 +114,7 @@ mod tests {
     fn config_carries_metadata_and_diff_id() {
         let config: serde_json::Value =
             serde_json::from_slice(&image_config("sha256:abc", "9.9.9")).unwrap();
-        assert_eq!(config["config"]["User"], "1000:1000");
+        assert_eq!(config["config"]["User"], "65532:65532");
         assert_eq!(config["config"]["WorkingDir"], "/workspace");
         assert_eq!(config["config"]["Cmd"], json!(["/bin/bash"]));
         assert_eq!(config["config"]["Env"][0], format!("PATH={IMAGE_PATH}"));

@@ -25,7 +25,7 @@ pub const LABEL_BASE: &str = "org.stockade.base";
 /// Label holding the layer digest, so a rebuilt-but-identical rootfs is recognisable.
 pub const LABEL_ROOTFS: &str = "org.stockade.rootfs-sha256";
 /// The image's default user: the unprivileged `sandbox` entry of its /etc/passwd.
-pub const SANDBOX_USER: &str = "1000:1000";
+pub const SANDBOX_USER: &str = "65532:65532";
 /// Loading tens of MiB through fuse-overlayfs is slower than any other engine call.
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Serialises builds across stockade processes sharing one state directory.
@@ -89,9 +89,18 @@ pub enum ImageError {
     },
 }
 
-/// `stockade/base:<crate version>`.
+/// What the image holds beyond the host's files (its users, its layout), revised whenever that
+/// changes, so that an image built by an earlier stockade of the same version is not taken for
+/// this one's. 2: the sandbox user is 65532 (no host account); stockade's agent is static and
+/// mounted, so the image no longer carries the libraries stockade links against.
+pub const BASE_IMAGE_REVISION: u32 = 2;
+
+/// `stockade/base:<crate version>-r<revision>`.
 pub fn base_image_ref() -> String {
-    format!("{BASE_IMAGE_REPO}:{}", env!("CARGO_PKG_VERSION"))
+    format!(
+        "{BASE_IMAGE_REPO}:{}-r{BASE_IMAGE_REVISION}",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// Assembles the base image's root filesystem from host files (no engine involved).
@@ -249,7 +258,10 @@ mod tests {
     fn base_image_ref_is_versioned() {
         assert_eq!(
             base_image_ref(),
-            format!("stockade/base:{}", env!("CARGO_PKG_VERSION"))
+            format!(
+                "stockade/base:{}-r{BASE_IMAGE_REVISION}",
+                env!("CARGO_PKG_VERSION")
+            )
         );
     }
 

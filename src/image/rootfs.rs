@@ -47,12 +47,15 @@ const MAX_FILE_BYTES: u64 = 64 << 20;
 /// Cap on the whole layer, held in memory while it is built and imported.
 const MAX_TOTAL_BYTES: u64 = 512 << 20;
 /// The unprivileged user the sandbox runs as (the image's `User`).
-pub(crate) const SANDBOX_ID: u32 = 1000;
+/// 65532, as distroless's `nonroot`: outside the range of host accounts, so the sandbox user is
+/// nobody on the host (a uid shared with a host account could reach the sandbox's files through
+/// /proc/<pid>/root and signal its processes).
+pub(crate) const SANDBOX_ID: u32 = 65532;
 
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
     nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\
-    sandbox:x:1000:1000:sandbox:/home/sandbox:/bin/bash\n";
-const GROUP: &str = "root:x:0:\nnogroup:x:65534:\nsandbox:x:1000:\n";
+    sandbox:x:65532:65532:sandbox:/home/sandbox:/bin/bash\n";
+const GROUP: &str = "root:x:0:\nnogroup:x:65534:\nsandbox:x:65532:\n";
 // glibc >= 2.34 has the `files` service built in, so no libnss_*.so is needed.
 const NSSWITCH: &str = "passwd: files\ngroup: files\nshadow: files\nhosts: files\n";
 const HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
@@ -332,13 +335,7 @@ pub fn build(progress: &mut dyn FnMut(&str)) -> Result<RootfsTar, ImageError> {
     }
     binaries.sort();
     binaries.dedup();
-    // The session agent is this binary, bind-mounted into session containers: the image
-    // carries the libraries it needs (not the binary itself).
-    let mut needs_libraries = binaries.clone();
-    if let Ok(exe) = std::env::current_exe() {
-        needs_libraries.push(exe);
-    }
-    for lib in shared_libraries(&needs_libraries)? {
+    for lib in shared_libraries(&binaries)? {
         tree.add_host_path(&lib)?;
     }
 
@@ -517,7 +514,7 @@ mod tests {
     fn image_has_sandbox_user_and_writable_dirs() {
         let members = members();
         let passwd = String::from_utf8(members["etc/passwd"].data.clone()).unwrap();
-        assert!(passwd.contains("sandbox:x:1000:1000:sandbox:/home/sandbox:/bin/bash\n"));
+        assert!(passwd.contains("sandbox:x:65532:65532:sandbox:/home/sandbox:/bin/bash\n"));
         assert!(passwd.starts_with("root:x:0:0:"));
         assert!(
             String::from_utf8_lossy(&resolve(&members, "/etc/os-release").data).contains("ID=")

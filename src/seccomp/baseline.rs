@@ -3,8 +3,8 @@
 //!
 //! With the Docker backend the whole container runs under the profile, not just the command:
 //! runc loads the filter in its init process and then calls `execve`, docker-init runs as PID 1,
-//! a keeper (`sleep infinity`) keeps the container up, and stockade's own execs (the timeout
-//! kill script, the OOM probe) run in it too. A trace of the workload sees none of this.
+//! a keeper keeps the container up, stockade's agent runs every command, and stockade's own execs
+//! (the kill sweep, the OOM probe) run in it too. A trace of the workload sees none of this.
 //!
 //! Measured on Docker 20.10.24, runc 1.1.5 (Go 1.19, libseccomp 2.5.4), cgroup v1, Linux 6.x,
 //! x86_64, stockade's base image (Debian 12 glibc 2.36, bash as /bin/sh): each process above was
@@ -95,10 +95,69 @@ pub const KEEPER: &[&str] = &[
     "set_tid_address",
 ];
 
+/// stockade's agent (`stockade-agent`, static): `serve` (the launch hand-over over a unix
+/// socket, one connection per command, the command spawned with `fork` + `execve`, its exit
+/// and every orphan of it reaped through a SIGCHLD `signalfd` (the agent is a subreaper:
+/// `prctl`), the /proc scans for what is not its own), the child between `fork`
+/// and `execve` (`dup2`, `chdir`), `keep` (the keeper: `pause`) and `kill` (the sweep:
+/// `clock_nanosleep` between checks). Measured with `strace -f` from the host on the
+/// container's shim (serve: a launch, a command, one that leaves a process behind, a timeout,
+/// a failing one) and on the binary run directly (keep, kill).
+pub const AGENT: &[&str] = &[
+    "accept4",
+    "arch_prctl",
+    "brk",
+    "chdir",
+    "clock_nanosleep",
+    "clone",
+    "close",
+    "connect",
+    "dup2",
+    "execve",
+    "exit_group",
+    "fcntl",
+    "futex",
+    "getdents64",
+    "geteuid",
+    "getpid",
+    "getrandom",
+    "gettid",
+    "kill",
+    "mmap",
+    "mprotect",
+    "munmap",
+    "newfstatat",
+    "openat",
+    "pause",
+    "pipe2",
+    "poll",
+    "prctl",
+    "prlimit64",
+    "read",
+    "readlink",
+    "recvfrom",
+    "recvmsg",
+    "rseq",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "sched_getaffinity",
+    "sendto",
+    "set_robust_list",
+    "set_tid_address",
+    "setsockopt",
+    "shutdown",
+    "sigaltstack",
+    "signalfd4",
+    "socket",
+    "socketpair",
+    "statx",
+    "wait4",
+    "write",
+];
+
 /// stockade's own execs: the timeout kill script (`/bin/sh` reading /proc, `kill`, `sleep`) and
-/// the OOM probe (`/bin/sh -c cat ...`). Required: `dup2`, `pipe2` (command substitution),
-/// `geteuid`, `kill`. Left out although the shell makes them: `socket` and `connect` (glibc
-/// asking nscd for the user's name; refused, it reads /etc/passwd instead).
+/// the OOM probe (`/bin/sh -c cat ...`), used where the agent cannot be (a remote engine).
+/// Required: `dup2`, `pipe2` (command substitution), `geteuid`, `kill`.
 pub const STOCKADE_EXECS: &[&str] = &[
     "clock_nanosleep",
     "clone",
@@ -149,6 +208,7 @@ pub fn runtime_baseline(arch: Arch) -> BTreeSet<String> {
         GO_RUNTIME,
         CONTAINER_INIT,
         KEEPER,
+        AGENT,
         STOCKADE_EXECS,
         ESSENTIAL,
         arch_specific,
@@ -170,6 +230,7 @@ mod tests {
             RUNC_INIT,
             CONTAINER_INIT,
             KEEPER,
+            AGENT,
             STOCKADE_EXECS,
             ESSENTIAL,
             AARCH64_EQUIVALENTS,
@@ -195,7 +256,11 @@ mod tests {
             ] {
                 assert!(b.contains(name), "{arch}: {name}");
             }
-            assert!(!b.contains("socket"));
+            // The agent's channel and its command's exit.
+            for name in ["socket", "accept4", "recvmsg", "signalfd4", "prctl"] {
+                assert!(b.contains(name), "{arch}: {name}");
+            }
+            assert!(!b.contains("mount") && !b.contains("unshare") && !b.contains("ptrace"));
         }
         // x86_64-only names drop out on aarch64 and their stand-ins come in.
         let arm = runtime_baseline(Arch::Aarch64);

@@ -84,6 +84,24 @@ pub fn lint_profile_for(p: &Profile, arch: Arch, kernel: Option<(u32, u32)>) -> 
 }
 
 fn lint_settings(p: &Profile, out: &mut Vec<Finding>) {
+    for warning in &p.warnings {
+        out.push(finding(
+            "profile-warning",
+            Severity::Warn,
+            "profile",
+            warning.clone(),
+            "see the message",
+        ));
+    }
+    for opt_out in &p.unsafe_opt_outs {
+        out.push(finding(
+            "unsafe-opt-out",
+            Severity::Critical,
+            format!("[unsafe] {opt_out}"),
+            "the profile opts out of a refusal stockade makes at load",
+            format!("remove `{opt_out} = true` from [unsafe] and fix what it allowed"),
+        ));
+    }
     if !p.read_only_root {
         out.push(finding(
             "root-writable",
@@ -145,7 +163,7 @@ fn lint_settings(p: &Profile, out: &mut Vec<Finding>) {
             Severity::Warn,
             format!("user = {:?}", p.user),
             "commands run as root inside the container; with any capability or kernel bug that is root on the host's kernel",
-            "set user to an unprivileged uid:gid such as \"1000:1000\"",
+            "set user to an unprivileged uid:gid outside the host's accounts, such as \"65532:65532\"",
         ));
     }
     if p.elevated {

@@ -364,7 +364,7 @@ async fn remove_session(ctx: &Context, session: &str) -> Result<(), RecordError>
     let backend = DockerBackend::new(Engine::connect(ctx.call_timeout).await?);
     match session::remove(&backend, &ctx.state_dir, session).await {
         // Nothing to remove: the container was never created.
-        Ok(()) | Err(SessionError::NotFound { .. }) => Ok(()),
+        Ok(_) | Err(SessionError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

@@ -1,35 +1,47 @@
-//! The session agent: used when it can be, never trusted without proof, replaced when gone.
+//! The sandbox agent: every command runs through it, its results are verified, and whatever
+//! happens to it or its host-side files, it is replaced and nothing is trusted without proof.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
+use std::time::Duration;
 
-use super::common::{stderr, stdout, unique, Env};
+use super::common::{output_within, stderr, stdout, unique, Env};
 use crate::require_docker;
 
-fn agent_dir(env: &Env, session: &str) -> std::path::PathBuf {
-    env.state_dir()
-        .join("sessions")
-        .join(format!("{session}.agent"))
-}
-
 #[test]
-fn warm_session_commands_run_through_the_agent() {
+fn commands_run_through_the_agent_as_the_sandbox_user() {
     require_docker!();
     let env = Env::new();
     let s = unique("agent");
-    env.exec(&["--session", &s], "true");
-    let out = env.exec(&["--session", &s], "ps -eo user,args");
-    let text = stdout(&out);
-    assert!(text.contains("__agent"), "no agent process: {text}");
+    let (code, v) = env.exec_json(&["--session", &s], "ps -eo user=,args=");
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["runner"], "agent", "{v}");
+    let ps = v["stdout"].as_str().unwrap();
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("sandbox") && l.contains("__agent")),
-        "{text}"
+        ps.lines()
+            .any(|l| l.starts_with("sandbox") && l.contains("stockade-agent serve")),
+        "{ps}"
     );
-    // The command is the agent's child, still as the sandbox user with no capabilities.
+    // The keeper is the agent binary too, as root (the sandbox user cannot end it).
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with("root") && l.contains("stockade-agent keep")),
+        "{ps}"
+    );
     let (code, v) = env.exec_json(&["--session", &s], "id -u; grep CapEff /proc/self/status");
     assert_eq!(code, 0);
-    assert_eq!(v["stdout"], "1000\nCapEff:\t0000000000000000\n");
+    assert_eq!(v["stdout"], "65532\nCapEff:\t0000000000000000\n");
+    // One-shots too.
+    let (code, v) = env.exec_json(&[], "echo one");
+    assert_eq!((code, v["runner"].as_str()), (0, Some("agent")), "{v}");
+    // The verified digest of the output is on record.
+    let finish = env.audit_records().pop().unwrap();
+    assert_eq!(finish["stdout_sha256"], sha256_hex(b"one\n"), "{finish}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 #[test]
@@ -39,59 +51,117 @@ fn a_killed_agent_is_replaced_and_commands_still_run() {
     let s = unique("agent-kill");
     env.exec(&["--session", &s], "true");
     // Killing the agent from inside ends that command with an error (its result is unknown).
-    let out = env.exec(&["--session", &s], "pkill -f __agent; sleep 1");
+    let out = env.exec(
+        &["--session", &s],
+        "pkill -f 'stockade-agent serve'; sleep 1",
+    );
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     let (code, v) = env.exec_json(&["--session", &s], "echo still-here");
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["stdout"], "still-here\n");
+    assert_eq!(v["runner"], "agent", "{v}");
 }
 
 #[test]
-fn a_planted_symlink_is_not_followed() {
-    require_docker!();
-    let env = Env::new();
-    let s = unique("agent-link");
-    env.exec(&["--session", &s], "true");
-    let socket = agent_dir(&env, &s).join("agent.sock");
-    std::fs::remove_file(&socket).unwrap();
-    std::os::unix::fs::symlink("/var/run/docker.sock", &socket).unwrap();
-    let out = env.exec(&["--session", &s], "echo hi");
-    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
-    assert!(stderr(&out).contains("not a socket"), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "");
-}
-
-#[test]
-fn a_forged_result_is_rejected() {
+fn a_result_that_does_not_verify_is_refused() {
     require_docker!();
     let env = Env::new();
     let s = unique("agent-forge");
     env.exec(&["--session", &s], "true");
-    let socket = agent_dir(&env, &s).join("agent.sock");
+    // An impostor at the host-side socket path (where nothing in the sandbox can reach): it
+    // knows the protocol but not the key.
+    let socket = env.session_dir(&s).join("agent.sock");
     std::fs::remove_file(&socket).unwrap();
-    // An impostor that knows the protocol but not the session secret.
     let listener = UnixListener::bind(&socket).unwrap();
     let impostor = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
-        let mut line = String::new();
-        BufReader::new(conn.try_clone().unwrap())
-            .read_line(&mut line)
-            .unwrap();
         let frame = |tag: u8, payload: &[u8]| {
             let mut f = vec![tag];
             f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
             f.extend_from_slice(payload);
             f
         };
+        let mut hello = vec![0, 2];
+        hello.extend_from_slice(&[7u8; 16]);
+        hello.extend_from_slice(&5u32.to_be_bytes());
+        hello.extend_from_slice(b"0.1.0");
+        conn.write_all(&frame(b'h', &hello)).unwrap();
+        let mut header = [0u8; 5];
+        conn.read_exact(&mut header).unwrap();
+        let mut request = vec![0u8; u32::from_be_bytes(header[1..].try_into().unwrap()) as usize];
+        conn.read_exact(&mut request).unwrap();
         conn.write_all(&frame(b'a', b"")).unwrap();
         conn.write_all(&frame(b'o', b"all good\n")).unwrap();
-        let exit = br#"{"exit_code":0,"timed_out":false,"mac":"00"}"#;
-        conn.write_all(&frame(b'x', exit)).unwrap();
+        conn.write_all(&frame(b'x', &[0u8; 200])).unwrap();
     });
     let (code, v) = env.exec_json(&["--session", &s], "echo real");
     impostor.join().unwrap();
     assert_eq!(code, 125, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("tampered"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("failed verification"),
+        "{v}"
+    );
     let finish = env.audit_records().pop().unwrap();
     assert_eq!(finish["outcome"], "error");
+    assert!(finish.get("stdout_sha256").is_none(), "{finish}");
+}
+
+#[test]
+fn whatever_sits_at_the_host_side_socket_the_agent_is_relaunched() {
+    require_docker!();
+    let env = Env::new();
+    let s = unique("agent-dir");
+    assert_eq!(env.exec(&["--session", &s], "true").status.code(), Some(0));
+    let socket = env.session_dir(&s).join("agent.sock");
+    for plant in ["directory", "file", "tarpit"] {
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_dir_all(&socket);
+        // A listener with a full queue that never accepts: connect must not wait forever.
+        let mut keep = Vec::new();
+        match plant {
+            "directory" => std::fs::create_dir(&socket).unwrap(),
+            "file" => std::fs::write(&socket, b"junk").unwrap(),
+            _ => {
+                let listener = UnixListener::bind(&socket).unwrap();
+                for _ in 0..64 {
+                    match std::os::unix::net::UnixStream::connect(&socket) {
+                        Ok(c) => keep.push(c),
+                        Err(_) => break,
+                    }
+                }
+                std::mem::forget(listener);
+            }
+        }
+        let out = output_within(
+            env.cmd()
+                .args(["exec", "--json", "--session", &s, "--", "echo fine"]),
+            Duration::from_secs(60),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{plant}: {v}");
+        assert_eq!(v["stdout"], "fine\n", "{plant}: {v}");
+        assert_eq!(v["runner"], "agent", "{plant}: {v}");
+    }
+    // `session rm` deletes the session's host directory.
+    let out = env.cmd().args(["session", "rm", &s]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!env.session_dir(&s).exists());
+}
+
+#[test]
+fn without_the_agent_commands_run_as_docker_exec() {
+    require_docker!();
+    let env = Env::new();
+    let s = unique("no-agent");
+    let out = env
+        .cmd()
+        .env("STOCKADE_NO_AGENT", "1")
+        .args(["exec", "--json", "--session", &s, "--", "echo plain"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["runner"], "exec", "{v}");
+    assert_eq!(v["stdout"], "plain\n");
+    assert!(stdout(&out).contains("\"stdout_sha256\":null"));
 }

@@ -201,3 +201,66 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The default profile's text, its seccomp file named by absolute path (so that a variant can
+/// live in any directory).
+pub fn default_profile_text() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/profiles/default.toml"
+    ))
+    .unwrap()
+    .replace(
+        "seccomp = \"seccomp/default.json\"",
+        concat!(
+            "seccomp = \"",
+            env!("CARGO_MANIFEST_DIR"),
+            "/profiles/seccomp/default.json\""
+        ),
+    )
+}
+
+impl Env {
+    /// Writes a variant of the default profile: each `(from, to)` replaces text, and `extra` is
+    /// appended (TOML tables go last). Returns its name.
+    pub fn write_variant(&self, name: &str, edits: &[(&str, &str)], extra: &str) -> String {
+        let mut text = default_profile_text();
+        for (from, to) in edits {
+            assert!(text.contains(from), "default.toml has no {from:?}");
+            text = text.replace(from, to);
+        }
+        text.push_str(extra);
+        self.write_profile(name, &text);
+        name.to_string()
+    }
+
+    /// The host directory of a session's agent channel.
+    pub fn session_dir(&self, session: &str) -> PathBuf {
+        self.state_dir().join("sessions").join(session)
+    }
+}
+
+/// Runs `cmd` to completion, but kills it and fails the test if it takes longer than `bound`:
+/// a does-not-hang check (the bound is generous), never a speed claim.
+pub fn output_within(cmd: &mut Command, bound: std::time::Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let until = std::time::Instant::now() + bound;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if std::time::Instant::now() >= until {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{cmd:?} still ran after {bound:?}: it hangs. stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

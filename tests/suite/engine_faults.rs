@@ -129,26 +129,10 @@ fn a_wedged_engine_fails_within_the_call_timeout() {
     );
 }
 
-#[test]
-fn an_engine_wedged_mid_command_is_noticed_and_the_orphan_removed_later() {
-    require_docker!();
-    let f = Faulty::new();
-    let child = f
-        .cmd()
-        .args([
-            "exec",
-            "--json",
-            "--timeout",
-            "60s",
-            "--",
-            "echo up; sleep 61",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for the command to run, then wedge the engine under it.
+/// Waits until the one-shot whose command contains `marker` runs; returns its execution id.
+fn running_oneshot(f: &Faulty, marker: &str) -> String {
     let until = Instant::now() + Duration::from_secs(20);
-    let id = loop {
+    loop {
         let start = f
             .env
             .audit_records()
@@ -161,29 +145,19 @@ fn an_engine_wedged_mid_command_is_noticed_and_the_orphan_removed_later() {
                 .output()
                 .unwrap()
                 .stdout
-                .windows(8)
-                .any(|w| w == b"sleep 61")
+                .windows(marker.len())
+                .any(|w| w == marker.as_bytes())
             {
-                break id;
+                return id;
             }
         }
         assert!(Instant::now() < until, "the command never started");
         std::thread::sleep(Duration::from_millis(100));
-    };
-    let wedged = Instant::now();
-    f.proxy.set(Mode::Wedged);
-    let out = child.wait_with_output().unwrap();
-    let took = wedged.elapsed();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(125), "{v}");
-    // Heartbeat every call timeout, a ping bounded by it, then a bounded removal attempt.
-    assert!(took < CALL * 3 + SLACK, "noticed after {took:?}");
-    assert!(
-        v["error"].as_str().unwrap().contains("stopped answering"),
-        "{v}"
-    );
+    }
+}
 
-    // The engine is back: the next invocation removes what the failed one left.
+/// The engine is back: the next invocation removes what the failed one left.
+fn orphan_is_removed_by_the_next_call(f: &Faulty, id: &str) {
     f.proxy.set(Mode::Pass);
     let container = format!("stockade-x-{id}");
     let (out, _) = f.exec(&[], "true");
@@ -200,6 +174,71 @@ fn an_engine_wedged_mid_command_is_noticed_and_the_orphan_removed_later() {
         assert!(Instant::now() < until, "{container} left behind");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn an_engine_wedged_mid_exec_is_noticed_and_the_orphan_removed_later() {
+    require_docker!();
+    let f = Faulty::new();
+    // Through `docker exec` (no agent), the command's output comes over the engine, which is
+    // pinged while the command runs.
+    let child = f
+        .cmd()
+        .env("STOCKADE_NO_AGENT", "1")
+        .args([
+            "exec",
+            "--json",
+            "--timeout",
+            "60s",
+            "--",
+            "echo up; sleep 61",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = running_oneshot(&f, "sleep 61");
+    let wedged = Instant::now();
+    f.proxy.set(Mode::Wedged);
+    let out = child.wait_with_output().unwrap();
+    let took = wedged.elapsed();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(125), "{v}");
+    // Heartbeat every call timeout, a ping bounded by it, then a bounded removal attempt.
+    assert!(took < CALL * 3 + SLACK, "noticed after {took:?}");
+    assert!(
+        v["error"].as_str().unwrap().contains("stopped answering"),
+        "{v}"
+    );
+    orphan_is_removed_by_the_next_call(&f, &id);
+}
+
+#[test]
+fn a_command_through_the_agent_outlives_a_wedged_engine_and_keeps_its_result() {
+    require_docker!();
+    let f = Faulty::new();
+    // The agent's channel does not go through the engine: a command running when the engine
+    // wedges finishes with its own result; only removing the container waits for the engine.
+    let child = f
+        .cmd()
+        .args(["exec", "--json", "--", "echo up; sleep 5; echo done"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = running_oneshot(&f, "sleep 5");
+    f.proxy.set(Mode::Wedged);
+    let out = child.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["stdout"], "up\ndone\n", "{v}");
+    assert_eq!(v["runner"], "agent", "{v}");
+    assert!(
+        v["warnings"].to_string().contains("could not be removed"),
+        "{v}"
+    );
+    let finish = f.env.audit_records().pop().unwrap();
+    assert_eq!(finish["outcome"], "completed", "{finish}");
+    assert_eq!(finish["exit_code"], 0, "{finish}");
+    orphan_is_removed_by_the_next_call(&f, &id);
 }
 
 #[test]

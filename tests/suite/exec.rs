@@ -24,7 +24,7 @@ fn default_profile_runs_as_non_root_without_caps_network_or_writable_root() {
         stderr(&out)
     );
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "1000");
+    assert_eq!(lines[0], "65532");
     for cap_line in &lines[1..5] {
         assert!(
             cap_line.ends_with("0000000000000000"),

@@ -51,7 +51,7 @@ fn session_processes(env: &Env, session: &str) -> String {
 fn leftovers(ps: &str) -> Vec<String> {
     ps.lines()
         .filter(|l| l.starts_with("sandbox"))
-        .filter(|l| !l.contains("ps -eo") && !l.contains("__agent"))
+        .filter(|l| !l.contains("ps -eo") && !l.contains("stockade-agent serve"))
         .map(str::to_string)
         .collect()
 }

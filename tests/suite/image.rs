@@ -100,7 +100,7 @@ async fn base_image_builds_offline_and_runs() {
     assert_eq!(inspected.id.as_deref(), Some(id.as_str()));
     eprintln!("image size: {} bytes", inspected.size.unwrap_or_default());
     let config = inspected.config.expect("image config");
-    assert_eq!(config.user.as_deref(), Some("1000:1000"));
+    assert_eq!(config.user.as_deref(), Some("65532:65532"));
     assert_eq!(config.working_dir.as_deref(), Some("/workspace"));
     let labels = config.labels.expect("labels");
     assert_eq!(labels[image::LABEL_BASE], env!("CARGO_PKG_VERSION"));
@@ -126,7 +126,7 @@ async fn base_image_builds_offline_and_runs() {
     .await;
     assert_eq!(code, 0, "{output}");
     let mut lines = output.lines();
-    assert_eq!(lines.next(), Some("1000"));
+    assert_eq!(lines.next(), Some("65532"));
     let listing: Vec<&str> = output.lines().collect();
     for dir in ["bin", "etc", "home", "tmp", "usr", "workspace"] {
         assert!(listing.contains(&dir), "ls / lacks {dir}: {output}");
@@ -141,7 +141,7 @@ async fn base_image_builds_offline_and_runs() {
     assert_eq!(code, 0, "{output}");
     assert_eq!(
         output,
-        "sandbox\n/workspace\nsh-ok\n2\n1000\n0\nbash\nend\n"
+        "sandbox\n/workspace\nsh-ok\n2\n65532\n0\nbash\nend\n"
     );
 }
 

@@ -10,6 +10,7 @@ mod engine_faults;
 mod exec;
 mod faults;
 mod image;
+mod integrity;
 mod live_corpus;
 mod load;
 mod profiles;

@@ -14,21 +14,26 @@ use serde::{Deserialize, Serialize};
 use crate::check::Policy;
 use crate::seccomp;
 
+mod binds;
+mod user;
+
+pub use binds::{RUNTIME_DIRS, RUNTIME_SOCKETS};
+
 /// Profiles shipped inside the binary: (name, TOML text).
 const BUILTIN_PROFILES: &[(&str, &str)] = &[
-    ("default", include_str!("../profiles/default.toml")),
-    ("elevated", include_str!("../profiles/elevated.toml")),
+    ("default", include_str!("../../profiles/default.toml")),
+    ("elevated", include_str!("../../profiles/elevated.toml")),
 ];
 
 /// Seccomp files shipped inside the binary, by their path relative to `profiles/`.
 const BUILTIN_SECCOMP: &[(&str, &str)] = &[
     (
         "seccomp/default.json",
-        include_str!("../profiles/seccomp/default.json"),
+        include_str!("../../profiles/seccomp/default.json"),
     ),
     (
         "seccomp/docker-default.json",
-        include_str!("../profiles/seccomp/docker-default.json"),
+        include_str!("../../profiles/seccomp/docker-default.json"),
     ),
 ];
 
@@ -45,20 +50,6 @@ const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 
 /// Host paths a profile may never bind into a sandbox (nor anything below them).
 const FORBIDDEN_BIND_SOURCES: &[&str] = &["/proc", "/sys", "/dev", "/etc", "/boot"];
-/// Container runtime sockets: access to any of them is root on the host.
-const RUNTIME_SOCKETS: &[&str] = &[
-    "/var/run/docker.sock",
-    "/run/docker.sock",
-    "/run/containerd/containerd.sock",
-    "/var/run/containerd/containerd.sock",
-    "/run/crio/crio.sock",
-    "/var/run/crio/crio.sock",
-    "/run/podman/podman.sock",
-    "/var/run/podman/podman.sock",
-    "/var/run/cri-dockerd.sock",
-    "/run/docker",
-    "/var/lib/docker",
-];
 /// Container paths a bind may not cover.
 const FORBIDDEN_BIND_TARGETS: &[&str] = &["/", "/proc", "/sys", "/dev"];
 
@@ -168,7 +159,29 @@ pub struct Profile {
     pub binds: Vec<Bind>,
     pub elevated: bool,
     pub policy: Policy,
+    /// The `[unsafe]` opt-outs this profile takes (audited with every execution under it).
+    pub unsafe_opt_outs: Vec<String>,
+    /// Things that load but deserve a look (printed by `exec`, `profile show` and lint).
+    pub warnings: Vec<String>,
 }
+
+/// `[unsafe]`: explicit, loudly named opt-outs from refusals at load. Each one used is named in
+/// `profile show`, scored by lint and recorded in every audit start under the profile.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnsafe {
+    /// Run under a seccomp profile whose default action allows, or that allows syscalls lint
+    /// rates critical (mount, unshare, bpf, kernel modules...).
+    #[serde(default)]
+    permissive_seccomp: bool,
+    /// Grant capabilities lint rates critical (SYS_ADMIN, SYS_MODULE, SYS_PTRACE...).
+    #[serde(default)]
+    dangerous_capabilities: bool,
+}
+
+/// The opt-out names, as written in `[unsafe]`.
+pub const UNSAFE_PERMISSIVE_SECCOMP: &str = "permissive_seccomp";
+pub const UNSAFE_DANGEROUS_CAPABILITIES: &str = "dangerous_capabilities";
 
 impl Profile {
     /// The capabilities a process in the sandbox ends up with: Docker's defaults, minus drops,
@@ -217,6 +230,8 @@ struct RawProfile {
     binds: Vec<Bind>,
     #[serde(default)]
     policy: Policy,
+    #[serde(default, rename = "unsafe")]
+    unsafe_: RawUnsafe,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,7 +369,9 @@ pub fn parse(
     };
 
     let image = validate_image(&raw.image).map_err(|p| invalid("image", p))?;
-    validate_user(&raw.user, raw.elevated).map_err(|p| invalid("user", p))?;
+    let runtime = binds::Runtime::probe();
+    let mut warnings =
+        user::check(&raw.user, raw.elevated, &runtime).map_err(|p| invalid("user", p))?;
     if !raw.workdir.starts_with('/') {
         return Err(invalid(
             "workdir",
@@ -418,6 +435,10 @@ pub fn parse(
 
     for bind in &raw.binds {
         validate_bind(bind).map_err(|p| invalid("binds", p))?;
+        warnings.extend(
+            binds::check_source(Path::new(&bind.source), &runtime)
+                .map_err(|p| invalid("binds", p))?,
+        );
     }
 
     let limits = &raw.limits;
@@ -479,6 +500,43 @@ pub fn parse(
     }
 
     let seccomp = load_seccomp(&raw.seccomp, base_dir).map_err(|p| invalid("seccomp", p))?;
+    let caps = seccomp::caps::effective(&cap_drop, &cap_add);
+    let mut unsafe_opt_outs = Vec::new();
+    let critical_caps: Vec<String> = seccomp::lint_caps(&caps)
+        .into_iter()
+        .filter(|f| f.severity == seccomp::Severity::Critical)
+        .map(|f| f.subject)
+        .collect();
+    if !critical_caps.is_empty() {
+        if !raw.unsafe_.dangerous_capabilities {
+            return Err(invalid(
+                "capabilities.add",
+                format!(
+                    "{} would let the sandbox reach the host (mounts, namespaces, kernel modules, \
+                     other processes); remove them, or set `[unsafe] {UNSAFE_DANGEROUS_CAPABILITIES} \
+                     = true` to run such a sandbox anyway (audited)",
+                    critical_caps.join(", ")
+                ),
+            ));
+        }
+        unsafe_opt_outs.push(UNSAFE_DANGEROUS_CAPABILITIES.to_string());
+    }
+    let permissive = permissive_seccomp(&seccomp, &caps);
+    if !permissive.is_empty() {
+        if !raw.unsafe_.permissive_seccomp {
+            return Err(invalid(
+                "seccomp",
+                format!(
+                    "{}: {}: a sandbox under it is unconfined in all but name. Start from \
+                     seccomp/default.json (deny by default), or set `[unsafe] \
+                     {UNSAFE_PERMISSIVE_SECCOMP} = true` to run it anyway (audited)",
+                    seccomp.path.display(),
+                    permissive.join("; ")
+                ),
+            ));
+        }
+        unsafe_opt_outs.push(UNSAFE_PERMISSIVE_SECCOMP.to_string());
+    }
 
     Ok(Profile {
         name: name.to_string(),
@@ -504,7 +562,37 @@ pub fn parse(
         binds: raw.binds,
         elevated: raw.elevated,
         policy: raw.policy,
+        unsafe_opt_outs,
+        warnings,
     })
+}
+
+/// Why a seccomp profile confines nothing that matters, under the sandbox's capabilities on
+/// this host: an allowing default action, or critical syscalls allowed (the lint's findings).
+fn permissive_seccomp(seccomp: &SeccompRef, caps: &BTreeSet<String>) -> Vec<String> {
+    let Ok(parsed) = seccomp::load_profile_json(&seccomp.json, &seccomp::LoadOptions::default())
+    else {
+        return Vec::new(); // load_seccomp already refused what does not load
+    };
+    let resolved = seccomp::resolve(&parsed, caps, seccomp::Arch::host(), seccomp::host_kernel());
+    let findings = seccomp::lint_seccomp(&resolved);
+    let mut why: Vec<String> = findings
+        .iter()
+        .filter(|f| matches!(f.id, "seccomp-unconfined" | "seccomp-default-allow"))
+        .map(|f| f.message.clone())
+        .collect();
+    let dangerous: Vec<&str> = findings
+        .iter()
+        .filter(|f| f.id == "syscall-dangerous" && f.severity == seccomp::Severity::Critical)
+        .map(|f| f.subject.as_str())
+        .collect();
+    if !dangerous.is_empty() {
+        why.push(format!(
+            "it allows {} (namespaces, mounts, the kernel's own interfaces)",
+            dangerous.join(", ")
+        ));
+    }
+    why
 }
 
 fn validate_image(image: &str) -> Result<String, String> {
@@ -521,21 +609,6 @@ fn validate_image(image: &str) -> Result<String, String> {
     } else {
         Err(format!("{image:?} is not an image reference"))
     }
-}
-
-fn validate_user(user: &str, elevated: bool) -> Result<(), String> {
-    let (uid, gid) = user.split_once(':').unwrap_or((user, ""));
-    let numeric = |s: &str| !s.is_empty() && s.len() <= 10 && s.chars().all(|c| c.is_ascii_digit());
-    if !numeric(uid) || !(gid.is_empty() || numeric(gid)) {
-        return Err(format!(
-            "{user:?} must be numeric UID or UID:GID (names depend on the image)"
-        ));
-    }
-    let is_root = uid.trim_start_matches('0').is_empty();
-    if is_root && !elevated {
-        return Err("root (uid 0) is only allowed in a profile with `elevated = true`".to_string());
-    }
-    Ok(())
 }
 
 fn validate_network(network: &str) -> Result<(), String> {
@@ -592,19 +665,13 @@ fn validate_bind(bind: &Bind) -> Result<(), String> {
                 ));
             }
         }
-        for socket in RUNTIME_SOCKETS {
-            if candidate.starts_with(socket) || Path::new(socket).starts_with(&candidate) {
+        for runtime in RUNTIME_SOCKETS.iter().chain(RUNTIME_DIRS) {
+            if candidate.starts_with(runtime) || Path::new(runtime).starts_with(&candidate) {
                 return Err(format!(
-                    "source {:?} exposes the container runtime ({socket}): that is root on the host",
+                    "source {:?} exposes the container runtime ({runtime}): that is root on the host",
                     bind.source
                 ));
             }
-        }
-        if candidate.extension().is_some_and(|e| e == "sock") {
-            return Err(format!(
-                "source {:?} is a socket path; sockets are never bound",
-                bind.source
-            ));
         }
     }
     let target = normalize(Path::new(&bind.target));
@@ -786,6 +853,12 @@ impl fmt::Display for Profile {
             )?;
         }
         writeln!(f, "elevated        {}", self.elevated)?;
+        for opt_out in &self.unsafe_opt_outs {
+            writeln!(f, "UNSAFE          [unsafe] {opt_out} = true")?;
+        }
+        for warning in &self.warnings {
+            writeln!(f, "warning         {warning}")?;
+        }
         write!(
             f,
             "allowed rules   {}",
@@ -817,5 +890,4 @@ mod duration_ms {
 }
 
 #[cfg(test)]
-#[path = "profile_tests.rs"]
 mod tests;

@@ -1,0 +1,88 @@
+//! stockade-agent: the part of stockade that runs inside a sandbox.
+//!
+//! It is a static binary with no dependency on the image it runs in, bind-mounted read-only and
+//! execute-only (mode 0111) into every sandbox, and it runs under the sandbox's own seccomp
+//! filter, capabilities, no-new-privileges and cgroup limits, as the sandbox user:
+//!
+//! - `serve --launch SOCKET`: the sandbox's agent. Reads the sandbox key from stdin, takes its
+//!   listener from the host over SOCKET (see `launch`), then runs one command per connection
+//!   (see `run`) and reports each under a MAC (see the `stockade-proto` crate).
+//! - `keep`: the container's keeper process (the first child of the engine's init), which only
+//!   waits; it runs as root with no capabilities, so the sandbox user cannot end it.
+//! - `kill --grace-ms N`: ends every process of the calling user but the init, the keeper and
+//!   itself (TERM, grace, KILL); exit 0 when all are gone, 3 when something survived KILL.
+
+mod launch;
+mod procs;
+mod run;
+mod serve;
+mod sys;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "usage: stockade-agent serve --launch SOCKET | keep | kill --grace-ms N";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["serve", "--launch", socket] => serve(PathBuf::from(socket)),
+        ["keep"] => loop {
+            // SAFETY: pause has no arguments; it returns only when a signal was caught.
+            unsafe { libc::pause() };
+        },
+        ["kill", "--grace-ms", ms] => match ms.parse::<u64>() {
+            Ok(ms) => {
+                let spared = procs::Spared::find();
+                let ending = procs::Ending::start(spared, Duration::from_millis(ms));
+                if ending.finish(&mut procs::Reaped::default()) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(stockade_proto::KILL_INCOMPLETE as u8)
+                }
+            }
+            Err(_) => usage(),
+        },
+        _ => usage(),
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("{USAGE}");
+    ExitCode::from(2)
+}
+
+fn serve(socket: PathBuf) -> ExitCode {
+    if let Err(e) = sys::set_non_dumpable() {
+        eprintln!("stockade-agent: cannot make itself non-dumpable: {e}");
+        return ExitCode::from(1);
+    }
+    let launched = match launch::launch(&socket) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("stockade-agent: launch failed: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // Everything a command starts stays the agent's descendant, and its exits wake the agent.
+    if let Err(e) = procs::become_subreaper() {
+        eprintln!("stockade-agent: cannot become a subreaper: {e}");
+        return ExitCode::from(1);
+    }
+    let sigchld = match sys::sigchld_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("stockade-agent: cannot watch for exiting children: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("{}", stockade_proto::READY);
+    // The host stops reading once it has seen READY; nothing may be written there afterwards.
+    if let Err(e) = sys::silence_stdio() {
+        eprintln!("stockade-agent: cannot detach from the launch exec: {e}");
+        return ExitCode::from(1);
+    }
+    serve::serve(launched.key, launched.listener, sigchld)
+}

@@ -1,0 +1,109 @@
+//! The sandbox user and group, judged against the host: a uid or gid that owns a container
+//! runtime's socket reaches it; a uid that is a host account shares that account's processes and
+//! files wherever they meet (`/proc/<pid>/root`, signals).
+
+use super::binds::Runtime;
+
+/// Parsed `UID[:GID]` (GID defaults to UID).
+pub fn parse(user: &str) -> Result<(u32, u32), String> {
+    let (uid, gid) = user.split_once(':').unwrap_or((user, ""));
+    let numeric = |s: &str| !s.is_empty() && s.len() <= 10 && s.chars().all(|c| c.is_ascii_digit());
+    if !numeric(uid) || !(gid.is_empty() || numeric(gid)) {
+        return Err(format!(
+            "{user:?} must be numeric UID or UID:GID (names depend on the image)"
+        ));
+    }
+    let parse = |s: &str| {
+        s.parse::<u32>()
+            .map_err(|_| format!("{user:?}: {s} is not a uid/gid (0..=4294967295)"))
+    };
+    let uid = parse(uid)?;
+    let gid = if gid.is_empty() { uid } else { parse(gid)? };
+    Ok((uid, gid))
+}
+
+/// Checks the profile's user. `Ok(warnings)` when it may run.
+pub fn check(user: &str, elevated: bool, runtime: &Runtime) -> Result<Vec<String>, String> {
+    let (uid, gid) = parse(user)?;
+    if uid == 0 && !elevated {
+        return Err("root (uid 0) is only allowed in a profile with `elevated = true`".to_string());
+    }
+    if gid == 0 && !elevated {
+        return Err(
+            "gid 0 is the root group, which owns files that give root; only an elevated profile may use it"
+                .to_string(),
+        );
+    }
+    for (socket, owner, group) in &runtime.socket_owners {
+        if uid != 0 && uid == *owner {
+            return Err(format!(
+                "uid {uid} owns the container runtime's socket {}: a sandbox running as it is root on the host",
+                socket.display()
+            ));
+        }
+        if gid != 0 && gid == *group {
+            return Err(format!(
+                "gid {gid} is the group of the container runtime's socket {}: a sandbox in it is root on the host",
+                socket.display()
+            ));
+        }
+    }
+    let mut warnings = Vec::new();
+    if uid != 0 {
+        if let Ok(Some(account)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            warnings.push(format!(
+                "uid {uid} is the host account {:?}: that account can reach the sandbox's files through /proc/<pid>/root and signal its processes; use a uid no host account has, such as 65532",
+                account.name
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_parse_and_root_needs_elevation() {
+        assert_eq!(parse("65532:65532"), Ok((65532, 65532)));
+        assert_eq!(parse("700"), Ok((700, 700)));
+        assert!(parse("sandbox").is_err());
+        assert!(parse("1:x").is_err());
+        assert!(parse("99999999999").is_err());
+        let none = Runtime::default();
+        assert!(check("0:0", false, &none).is_err());
+        assert!(check("0:0", true, &none).is_ok());
+        assert!(check("65532:0", false, &none)
+            .unwrap_err()
+            .contains("root group"));
+    }
+
+    #[test]
+    fn the_runtime_sockets_owners_are_refused() {
+        let mut runtime = Runtime::default();
+        runtime
+            .socket_owners
+            .push(("/run/docker.sock".into(), 0, 998));
+        runtime
+            .socket_owners
+            .push(("/run/user/1234/docker.sock".into(), 1234, 1234));
+        let err = check("65532:998", false, &runtime).unwrap_err();
+        assert!(err.contains("/run/docker.sock"), "{err}");
+        let err = check("1234:5000", false, &runtime).unwrap_err();
+        assert!(err.contains("owns"), "{err}");
+        assert!(check("65532:65532", false, &runtime).is_ok());
+    }
+
+    #[test]
+    fn a_host_account_is_warned_about() {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+        let uid = passwd
+            .lines()
+            .filter_map(|l| l.split(':').nth(2)?.parse::<u32>().ok())
+            .find(|&uid| uid != 0)
+            .expect("a host account besides root in /etc/passwd");
+        let warnings = check(&format!("{uid}:65532"), false, &Runtime::default()).unwrap();
+        assert!(warnings[0].contains("host account"), "{warnings:?}");
+    }
+}

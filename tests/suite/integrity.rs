@@ -1,0 +1,683 @@
+//! The record stays true whatever runs inside the sandbox. Each test is an attack from
+//! docs/reliability.md ("Integrity under a hostile sandbox"), built the way a prompt-injected
+//! agent would build it: from command text alone. Where an attack needs system calls bash
+//! cannot make (binding and connecting sockets), the program is written into /workspace as
+//! base64 in the command text and run from there, exactly as an agent could.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use super::common::{output_within, stderr, stdout, unique, Env};
+use crate::require_docker;
+
+/// A small C program for the socket attacks. `probe`: connect to every unix socket the kernel
+/// lists (/proc/net/unix) and to every socket file found under /run and /tmp, send a forged
+/// request to whatever answers, try to bind a socket and rename entries in the agent's
+/// directory; prints one line per attempt.
+const ATTACKER_C: &str = r#"
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static void try_connect(const char *path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    strncpy(a.sun_path, path, sizeof a.sun_path - 1);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+        char forged[] = "q\0\0\0\x08forgedrq";
+        write(fd, forged, sizeof forged - 1);
+        printf("CONNECTED %s\n", path);
+    } else {
+        printf("REFUSED %s %s\n", path, strerror(errno));
+    }
+    close(fd);
+}
+
+static void bind_at(const char *path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    strncpy(a.sun_path, path, sizeof a.sun_path - 1);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 0) == 0)
+        printf("BOUND %s\n", path);
+    else
+        printf("NOBIND %s %s\n", path, strerror(errno));
+}
+
+int main(void) {
+    FILE *f = fopen("/proc/net/unix", "r");
+    char line[512];
+    if (f) {
+        fgets(line, sizeof line, f);
+        while (fgets(line, sizeof line, f)) {
+            char *path = strrchr(line, ' ');
+            if (!path || path[1] != '/') continue;
+            path[strcspn(path, "\n")] = 0;
+            try_connect(path + 1);
+        }
+        fclose(f);
+    }
+    bind_at("/run/stockade/agent.sock");
+    bind_at("/run/stockade/launch-x.sock");
+    DIR *d = opendir("/run/stockade");
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char from[300], to[300];
+        snprintf(from, sizeof from, "/run/stockade/%s", e->d_name);
+        snprintf(to, sizeof to, "/tmp/%s", e->d_name);
+        printf("%s %s\n", rename(from, to) == 0 ? "RENAMED" : "NORENAME", from);
+    }
+    printf("END\n");
+    return 0;
+}
+"#;
+
+/// The attacker, compiled once on the host and carried as base64.
+fn attacker_base64() -> &'static str {
+    static B64: OnceLock<String> = OnceLock::new();
+    B64.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("a.c");
+        std::fs::write(&src, ATTACKER_C).unwrap();
+        let bin = dir.path().join("a");
+        let out = Command::new("gcc")
+            .args(["-O2", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .output()
+            .expect("gcc (the integrity tests compile their attacker; .ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&bin).unwrap())
+    })
+}
+
+/// The command text that plants and runs the attacker.
+fn run_attacker() -> String {
+    format!(
+        "echo {} | base64 -d > /workspace/a && chmod +x /workspace/a && /workspace/a",
+        attacker_base64()
+    )
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {} / {}",
+            stdout(out),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn audit_verifies(env: &Env) {
+    let out = env.cmd().args(["audit", "verify"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn a_relay_cannot_stand_between_host_and_agent() {
+    require_docker!();
+    let env = Env::new();
+    let s = unique("relay");
+    let (code, v) = env.exec_json(&["--session", &s], &run_attacker());
+    assert_eq!(code, 0, "{v}");
+    let report = v["stdout"].as_str().unwrap();
+    assert!(report.ends_with("END\n"), "{report}");
+    // Nothing the sandbox can reach leads to the agent, and the agent's directory is
+    // read-only: no socket can be put in front of it, nothing in it renamed.
+    assert!(!report.contains("CONNECTED"), "{report}");
+    assert!(!report.contains("BOUND"), "{report}");
+    assert!(!report.contains("RENAMED"), "{report}");
+    assert!(
+        report.contains("NOBIND /run/stockade/agent.sock Read-only file system"),
+        "{report}"
+    );
+    // The host asks for something and records exactly that, with its verified output.
+    let (code, v) = env.exec_json(&["--session", &s], "echo running tests; false");
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["stdout"], "running tests\n");
+    assert_eq!(v["runner"], "agent");
+    let finish = env.audit_records().pop().unwrap();
+    assert_eq!(finish["exit_code"], 1);
+    use sha2::Digest;
+    assert_eq!(
+        finish["stdout_sha256"],
+        hex::encode(sha2::Sha256::digest(b"running tests\n"))
+    );
+    audit_verifies(&env);
+}
+
+#[test]
+fn the_agents_key_and_listener_are_out_of_the_sandboxs_reach() {
+    require_docker!();
+    let env = Env::new();
+    let s = unique("keytheft");
+    assert_eq!(env.exec(&["--session", &s], "true").status.code(), Some(0));
+    let key = std::fs::read_to_string(env.session_dir(&s).join("key")).unwrap();
+    // The binary is execute-only, so the agent is non-dumpable from execve on: its fds,
+    // memory and environment are closed to every other process of the same user.
+    let probe = "cat /run/stockade-agent >/dev/null 2>&1 && echo READ-BINARY; \
+        for p in $(pgrep -f '^/run/stockade-agent serve'); do \
+          for f in fd/0 fd/3 environ mem maps; do \
+            cat /proc/$p/$f >/dev/null 2>&1 && echo OPENED $f; done; \
+          ls /proc/$p/fd >/dev/null 2>&1 && echo LISTED fd; done; echo probed";
+    let (code, v) = env.exec_json(&["--session", &s], probe);
+    assert_eq!((code, v["stdout"].as_str()), (0, Some("probed\n")), "{v}");
+    // The race the old design lost: a thief keeps trying the agent's stdin while the agent is
+    // killed to force a relaunch. Nothing of the sandbox outlives its command, so no thief is
+    // there when the next agent starts; and nothing it could open would give it the key.
+    let thief = "( while :; do for p in $(pgrep -f '^/run/stockade-agent serve'); do \
+        cat /proc/$p/fd/0 >> /workspace/loot 2>/dev/null; done; done ) & \
+        sleep 0.5; pkill -f 'stockade-agent serve'; sleep 2";
+    let out = env.exec(&["--session", &s], thief);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let (code, v) = env.exec_json(
+        &["--session", &s],
+        "cat /workspace/loot 2>/dev/null; ps -eo user=,comm= | grep -c '^sandbox *bash$' || true",
+    );
+    assert_eq!(code, 0, "{v}");
+    let new_key = std::fs::read_to_string(env.session_dir(&s).join("key")).unwrap();
+    assert_ne!(key, new_key, "the agent was relaunched with a fresh key");
+    let seen = v["stdout"].as_str().unwrap();
+    assert!(
+        !seen.contains(key.trim()) && !seen.contains(new_key.trim()),
+        "{seen}"
+    );
+    // One bash: this command's own.
+    assert!(
+        seen.ends_with("1\n"),
+        "a thief survived its command: {seen}"
+    );
+    audit_verifies(&env);
+}
+
+#[test]
+fn a_stopped_agent_cannot_hang_the_host() {
+    require_docker!();
+    let env = Env::new();
+    let s = unique("tarpit");
+    assert_eq!(env.exec(&["--session", &s], "true").status.code(), Some(0));
+    // The sandbox freezes its own agent mid-command: the host gives up within the command's
+    // bounds, ends what runs from outside, and the next command gets a new agent.
+    let out = output_within(
+        env.cmd().args([
+            "exec",
+            "--json",
+            "--session",
+            &s,
+            "--timeout",
+            "2s",
+            "--",
+            "kill -STOP $(pgrep -f '^/run/stockade-agent serve'); sleep 60",
+        ]),
+        Duration::from_secs(60),
+    );
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(125), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("stopped answering"),
+        "{v}"
+    );
+    let out = output_within(
+        env.cmd()
+            .args(["exec", "--json", "--session", &s, "--", "echo next"]),
+        Duration::from_secs(60),
+    );
+    let v = json(&out);
+    assert_eq!(
+        (out.status.code(), v["stdout"].as_str()),
+        (Some(0), Some("next\n")),
+        "{v}"
+    );
+    // SIGTERM during a wedged wait is honoured: stockade exits 128+15 once the command is
+    // ended from outside.
+    let mut child = env
+        .cmd()
+        .args([
+            "exec",
+            "--session",
+            &s,
+            "--",
+            "kill -STOP $(pgrep -f '^/run/stockade-agent serve'); sleep 60",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "SIGTERM was not honoured"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(143));
+}
+
+#[test]
+fn nothing_the_sandbox_writes_lands_on_a_host_disk() {
+    require_docker!();
+    let env = Env::new();
+    env.write_config("allow_elevation = true\n");
+    for (who, extra) in [("default", vec![]), ("elevated", vec!["--elevated"])] {
+        let s = unique(who);
+        let mut args = vec!["--session", s.as_str()];
+        args.extend(extra.iter().copied());
+        // No writable mount is a host filesystem (an elevated profile's writable root is the
+        // container's own layer, removed with it); the profile's tmpfs mounts are sized,
+        // nosuid and nodev; the agent's own mounts are read-only.
+        let mounts = "awk '{ for (i = 7; $i != \"-\"; i++); print $5, $6, $(i+1), $(i+3) }' \
+                      /proc/self/mountinfo";
+        let (code, v) = env.exec_json(&args, mounts);
+        assert_eq!(code, 0, "{v}");
+        let pseudo = [
+            "proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "tmpfs",
+        ];
+        for line in v["stdout"].as_str().unwrap().lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let (target, options, fstype, super_options) =
+                (fields[0], fields[1], fields[2], fields[3]);
+            let writable = options.split(',').any(|o| o == "rw");
+            if writable && target != "/" {
+                assert!(
+                    pseudo.contains(&fstype),
+                    "{who}: host filesystem writable: {line}"
+                );
+            }
+            if target.starts_with("/run/stockade") {
+                assert!(!writable, "{who}: the agent's mount is writable: {line}");
+            }
+            if ["/tmp", "/workspace", "/home/sandbox"].contains(&target) {
+                assert!(super_options.contains("size="), "{who}: unsized {line}");
+                assert!(
+                    options.contains("nosuid") && options.contains("nodev"),
+                    "{who}: {line}"
+                );
+            }
+        }
+        // The agent's directories are read-only; a setuid copy or a disk filler goes nowhere.
+        let attack = "cp /bin/bash /run/stockade/sh 2>&1; mkdir /run/stockade/agent.sock 2>&1; \
+            dd if=/dev/zero of=/run/stockade/fill bs=1M count=8 2>&1 | tail -1; \
+            echo done";
+        let (code, v) = env.exec_json(&args, attack);
+        assert_eq!(code, 0, "{v}");
+        let said = v["stdout"].as_str().unwrap();
+        assert_eq!(
+            said.matches("Read-only file system").count(),
+            3,
+            "{who}: {said}"
+        );
+        let run_dir = env.session_dir(&s).join("run");
+        let left: Vec<_> = std::fs::read_dir(&run_dir).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "{who}: the sandbox left {left:?} on the host"
+        );
+        let out = env.cmd().args(["session", "rm", &s]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(
+            !env.session_dir(&s).exists(),
+            "{who}: host directory survives rm"
+        );
+    }
+}
+
+/// A directory on the same filesystem as the engine's socket, for a hard link to it.
+fn beside_the_engine_socket() -> tempfile::TempDir {
+    let socket = std::fs::canonicalize("/var/run/docker.sock").unwrap();
+    tempfile::Builder::new()
+        .prefix("stockade-test-")
+        .tempdir_in(socket.parent().unwrap())
+        .unwrap()
+}
+
+#[test]
+fn a_hard_linked_engine_socket_and_its_group_are_refused() {
+    require_docker!();
+    let env = Env::new();
+    let dir = beside_the_engine_socket();
+    let link = dir.path().join("data");
+    std::fs::hard_link(
+        std::fs::canonicalize("/var/run/docker.sock").unwrap(),
+        &link,
+    )
+    .unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let docker_gid = std::fs::metadata("/var/run/docker.sock").unwrap().gid();
+    let bind = |source: &Path| {
+        format!(
+            "binds = [{{ source = \"{}\", target = \"/data\", read_only = false }}]\n",
+            source.display()
+        )
+    };
+    for (name, user, source, says) in [
+        (
+            "hardlink",
+            "65532:65532".to_string(),
+            link.clone(),
+            "runtime's socket",
+        ),
+        (
+            "holder",
+            "65532:65532".to_string(),
+            dir.path().to_path_buf(),
+            "holds a socket",
+        ),
+        (
+            "group",
+            format!("65532:{docker_gid}"),
+            link.clone(),
+            "group of the container runtime",
+        ),
+    ] {
+        let binds = bind(&source);
+        let p = env.write_variant(
+            name,
+            &[
+                ("user = \"65532:65532\"", &format!("user = \"{user}\"")),
+                ("[tmpfs]", &format!("{binds}[tmpfs]")),
+            ],
+            "",
+        );
+        let out = env.exec(&["--profile", &p], "echo reached");
+        assert_eq!(out.status.code(), Some(125), "{name}: {}", stdout(&out));
+        assert!(stderr(&out).contains(says), "{name}: {}", stderr(&out));
+        assert!(!stdout(&out).contains("reached"));
+    }
+}
+
+#[test]
+fn an_allow_all_seccomp_file_is_refused_unless_unsafe_says_so() {
+    require_docker!();
+    let env = Env::new();
+    let seccomp = env.dir.path().join("allow.json");
+    std::fs::write(
+        &seccomp,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[]}"#,
+    )
+    .unwrap();
+    let swap = format!("seccomp = \"{}\"", seccomp.display());
+    let current = super::common::default_profile_text()
+        .lines()
+        .find(|l| l.starts_with("seccomp ="))
+        .unwrap()
+        .to_string();
+    let p = env.write_variant("allowall", &[(&current, &swap)], "");
+    let out = env.exec(&["--profile", &p], "echo unconfined");
+    assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("[unsafe] permissive_seccomp = true"),
+        "{}",
+        stderr(&out)
+    );
+    // The opt-out exists, is loud, and is on record.
+    let p = env.write_variant(
+        "allowall-unsafe",
+        &[(&current, &swap)],
+        "\n[unsafe]\npermissive_seccomp = true\n",
+    );
+    let (code, v) = env.exec_json(&["--profile", &p], "echo unconfined");
+    assert_eq!(code, 0, "{v}");
+    let start = env
+        .audit_records()
+        .into_iter()
+        .rev()
+        .find(|r| r["kind"] == "start")
+        .unwrap();
+    assert_eq!(
+        start["unsafe"],
+        serde_json::json!(["permissive_seccomp"]),
+        "{start}"
+    );
+    let lint = env.cmd().args(["profile", "lint", &p]).output().unwrap();
+    assert!(
+        stdout(&lint).contains("unsafe-opt-out"),
+        "{}",
+        stdout(&lint)
+    );
+}
+
+#[test]
+fn a_non_elevated_profile_cannot_add_dangerous_capabilities() {
+    require_docker!();
+    let env = Env::new();
+    for cap in ["SYS_ADMIN", "SYS_MODULE", "SYS_PTRACE"] {
+        let p = env.write_variant(
+            &format!("cap-{cap}"),
+            &[("add = []", &format!("add = [\"{cap}\"]"))],
+            "",
+        );
+        let out = env.exec(
+            &["--profile", &p],
+            "unshare -Urm true && mount -t tmpfs x /mnt && echo escaped",
+        );
+        assert_eq!(out.status.code(), Some(125), "{cap}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains(&format!("CAP_{cap}")),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("[unsafe] dangerous_capabilities = true"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!stdout(&out).contains("escaped"));
+    }
+}
+
+fn limits_are_credited_to_their_command(env: &Env, no_agent: bool) {
+    let s = unique(if no_agent { "credit-exec" } else { "credit" });
+    let run = |command: &str| {
+        let mut cmd = env.cmd();
+        if no_agent {
+            cmd.env("STOCKADE_NO_AGENT", "1");
+        }
+        let out = output_within(
+            cmd.args([
+                "exec",
+                "--json",
+                "--session",
+                &s,
+                "--timeout",
+                "20s",
+                "--",
+                command,
+            ]),
+            Duration::from_secs(120),
+        );
+        let v = json(&out);
+        (out.status.code(), v)
+    };
+    // The classic bomb returns with status 0 and leaves the bomb running (the second lets it
+    // reach the limit before the shell exits; ended sooner it would rightly not hit it).
+    let (code, v) = run("f(){ f|f& }; f; sleep 1");
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["pids_limit_hit"], true, "the bomb that exited 0: {v}");
+    // Only this command's own shell is left of bash.
+    let (code, v) = run("ps -eo user=,comm= | grep -c '^sandbox *bash$' || true");
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        v["pids_limit_hit"], false,
+        "blamed on the next command: {v}"
+    );
+    assert_eq!(v["stdout"], "1\n", "the bomb outlived its command: {v}");
+    // A memory bomb in a pipeline the shell shrugs off.
+    let (code, v) = run("head -c 700m /dev/zero | tail > /dev/null; true");
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["oom_killed"], true, "{v}");
+    let (code, v) = run("false");
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["oom_killed"], false, "blamed on the next command: {v}");
+    assert_eq!(v["pids_limit_hit"], false, "{v}");
+}
+
+#[test]
+fn limits_are_credited_to_the_command_that_hit_them_via_the_agent() {
+    require_docker!();
+    limits_are_credited_to_their_command(&Env::new(), false);
+}
+
+#[test]
+fn limits_are_credited_to_the_command_that_hit_them_via_exec() {
+    require_docker!();
+    limits_are_credited_to_their_command(&Env::new(), true);
+}
+
+#[test]
+fn closing_stdio_does_not_dodge_the_timeout() {
+    require_docker!();
+    let env = Env::new();
+    for no_agent in [false, true] {
+        for session in [None, Some(unique("stdio"))] {
+            let mut cmd = env.cmd();
+            if no_agent {
+                cmd.env("STOCKADE_NO_AGENT", "1");
+            }
+            cmd.args(["exec", "--json", "--timeout", "3s"]);
+            if let Some(s) = &session {
+                cmd.args(["--session", s]);
+            }
+            cmd.args(["--", "exec >&- 2>&-; sleep 100"]);
+            let out = output_within(&mut cmd, Duration::from_secs(40));
+            let v = json(&out);
+            assert_eq!(out.status.code(), Some(124), "agent={}: {v}", !no_agent);
+            assert_eq!(v["timed_out"], true, "{v}");
+            let finish = env.audit_records().pop().unwrap();
+            assert_eq!(finish["outcome"], "timed_out", "{finish}");
+        }
+    }
+}
+
+#[test]
+fn prune_removes_only_what_its_state_directory_owns_and_no_longer_runs() {
+    require_docker!();
+    let owner = Env::new();
+    let other = Env::new();
+    // The owner runs in a pid namespace of its own (as a stockade inside a container does):
+    // its pid means nothing here.
+    let mut child = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(super::common::BIN)
+        .args(["exec", "--timeout", "60s", "--", "echo up; sleep 59"])
+        .env("STOCKADE_STATE_DIR", owner.state_dir())
+        .env("XDG_CONFIG_HOME", owner.config_home())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare (util-linux; the test runs as root, as CI does)");
+    let container = loop {
+        let found = super::common::containers_with_label("org.stockade.kind=oneshot")
+            .into_iter()
+            .find(|name| {
+                let id = name.trim_start_matches("stockade-x-");
+                owner
+                    .audit_records()
+                    .iter()
+                    .any(|r| r["kind"] == "start" && r["id"] == id)
+            });
+        if let Some(name) = found {
+            let top = Command::new("docker")
+                .args(["top", &name])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&top.stdout).contains("sleep 59") {
+                break name;
+            }
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the owner ended early");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let exists = |name: &str| {
+        !Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("name=^{name}$")])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty()
+    };
+    // Another state directory never touches it; its own state directory sees it in flight.
+    for env in [&other, &owner] {
+        let out = env
+            .cmd()
+            .args(["session", "prune", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(
+            exists(&container),
+            "prune removed a running command's container"
+        );
+    }
+    // Once its owner is gone (kill -9: no chance to clean up), it is an orphan.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = owner
+        .cmd()
+        .args(["session", "prune", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["orphans"].to_string().contains(&container),
+        "{report}"
+    );
+    assert!(!exists(&container));
+}
+
+#[test]
+fn the_check_cannot_be_skipped_from_the_command_line() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args(["exec", "--unsafe-skip-check", "--", "true"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("unexpected argument"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_host_account_uid_is_warned_about() {
+    require_docker!();
+    let env = Env::new();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let uid = passwd
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse::<u32>().ok())
+        .find(|&uid| uid != 0)
+        .unwrap();
+    let p = env.write_variant(
+        "hostuid",
+        &[("user = \"65532:65532\"", &format!("user = \"{uid}:65532\""))],
+        "",
+    );
+    let out = env.exec(&["--profile", &p], "id -u");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is the host account"),
+        "{}",
+        stderr(&out)
+    );
+    let show = env.cmd().args(["profile", "show", &p]).output().unwrap();
+    assert!(stdout(&show).contains("host account"), "{}", stdout(&show));
+}
