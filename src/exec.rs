@@ -65,6 +65,8 @@ pub struct Report {
     /// Processes the command left running when it exited; they were ended (nothing of one
     /// command outlives it).
     pub leftovers_ended: u32,
+    /// System V IPC objects and message queues the command left; they were removed.
+    pub ipc_removed: u32,
     /// How the command ran: `agent` (results under the agent's MAC) or `exec`.
     pub runner: Runner,
     /// SHA-256 of the whole stdout and stderr, as the agent vouched for them.
@@ -141,6 +143,7 @@ impl Report {
             sandbox_reset: false,
             interrupted: None,
             leftovers_ended: 0,
+            ipc_removed: 0,
             runner: Runner::default(),
             stdout_sha256: None,
             stderr_sha256: None,
@@ -354,11 +357,11 @@ pub async fn execute_with(
 
     let mut stdout = Capture::new(
         profile.output_cap,
-        echo.then(|| Box::new(std::io::stdout()) as Box<dyn std::io::Write + Send>),
+        echo.then(|| terminal_safe(std::io::stdout())),
     );
     let mut stderr = Capture::new(
         profile.output_cap,
-        echo.then(|| Box::new(std::io::stderr()) as Box<dyn std::io::Write + Send>),
+        echo.then(|| terminal_safe(std::io::stderr())),
     );
     // Installed before the command starts, so that from here on a SIGINT/SIGTERM/SIGHUP ends
     // the command inside the sandbox and still lets the finish record be written.
@@ -390,6 +393,7 @@ pub async fn execute_with(
     finish.pids_limit_hit = report.pids_limit_hit;
     finish.sandbox_reset = report.sandbox_reset;
     finish.leftovers_ended = report.leftovers_ended;
+    finish.ipc_removed = report.ipc_removed;
     finish.stdout_sha256 = report.stdout_sha256.clone();
     finish.stderr_sha256 = report.stderr_sha256.clone();
     match &result {
@@ -652,6 +656,14 @@ async fn run_in(
     report.oom_killed = hits.oom_killed;
     report.pids_limit_hit = hits.pids_limit;
     report.leftovers_ended = outcome.leftovers;
+    report.ipc_removed = outcome.ipc_removed;
+    if hits.unmeasured {
+        report.warnings.push(
+            "the sandbox's limit counters could not be read on both sides of the command: \
+             whether it hit the pids or memory limit is not known"
+                .to_string(),
+        );
+    }
     report.runner = ran.runner;
     report.stdout_sha256 = ran.stdout_sha256.map(hex::encode);
     report.stderr_sha256 = ran.stderr_sha256.map(hex::encode);
@@ -803,7 +815,10 @@ async fn run_via_exec(
     let after = backend.limit_counters(container).await;
     let hits = match (before, after) {
         (Some(b), Some(a)) => b.hits(&a),
-        _ => Default::default(),
+        _ => backend::LimitsHit {
+            unmeasured: true,
+            ..Default::default()
+        },
     };
     outcome.hits = Some(hits);
     Ok(Ran {
@@ -831,6 +846,19 @@ async fn remove_oneshot_by_name(ctx: &Context, plan: &Plan) -> bool {
         tokio::time::timeout(ctx.call_timeout, remove).await,
         Ok(Some(()))
     )
+}
+
+/// The sandbox's output as echoed: raw bytes into a pipe or a file, but on a terminal with
+/// escape sequences and invisible characters shown instead of acted on (`crate::display`).
+fn terminal_safe<W>(stream: W) -> Box<dyn std::io::Write + Send>
+where
+    W: std::io::Write + std::io::IsTerminal + Send + 'static,
+{
+    if stream.is_terminal() {
+        Box::new(crate::display::TerminalSafe::new(stream))
+    } else {
+        Box::new(stream)
+    }
 }
 
 fn denial_message(verdict: &Verdict) -> String {

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod canary;
 pub mod check;
 pub mod config;
+pub mod display;
 pub mod engine;
 pub mod exec;
 pub mod exit;

@@ -428,7 +428,10 @@ fn run_audit(cli: &Cli, cmd: &AuditCmd) -> anyhow::Result<u8> {
         AuditCmd::Tail { n, json } => {
             if *json {
                 for r in audit::tail(&path, *n)? {
-                    println!("{}", serde_json::to_string(&r)?);
+                    println!(
+                        "{}",
+                        stockade::display::json_escaped(&serde_json::to_string(&r)?)
+                    );
                 }
             } else {
                 // A start and a finish per execution: read enough records for n executions.

@@ -12,6 +12,7 @@
 //! - `kill --grace-ms N`: ends every process of the calling user but the init, the keeper and
 //!   itself (TERM, grace, KILL); exit 0 when all are gone, 3 when something survived KILL.
 
+mod ipc;
 mod launch;
 mod procs;
 mod run;
@@ -84,5 +85,10 @@ fn serve(socket: PathBuf) -> ExitCode {
         eprintln!("stockade-agent: cannot detach from the launch exec: {e}");
         return ExitCode::from(1);
     }
-    serve::serve(launched.key, launched.listener, sigchld)
+    let held = run::Held {
+        key: launched.key,
+        sigchld,
+        counters: stockade_proto::cgroup::Files::open(std::path::Path::new("/sys/fs/cgroup")),
+    };
+    serve::serve(held, launched.listener)
 }

@@ -37,30 +37,34 @@ struct Proc {
 }
 
 /// `/proc/<pid>/stat`: `pid (comm) state ppid ...`; comm may hold spaces and parentheses, so
-/// the fields are read after the last `)`.
+/// the fields are read after the last `)`. A zombie leader whose other threads still run (its
+/// main thread called `exit` alone) is alive: `/proc/<pid>/task` lists them.
 fn read_stat(pid: i32) -> Option<Proc> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
     let state = fields.next()?;
     let ppid = fields.next()?.parse().ok()?;
-    Some(Proc {
-        pid,
-        ppid,
-        alive: !matches!(state, "Z" | "X" | "x"),
-    })
+    let alive = match state {
+        "Z" => std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|t| t.count() > 1),
+        "X" | "x" => false,
+        _ => true,
+    };
+    Some(Proc { pid, ppid, alive })
 }
 
-fn processes() -> Vec<Proc> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .take(MAX_SCAN)
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(read_stat)
-        .collect()
+/// The processes /proc shows; `None` when /proc cannot be read (for example when descriptors
+/// run out), which callers treat as "something may be left", never as "nothing".
+fn processes() -> Option<Vec<Proc>> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    Some(
+        entries
+            .flatten()
+            .take(MAX_SCAN)
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter_map(read_stat)
+            .collect(),
+    )
 }
 
 /// Which processes are spared, and how the rest are found.
@@ -80,6 +84,7 @@ impl Spared {
     /// For a process that is not a subreaper (`stockade-agent kill`).
     pub fn find() -> Spared {
         let keeper = processes()
+            .unwrap_or_default()
             .iter()
             .filter(|p| p.ppid == 1)
             .map(|p| p.pid)
@@ -112,14 +117,21 @@ impl Spared {
     }
 
     /// Live processes this user may signal, except the spared ones (a scan: see the module
-    /// documentation for what it cannot see).
-    pub fn others(&self) -> Vec<i32> {
-        processes()
-            .into_iter()
-            .filter(|p| p.alive && p.pid != 1 && p.pid != self.me && Some(p.pid) != self.keeper)
-            .filter(|p| sys::kill(p.pid, 0).is_ok())
-            .map(|p| p.pid)
-            .collect()
+    /// documentation for what it cannot see); `None` when /proc cannot be read.
+    pub fn others(&self) -> Option<Vec<i32>> {
+        Some(
+            processes()?
+                .into_iter()
+                .filter(|p| p.alive && p.pid != 1 && p.pid != self.me && Some(p.pid) != self.keeper)
+                .filter(|p| sys::kill(p.pid, 0).is_ok())
+                .map(|p| p.pid)
+                .collect(),
+        )
+    }
+
+    /// How many [`Self::others`] there are, at least `floor` (a scan may miss some).
+    pub fn count_others(&self, floor: u32) -> u32 {
+        self.others().map_or(floor, |o| (o.len() as u32).max(floor))
     }
 
     /// Whether anything is left: for the agent, whether it has a child (reaping what exited);
@@ -131,7 +143,7 @@ impl Spared {
                 return true;
             }
         }
-        self.strangers && !self.others().is_empty()
+        self.strangers && !matches!(self.others(), Some(o) if o.is_empty())
     }
 
     /// Sends `signal` to every other process of this user.
@@ -142,9 +154,15 @@ impl Spared {
         }
         // Root may signal the keeper, so each process is signalled by name; the KILL loop
         // repeats this until nothing is left, which catches what was born in between.
-        for pid in self.others() {
+        for pid in self.others().unwrap_or_default() {
             let _ = sys::kill(pid, signal);
         }
+    }
+
+    /// The last word of every ending: KILL to whatever of this user is left, seen or not (a
+    /// process hiding from the scan is not hidden from `kill(-1)`).
+    pub fn kill_unseen(&self) {
+        self.signal_all(libc::SIGKILL);
     }
 }
 
@@ -249,7 +267,10 @@ impl Ending {
             }
         }
         match self.phase {
-            Phase::Done { complete } => Some(complete),
+            Phase::Done { complete } => {
+                self.spared.kill_unseen();
+                Some(complete)
+            }
             _ => None,
         }
     }

@@ -11,11 +11,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use stockade_proto::cgroup;
+use stockade_proto::cgroup::Files;
 use stockade_proto::{frame, mac, Exit, KillReport, Request, Status, StreamDigest, KEY_LEN};
 
 use crate::procs::{Ending, Reaped, Spared, POLL};
-use crate::sys;
+use crate::{ipc, sys};
 
 /// Output queued for the host beyond this stops reading the command's pipes (backpressure),
 /// so a slow host holds the command up rather than growing the agent's memory.
@@ -28,7 +28,10 @@ const CHUNK: usize = 64 * 1024;
 const DRAIN: Duration = Duration::from_millis(500);
 /// Time to hand the exit frame to a host that stopped reading.
 const EXIT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// An exit first seen this long after the deadline was not seen to happen in time (the agent
+/// was stopped or starved meanwhile), so the command counts as timed out: the record never
+/// says a command finished within its timeout when that was not observed.
+const LATE: Duration = Duration::from_millis(100);
 
 struct Pipe<R> {
     fd: Option<R>,
@@ -187,15 +190,23 @@ fn merge(kill: KillReport, complete: bool) -> KillReport {
     }
 }
 
-/// Runs `request` (already verified) and reports on `conn`. `sigchld` is the agent's SIGCHLD
-/// signalfd.
+/// What the agent holds across commands.
+pub struct Held {
+    pub key: [u8; KEY_LEN],
+    /// The SIGCHLD signalfd.
+    pub sigchld: OwnedFd,
+    /// The cgroup counter files, open since start.
+    pub counters: Files,
+}
+
+/// Runs `request` (already verified) and reports on `conn`.
 pub fn run(
-    key: &[u8; KEY_LEN],
+    held: &Held,
     mut conn: UnixStream,
     encoded_request: &[u8],
     request: &Request,
-    sigchld: &OwnedFd,
 ) -> std::io::Result<()> {
+    let (key, sigchld) = (&held.key, &held.sigchld);
     let grace = Duration::from_millis(request.grace_ms);
     let spared = Spared::for_reaper();
 
@@ -205,13 +216,14 @@ pub fn run(
     let mut kill = KillReport::NotNeeded;
     let mut reaped = Reaped::watching(None);
     if spared.with_strangers().any_left(&mut reaped) {
-        stale = spared.others().len().max(1) as u32;
+        stale = spared.count_others(1);
         kill = merge(
             kill,
             Ending::start(spared.with_strangers(), grace).finish(&mut reaped),
         );
     }
-    let before = cgroup::read(Path::new(CGROUP_ROOT));
+    let mut ipc_removed = ipc::remove_leftovers();
+    let before = held.counters.read();
 
     conn.write_all(&frame::encode(frame::ACCEPTED, b""))?;
     let started = Instant::now();
@@ -220,6 +232,7 @@ pub fn run(
     let mut stderr = Pipe::new(None::<std::process::ChildStderr>, frame::STDERR);
     let mut stdin = None;
     let mut status = None;
+    let mut duration = None;
     match command(request).spawn() {
         Ok(mut child) => {
             reaped = Reaped::watching(Some(child.id() as i32));
@@ -236,6 +249,7 @@ pub fn run(
                 String::from_utf8_lossy(&request.argv[0])
             );
             stderr.emit(note.as_bytes(), &mut out);
+            duration = Some(Duration::ZERO);
             status = Some(Status::NotStarted(e.raw_os_error().unwrap_or(libc::ENOENT)));
             reaped = Reaped::watching(None);
         }
@@ -260,8 +274,8 @@ pub fn run(
     let mut leftovers = 0u32;
     let mut leftovers_checked = false;
     let mut drain_until: Option<Instant> = None;
-    let mut duration = None;
     let mut out_sent = 0usize;
+    let mut late = false;
     let mut last_sent = Instant::now();
     let mut stop_acked = false;
 
@@ -272,6 +286,7 @@ pub fn run(
             if let Some(raw) = reaped.watched_status {
                 status = Some(status_of(raw));
                 duration = Some(started.elapsed());
+                late = ended.is_none() && Instant::now() > deadline + LATE;
             }
         }
         // Decide what to end.
@@ -288,7 +303,7 @@ pub fn run(
                 leftovers_checked = true;
                 // Exact: the agent's children are what is left of the command.
                 if reaped.has_children {
-                    leftovers = spared.others().len().max(1) as u32;
+                    leftovers = spared.count_others(1);
                     Some(EndReason::Leftovers)
                 } else {
                     None
@@ -439,14 +454,18 @@ pub fn run(
         }
     }
 
-    let after = cgroup::read(Path::new(CGROUP_ROOT));
+    // Whatever of this user hides from every check still does not outlive the command.
+    spared.kill_unseen();
+    ipc_removed += ipc::remove_leftovers();
+    let after = held.counters.read();
     let exit = Exit {
         status: status.unwrap_or(Status::Signaled(libc::SIGKILL)),
-        timed_out: ended == Some(EndReason::Timeout),
+        timed_out: ended == Some(EndReason::Timeout) || late,
         stopped: ended == Some(EndReason::HostStop),
         kill,
         leftovers,
         stale,
+        ipc_removed,
         before,
         after,
         stdout: stdout.digest(),

@@ -1,23 +1,34 @@
 //! Serving: one connection, one command, one at a time.
 
 use std::io::Write;
-use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
-use stockade_proto::{frame, mac, Hello, Request, KEY_LEN, MAC_LEN, NONCE_LEN, PROTOCOL};
+use stockade_proto::{frame, mac, Hello, Request, MAC_LEN, NONCE_LEN, PROTOCOL};
 
 use crate::launch::read_frame;
+use crate::run::Held;
 use crate::{run, sys};
 
 /// The host sends its request right after the hello; a connection that does not is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn serve(key: [u8; KEY_LEN], listener: UnixListener, sigchld: OwnedFd) -> ! {
+pub fn serve(held: Held, listener: UnixListener) -> ! {
+    let limits = sys::rlimits();
     loop {
         match listener.accept() {
-            Ok((conn, _)) => {
-                if let Err(e) = handle(&key, conn, &sigchld) {
+            Ok((mut conn, _)) => {
+                // Any process of the sandbox user may lower this one's resource limits
+                // (prlimit's check is by uid); an agent so hobbled would fail in ways that look
+                // like the command's. It refuses (nothing runs) and leaves for a fresh one.
+                if let Some(which) = sys::lowered(&limits) {
+                    let _ = refuse(
+                        &mut conn,
+                        &format!("the agent's resource limit {which} was lowered from inside the sandbox"),
+                    );
+                    std::process::exit(1);
+                }
+                if let Err(e) = handle(&held, conn) {
                     // stderr is /dev/null once serving; kept for a debugging run by hand.
                     eprintln!("stockade-agent: connection ended: {e}");
                 }
@@ -33,7 +44,8 @@ fn refuse(conn: &mut UnixStream, why: &str) -> std::io::Result<()> {
     conn.write_all(&frame::encode(frame::REFUSED, why.as_bytes()))
 }
 
-fn handle(key: &[u8; KEY_LEN], mut conn: UnixStream, sigchld: &OwnedFd) -> std::io::Result<()> {
+fn handle(held: &Held, mut conn: UnixStream) -> std::io::Result<()> {
+    let key = &held.key;
     conn.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     conn.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     let mut nonce = [0u8; NONCE_LEN];
@@ -63,5 +75,5 @@ fn handle(key: &[u8; KEY_LEN], mut conn: UnixStream, sigchld: &OwnedFd) -> std::
     if request.agent_nonce != nonce {
         return refuse(&mut conn, "the request answers another connection");
     }
-    run::run(key, conn, encoded, &request, sigchld)
+    run::run(held, conn, encoded, &request)
 }

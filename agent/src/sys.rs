@@ -161,6 +161,42 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<u
     }
 }
 
+/// The resource limits that, lowered, would make the agent fail (descriptors, processes,
+/// memory, file size, CPU time, stack).
+const WATCHED_LIMITS: &[(libc::__rlimit_resource_t, &str)] = &[
+    (libc::RLIMIT_NOFILE, "RLIMIT_NOFILE"),
+    (libc::RLIMIT_NPROC, "RLIMIT_NPROC"),
+    (libc::RLIMIT_AS, "RLIMIT_AS"),
+    (libc::RLIMIT_DATA, "RLIMIT_DATA"),
+    (libc::RLIMIT_FSIZE, "RLIMIT_FSIZE"),
+    (libc::RLIMIT_CPU, "RLIMIT_CPU"),
+    (libc::RLIMIT_STACK, "RLIMIT_STACK"),
+];
+
+/// The current (soft) values of [`WATCHED_LIMITS`].
+pub fn rlimits() -> Vec<u64> {
+    WATCHED_LIMITS
+        .iter()
+        .map(|(resource, _)| {
+            // SAFETY: getrlimit fills a plain struct.
+            let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid resource and a pointer to our struct.
+            unsafe { libc::getrlimit(*resource, &mut limit) };
+            limit.rlim_cur
+        })
+        .collect()
+}
+
+/// The first watched limit that is now lower than in `at_start`.
+pub fn lowered(at_start: &[u64]) -> Option<&'static str> {
+    rlimits()
+        .iter()
+        .zip(at_start)
+        .zip(WATCHED_LIMITS)
+        .find(|((now, then), _)| now < then)
+        .map(|(_, (_, name))| *name)
+}
+
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }

@@ -35,7 +35,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 const RESULT_SLACK: Duration = Duration::from_secs(3);
 /// An agent says something at least every `frame::HEARTBEAT_EVERY`; one silent this long is
 /// stopped or wedged, whatever the command's timeout.
-const SILENCE: Duration = Duration::from_secs(10);
+const SILENCE: Duration = Duration::from_secs(6);
 /// After the host asks for a stop, the agent acknowledges within this.
 const STOP_ACK: Duration = Duration::from_secs(3);
 /// The agent's kill confirmation and output drain (agent/src/procs.rs, run.rs).
@@ -523,6 +523,16 @@ pub async fn run(
     let exit = Exit::decode(body).map_err(|e| AgentError::Forged {
         reason: format!("bad exit: {e}"),
     })?;
+    // The agent itself could not start the command (out of descriptors, memory or processes):
+    // nothing ran, and another agent may do better.
+    if let Status::NotStarted(errno) = exit.status {
+        if [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::EAGAIN].contains(&errno) {
+            return Err(unavailable(format!(
+                "the agent could not start the command: {}",
+                std::io::Error::from_raw_os_error(errno)
+            )));
+        }
+    }
     let (out_digest, err_digest): ([u8; 32], [u8; 32]) =
         (out_sha.finalize().into(), err_sha.finalize().into());
     if exit.stdout.sha256 != out_digest
@@ -566,5 +576,6 @@ fn outcome_of(exit: &Exit, stop: Option<Stop>, elapsed: Duration) -> Outcome {
         duration: Duration::from_millis(exit.duration_ms).min(elapsed),
         hits: Some(hits),
         leftovers: exit.leftovers,
+        ipc_removed: exit.ipc_removed,
     }
 }

@@ -75,6 +75,9 @@ pub struct Finish {
     /// Processes the command left running when it exited, which were ended.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub leftovers_ended: u32,
+    /// System V IPC objects and message queues the command left, which were removed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ipc_removed: u32,
     /// SHA-256 of the command's whole stdout and stderr, as the sandbox agent vouched for them
     /// under its MAC (absent when the command ran as a `docker exec`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +112,7 @@ impl Finish {
             pids_limit_hit: false,
             sandbox_reset: false,
             leftovers_ended: 0,
+            ipc_removed: 0,
             stdout_sha256: None,
             stderr_sha256: None,
             error: None,

@@ -9,6 +9,7 @@ use super::log::{lock, open_for_reading};
 use super::record::{Finish, Record, RecordBody, Start};
 use super::scan::{byte_at, line_start, read_range, MAX_LINE_BYTES};
 use super::AuditError;
+use crate::display::one_line;
 
 /// Commands longer than this are shortened in the human view (the record keeps all of it).
 const COMMAND_DISPLAY_CHARS: usize = 60;
@@ -144,10 +145,16 @@ impl fmt::Display for Execution<'_> {
             Some(fin) => (exit_summary(fin), format_duration(fin.duration_ms)),
         };
         let command = self.start.map_or("?".to_owned(), |s| shorten(&s.command));
+        // Whatever the log holds is shown, not obeyed (it may have been tampered with).
+        let (ts, id, session, exit) = (
+            one_line(self.ts),
+            one_line(&id),
+            one_line(session),
+            one_line(&exit),
+        );
         write!(
             f,
-            "{}  {id:<8}  {session}  {verdict:<5}  {exit:<9}  {duration:>7}  {command}",
-            self.ts
+            "{ts}  {id:<8}  {session}  {verdict:<5}  {exit:<9}  {duration:>7}  {command}"
         )
     }
 }
@@ -173,13 +180,10 @@ fn format_duration(ms: u64) -> String {
     }
 }
 
-/// The command on one line (control characters shown as spaces), at most
-/// [`COMMAND_DISPLAY_CHARS`] characters.
+/// The command on one line (controls, escape sequences and invisible or reordering characters
+/// shown escaped: `crate::display`), at most [`COMMAND_DISPLAY_CHARS`] characters.
 fn shorten(command: &str) -> String {
-    let flat: String = command
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let flat = one_line(command);
     if flat.chars().count() <= COMMAND_DISPLAY_CHARS {
         return flat;
     }
@@ -255,8 +259,9 @@ mod tests {
     }
 
     #[test]
-    fn shorten_flattens_and_caps() {
-        assert_eq!(shorten("echo a\nb"), "echo a b");
+    fn shorten_flattens_escapes_and_caps() {
+        assert_eq!(shorten("echo a\nb"), "echo a^Jb");
+        assert_eq!(shorten("echo \u{202e}cba\x1b[2J"), "echo <U+202E>cba^[[2J");
         let long = "x".repeat(100);
         let s = shorten(&long);
         assert_eq!(s.chars().count(), COMMAND_DISPLAY_CHARS);

@@ -316,6 +316,7 @@ impl DockerBackend {
                     duration: started.elapsed(),
                     hits: None,
                     leftovers: 0,
+                    ipc_removed: 0,
                 })
             }
             Err(stop) => stop,
@@ -370,6 +371,7 @@ impl DockerBackend {
             duration: started.elapsed(),
             hits: None,
             leftovers: 0,
+            ipc_removed: 0,
         })
     }
 

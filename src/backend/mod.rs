@@ -51,6 +51,8 @@ pub struct Outcome {
     pub hits: Option<LimitsHit>,
     /// Processes the command left running when it exited, which were ended.
     pub leftovers: u32,
+    /// IPC objects (System V, message queues) the command left, which were removed.
+    pub ipc_removed: u32,
 }
 
 /// Which of the sandbox's limits a command hit.

@@ -681,3 +681,384 @@ fn a_host_account_uid_is_warned_about() {
     let show = env.cmd().args(["profile", "show", &p]).output().unwrap();
     assert!(stdout(&show).contains("host account"), "{}", stdout(&show));
 }
+
+#[test]
+fn the_audit_view_shows_reordering_and_control_characters_escaped() {
+    require_docker!();
+    let env = Env::new();
+    // "Trojan Source": the line reads differently from what it holds.
+    let trojan = "echo ok #\u{202e} }\u{2066}safe\u{2069}{ \x1b]52;c;aGk=\x07";
+    let out = env.exec(&[], trojan);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let tail = env
+        .cmd()
+        .args(["audit", "tail", "-n", "1"])
+        .output()
+        .unwrap();
+    let shown = stdout(&tail);
+    assert!(
+        shown.contains("<U+202E>") && shown.contains("<U+2066>"),
+        "{shown}"
+    );
+    assert!(shown.contains("^[]52"), "{shown}");
+    for raw in ['\u{202e}', '\u{2066}', '\u{2069}', '\x1b', '\x07'] {
+        assert!(!shown.contains(raw), "{raw:?} shown raw: {shown}");
+    }
+    let json = env
+        .cmd()
+        .args(["audit", "tail", "--json", "-n", "2"])
+        .output()
+        .unwrap();
+    let raw = stdout(&json);
+    assert!(
+        !raw.contains('\u{202e}') && raw.contains("\\u202e"),
+        "{raw}"
+    );
+    // Escaped, not changed: the record still holds exactly the command.
+    let start: serde_json::Value = serde_json::from_str(raw.lines().next().unwrap()).unwrap();
+    assert_eq!(start["command"], trojan);
+}
+
+/// Runs `stockade exec -- command` with its stdout and stderr on a new pseudo-terminal and
+/// returns what the terminal received.
+fn exec_on_a_terminal(env: &Env, command: &str) -> Vec<u8> {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors; the other pointers may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: openpty returned two new descriptors that we own.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = env
+        .cmd()
+        .args(["exec", "--", command])
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut master = std::fs::File::from(master);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The slave side is closed: reading ends with EIO once the buffer is empty.
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    seen
+}
+
+#[test]
+fn on_a_terminal_the_sandboxs_escape_sequences_are_shown_not_obeyed() {
+    require_docker!();
+    let env = Env::new();
+    let hostile = r"printf 'hi\033]52;c;aGk=\007\033[2J\033]0;pwned\007\302\233\n'";
+    let seen = exec_on_a_terminal(&env, hostile);
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        !seen.contains(&0x1b),
+        "raw ESC reached the terminal: {text:?}"
+    );
+    assert!(text.contains("^[]52;c;aGk=^G^[[2J"), "{text:?}");
+    assert!(text.contains("<U+009B>"), "{text:?}");
+    // Piped, the bytes are the command's own.
+    let out = env.exec(&[], hostile);
+    assert!(
+        out.stdout.windows(5).any(|w| w == b"\x1b]52;"),
+        "{:?}",
+        out.stdout
+    );
+}
+
+/// The red-team attacks: `survivor` detaches, ignores what it can, kills the running agent
+/// once, then lets its main thread exit while a worker thread lives on (a zombie leader with a
+/// live thread group) and writes into the stdout of every later command's shell;
+/// `prlimit PID RES VALUE` lowers another process's limit; `shm MB` leaves System V shared
+/// memory behind.
+const TRICKS_C: &str = r#"
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/resource.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static unsigned char seen[1 << 22];
+static int me;
+
+static int cmdline(int p, char *buf, int size) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", p);
+    int f = open(path, O_RDONLY);
+    if (f < 0) return -1;
+    int n = read(f, buf, size - 1);
+    close(f);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    return n;
+}
+
+static void *worker(void *unused) {
+    int killed = 0;
+    char cmd[256], path[64];
+    for (;;) {
+        DIR *d = opendir("/proc");
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            int p = atoi(e->d_name);
+            if (p <= 1 || p == me || p >= (1 << 22) || seen[p]) continue;
+            int n = cmdline(p, cmd, sizeof cmd);
+            if (n < 0) continue;
+            char *arg1 = cmd + strlen(cmd) + 1;
+            if (arg1 >= cmd + n) arg1 = "";
+            if (!strcmp(cmd, "/run/stockade-agent") && !strcmp(arg1, "serve") && !killed) {
+                killed = 1;
+                seen[p] = 1;
+                kill(p, SIGKILL);
+            } else if (!strcmp(cmd, "bash")) {
+                seen[p] = 1;
+                snprintf(path, sizeof path, "/proc/%d/fd/1", p);
+                int o = open(path, O_WRONLY);
+                if (o >= 0) { dprintf(o, "INJECTED\n"); close(o); }
+            }
+        }
+        if (d) closedir(d);
+        usleep(200);
+    }
+    return unused;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "survivor")) {
+        if (fork()) return 0;
+        setsid();
+        if (fork()) _exit(0);
+        for (int s = 1; s < 32; s++)
+            if (s != SIGKILL && s != SIGSTOP && s != SIGCHLD) signal(s, SIG_IGN);
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 0); dup2(null, 1); dup2(null, 2);
+        me = getpid();
+        pthread_t t;
+        pthread_create(&t, 0, worker, 0);
+        syscall(SYS_exit, 0);
+    }
+    if (argc > 4 && !strcmp(argv[1], "prlimit")) {
+        struct rlimit r = { strtoull(argv[4], 0, 0), strtoull(argv[4], 0, 0) };
+        if (prlimit(atoi(argv[2]), atoi(argv[3]), &r, 0)) { perror("prlimit"); return 1; }
+        printf("LOWERED\n");
+        return 0;
+    }
+    if (argc > 2 && !strcmp(argv[1], "shm")) {
+        long mb = atol(argv[2]), done = 0;
+        while (done < mb) {
+            int id = shmget(IPC_PRIVATE, 4 << 20, IPC_CREAT | 0600);
+            if (id < 0) { perror("shmget"); break; }
+            char *p = shmat(id, 0, 0);
+            if (p == (void *)-1) { perror("shmat"); break; }
+            memset(p, 1, 4 << 20);
+            shmdt(p);
+            done += 4;
+        }
+        printf("held %ld MB\n", done);
+        return 0;
+    }
+    return 2;
+}
+"#;
+
+fn tricks_base64() -> &'static str {
+    static B64: OnceLock<String> = OnceLock::new();
+    B64.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("t.c");
+        std::fs::write(&src, TRICKS_C).unwrap();
+        let bin = dir.path().join("t");
+        let out = Command::new("gcc")
+            .args(["-O2", "-pthread", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .output()
+            .expect("gcc");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&bin).unwrap())
+    })
+}
+
+fn plant_tricks(env: &Env, session: &str) {
+    let (code, v) = env.exec_json(
+        &["--session", session],
+        &format!(
+            "echo {} | base64 -d > /workspace/t && chmod +x /workspace/t",
+            tricks_base64()
+        ),
+    );
+    assert_eq!(code, 0, "{v}");
+}
+
+fn session_json(
+    env: &Env,
+    session: &str,
+    extra: &[&str],
+    command: &str,
+) -> (Option<i32>, serde_json::Value) {
+    let out = output_within(
+        env.cmd()
+            .args(["exec", "--json", "--session", session])
+            .args(extra)
+            .args(["--", command]),
+        Duration::from_secs(90),
+    );
+    let v = json(&out);
+    (out.status.code(), v)
+}
+
+#[test]
+fn a_zombie_leader_with_a_live_thread_does_not_outlive_its_command() {
+    require_docker!();
+    let env = Env::new();
+    let s = unique("survivor");
+    plant_tricks(&env, &s);
+    let (code, v) = session_json(&env, &s, &[], "/workspace/t survivor; sleep 2");
+    // Killing the agent mid-command is an error; what matters is what comes after.
+    assert!(code == Some(125) || code == Some(0), "{v}");
+    for i in 0..3 {
+        let (code, v) = session_json(&env, &s, &[], &format!("echo later {i}"));
+        assert_eq!(code, Some(0), "{v}");
+        assert_eq!(
+            v["stdout"],
+            format!("later {i}\n"),
+            "injected into a later command: {v}"
+        );
+    }
+    let (_, v) = session_json(
+        &env,
+        &s,
+        &[],
+        "ps -eo user=,comm= | grep -c '^sandbox *t$' || true",
+    );
+    assert_eq!(v["stdout"], "0\n", "the survivor lives on: {v}");
+}
+
+#[test]
+fn a_lowered_limit_on_the_agent_does_not_hide_limits_or_break_the_session() {
+    require_docker!();
+    let env = Env::new();
+    let s = unique("prlimit");
+    plant_tricks(&env, &s);
+    // RLIMIT_NOFILE is 7. The default seccomp profile lets a process change only its own
+    // limits; the agent also refuses to serve with lowered ones, whatever the profile.
+    let lower = "/workspace/t prlimit $(pgrep -f '^/run/stockade-agent serve') 7 6; \
+                 f(){ f|f& }; f; sleep 1";
+    let (code, v) = session_json(&env, &s, &["--timeout", "20s"], lower);
+    assert_eq!(code, Some(0), "{v}");
+    assert!(
+        !v["stdout"].as_str().unwrap().contains("LOWERED"),
+        "prlimit on the agent worked: {v}"
+    );
+    assert_eq!(v["pids_limit_hit"], true, "the bomb was hidden: {v}");
+    let (code, v) = session_json(&env, &s, &[], "echo still");
+    assert_eq!(
+        (code, v["stdout"].as_str()),
+        (Some(0), Some("still\n")),
+        "{v}"
+    );
+    // Under a profile that allows prlimit on others (Docker's own seccomp profile), the agent
+    // notices and is replaced: the next command still runs.
+    let docker = format!(
+        "seccomp = \"{}/profiles/seccomp/docker-default.json\"",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let current = super::common::default_profile_text()
+        .lines()
+        .find(|l| l.starts_with("seccomp ="))
+        .unwrap()
+        .to_string();
+    let p = env.write_variant("dockerseccomp", &[(&current, &docker)], "");
+    let s2 = unique("prlimit-docker");
+    let plant = format!(
+        "echo {} | base64 -d > /workspace/t && chmod +x /workspace/t",
+        tricks_base64()
+    );
+    let (code, v) = session_json(&env, &s2, &["--profile", &p], &plant);
+    assert_eq!(code, Some(0), "{v}");
+    let (_, v) = session_json(
+        &env,
+        &s2,
+        &["--profile", &p],
+        "/workspace/t prlimit $(pgrep -f '^/run/stockade-agent serve') 7 6",
+    );
+    assert!(v["stdout"].as_str().unwrap().contains("LOWERED"), "{v}");
+    let (code, v) = session_json(&env, &s2, &["--profile", &p], "echo fresh agent");
+    assert_eq!(
+        (code, v["stdout"].as_str()),
+        (Some(0), Some("fresh agent\n")),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_stopped_agent_does_not_turn_an_overrun_into_a_completion() {
+    require_docker!();
+    let env = Env::new();
+    let s = unique("overrun");
+    let (code, _) = session_json(&env, &s, &[], "true");
+    assert_eq!(code, Some(0));
+    let trick = "A=$(pgrep -f '^/run/stockade-agent serve'); kill -STOP $A; \
+                 (sleep 5; kill -CONT $A) & sleep 4; echo ran; exit 0";
+    let (code, v) = session_json(&env, &s, &["--timeout", "2s"], trick);
+    assert_ne!(v["outcome"].as_str().or(Some("")), Some("completed"));
+    assert_ne!(
+        code,
+        Some(0),
+        "a 4 s command under a 2 s timeout recorded as done: {v}"
+    );
+    let finish = env.audit_records().pop().unwrap();
+    assert_ne!(finish["outcome"], "completed", "{finish}");
+}
+
+#[test]
+fn shared_memory_a_command_leaves_is_removed_with_it() {
+    require_docker!();
+    let env = Env::new();
+    let s = unique("shm");
+    plant_tricks(&env, &s);
+    let (code, v) = session_json(&env, &s, &[], "/workspace/t shm 400");
+    assert_eq!(code, Some(0), "{v}");
+    assert!(v["ipc_removed"].as_u64().unwrap() > 0, "{v}");
+    // The memory is free again: a harmless 100 MB string in the next command is not killed.
+    let (code, v) = session_json(
+        &env,
+        &s,
+        &[],
+        "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo ${#x}",
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["oom_killed"], false, "{v}");
+    let (_, v) = session_json(&env, &s, &[], "grep -c . /proc/sysvipc/shm");
+    assert_eq!(v["stdout"], "1\n", "only the header line: {v}");
+}

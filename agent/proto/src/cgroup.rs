@@ -20,6 +20,9 @@ pub struct Counters {
 pub struct Hits {
     pub pids_limit: bool,
     pub oom_killed: bool,
+    /// A counter read before was not read after (or the other way round): whether that limit
+    /// was hit is not known.
+    pub unmeasured: bool,
 }
 
 /// A counter file and the key in it that counts limit hits.
@@ -30,7 +33,7 @@ const FILES: &[(&str, &str, Kind)] = &[
     ("pids.events", "max", Kind::Pids),
 ];
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Oom,
     Pids,
@@ -41,24 +44,47 @@ const MAX_FILE: u64 = 4096;
 
 /// Reads the counters under `root` (normally `/sys/fs/cgroup`).
 pub fn read(root: &Path) -> Counters {
-    use std::io::Read;
-    let mut counters = Counters::default();
-    for (file, key, kind) in FILES {
-        let mut text = String::new();
-        let ok = std::fs::File::open(root.join(file))
-            .and_then(|f| f.take(MAX_FILE).read_to_string(&mut text))
-            .is_ok();
-        if !ok {
-            continue;
-        }
-        if let Some(value) = value_of(&text, key) {
-            match kind {
-                Kind::Oom => counters.oom_kills = Some(value),
-                Kind::Pids => counters.pids_max = Some(value),
-            }
+    Files::open(root).read()
+}
+
+/// The counter files, opened once and re-read from the start each time: a process that later
+/// runs out of descriptors (or is made to) can still read them.
+#[derive(Debug)]
+pub struct Files {
+    open: Vec<(std::fs::File, &'static str, Kind)>,
+}
+
+impl Files {
+    pub fn open(root: &Path) -> Files {
+        Files {
+            open: FILES
+                .iter()
+                .filter_map(|(file, key, kind)| {
+                    Some((std::fs::File::open(root.join(file)).ok()?, *key, *kind))
+                })
+                .collect(),
         }
     }
-    counters
+
+    pub fn read(&self) -> Counters {
+        use std::io::{Read, Seek};
+        let mut counters = Counters::default();
+        for (file, key, kind) in &self.open {
+            let mut text = String::new();
+            let mut f = file;
+            let ok = f.rewind().is_ok() && f.take(MAX_FILE).read_to_string(&mut text).is_ok();
+            if !ok {
+                continue;
+            }
+            if let Some(value) = value_of(&text, key) {
+                match kind {
+                    Kind::Oom => counters.oom_kills = Some(value),
+                    Kind::Pids => counters.pids_max = Some(value),
+                }
+            }
+        }
+        counters
+    }
 }
 
 /// The value of `key` in a flat-keyed cgroup file (`key value` per line).
@@ -85,6 +111,8 @@ impl Counters {
         Hits {
             pids_limit: rose(self.pids_max, after.pids_max),
             oom_killed: rose(self.oom_kills, after.oom_kills),
+            unmeasured: self.pids_max.is_some() != after.pids_max.is_some()
+                || self.oom_kills.is_some() != after.oom_kills.is_some(),
         }
     }
 }
@@ -111,6 +139,10 @@ mod tests {
                 oom_kills: Some(2)
             }
         );
+        // Opened once, read again after the files changed.
+        let files = Files::open(&dir);
+        std::fs::write(dir.join("pids/pids.events"), "max 18\n").unwrap();
+        assert_eq!(files.read().pids_max, Some(18));
         std::fs::remove_dir_all(&dir).unwrap();
         // v2: memory.events' `max` line is not the pids counter.
         let text = "low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\n";
@@ -134,14 +166,16 @@ mod tests {
             c(Some(3), Some(1)).hits(&c(Some(4), Some(2))),
             Hits {
                 pids_limit: true,
-                oom_killed: true
+                oom_killed: true,
+                unmeasured: false,
             }
         );
         // Unknown before: any count after is this command's (a fresh sandbox starts at 0).
         assert!(c(None, None).hits(&c(Some(1), None)).pids_limit);
         assert!(!c(None, None).hits(&c(Some(0), None)).pids_limit);
-        // Unknown after: nothing can be said.
-        assert_eq!(c(Some(1), Some(1)).hits(&c(None, None)), Hits::default());
+        // Unknown after: nothing can be said, and that is said.
+        let unknown = c(Some(1), Some(1)).hits(&c(None, None));
+        assert!(!unknown.pids_limit && !unknown.oom_killed && unknown.unmeasured);
         // A recreated cgroup counts from zero again.
         assert!(c(Some(9), None).hits(&c(Some(2), None)).pids_limit);
     }

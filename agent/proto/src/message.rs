@@ -140,6 +140,8 @@ pub struct Exit {
     pub leftovers: u32,
     /// Processes of earlier executions found running before this one started, which were ended.
     pub stale: u32,
+    /// System V IPC objects and message queues the command left, which were removed.
+    pub ipc_removed: u32,
     /// The sandbox's cgroup counters right before the command started...
     pub before: Counters,
     /// ... and once it and everything it left were gone.
@@ -162,6 +164,10 @@ fn get_counters(r: &mut Reader<'_>) -> Result<Counters, DecodeError> {
     let pids = r.u64("pids_max")?;
     let has_oom = r.bool("oom_kills")?;
     let oom = r.u64("oom_kills")?;
+    // One encoding per value: an absent counter is written as 0.
+    if (!has_pids && pids != 0) || (!has_oom && oom != 0) {
+        return Err(DecodeError::Invalid { field: "counters" });
+    }
     Ok(Counters {
         pids_max: has_pids.then_some(pids),
         oom_kills: has_oom.then_some(oom),
@@ -194,7 +200,7 @@ impl Exit {
                 KillReport::Complete => 1,
                 KillReport::Incomplete => 2,
             });
-        w.u32(self.leftovers).u32(self.stale);
+        w.u32(self.leftovers).u32(self.stale).u32(self.ipc_removed);
         put_counters(&mut w, &self.before);
         put_counters(&mut w, &self.after);
         put_digest(&mut w, &self.stdout);
@@ -229,6 +235,7 @@ impl Exit {
             kill,
             leftovers: r.u32("leftovers")?,
             stale: r.u32("stale")?,
+            ipc_removed: r.u32("ipc_removed")?,
             before: get_counters(&mut r)?,
             after: get_counters(&mut r)?,
             stdout: get_digest(&mut r, "stdout")?,
@@ -271,6 +278,7 @@ mod tests {
             kill: KillReport::Complete,
             leftovers: 3,
             stale: 1,
+            ipc_removed: 2,
             before: Counters {
                 pids_max: Some(0),
                 oom_kills: None,
@@ -330,6 +338,21 @@ mod tests {
             ..sample_request()
         };
         assert!(Request::decode(&empty_argv.encode()).is_err());
+    }
+
+    #[test]
+    fn an_absent_counter_has_one_encoding() {
+        // Found by the `wire` fuzz target: an absent counter with a value decoded, and encoded
+        // back differently.
+        let mut bytes = sample_exit().encode();
+        // status (5), flags and kill (3), leftovers, stale and ipc (12), the counters before (18):
+        // the flag of `after.pids_max`, which is Some(17).
+        let after_pids = 5 + 3 + 12 + 18;
+        bytes[after_pids] = 0;
+        assert_eq!(
+            Exit::decode(&bytes),
+            Err(DecodeError::Invalid { field: "counters" })
+        );
     }
 
     #[test]
