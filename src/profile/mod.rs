@@ -499,7 +499,8 @@ pub fn parse(
         }
     }
 
-    let seccomp = load_seccomp(&raw.seccomp, base_dir).map_err(|p| invalid("seccomp", p))?;
+    let (seccomp, parsed_seccomp) =
+        load_seccomp(&raw.seccomp, base_dir).map_err(|p| invalid("seccomp", p))?;
     let caps = seccomp::caps::effective(&cap_drop, &cap_add);
     let mut unsafe_opt_outs = Vec::new();
     let critical_caps: Vec<String> = seccomp::lint_caps(&caps)
@@ -521,7 +522,7 @@ pub fn parse(
         }
         unsafe_opt_outs.push(UNSAFE_DANGEROUS_CAPABILITIES.to_string());
     }
-    let permissive = permissive_seccomp(&seccomp, &caps);
+    let permissive = permissive_seccomp(&parsed_seccomp, &caps);
     if !permissive.is_empty() {
         if !raw.unsafe_.permissive_seccomp {
             return Err(invalid(
@@ -569,12 +570,8 @@ pub fn parse(
 
 /// Why a seccomp profile confines nothing that matters, under the sandbox's capabilities on
 /// this host: an allowing default action, or critical syscalls allowed (the lint's findings).
-fn permissive_seccomp(seccomp: &SeccompRef, caps: &BTreeSet<String>) -> Vec<String> {
-    let Ok(parsed) = seccomp::load_profile_json(&seccomp.json, &seccomp::LoadOptions::default())
-    else {
-        return Vec::new(); // load_seccomp already refused what does not load
-    };
-    let resolved = seccomp::resolve(&parsed, caps, seccomp::Arch::host(), seccomp::host_kernel());
+fn permissive_seccomp(parsed: &seccomp::SeccompProfile, caps: &BTreeSet<String>) -> Vec<String> {
+    let resolved = seccomp::resolve(parsed, caps, seccomp::Arch::host(), seccomp::host_kernel());
     let findings = seccomp::lint_seccomp(&resolved);
     let mut why: Vec<String> = findings
         .iter()
@@ -710,7 +707,10 @@ pub fn builtin_seccomp(reference: &str) -> Option<SeccompRef> {
         })
 }
 
-fn load_seccomp(reference: &str, base_dir: Option<&Path>) -> Result<SeccompRef, String> {
+fn load_seccomp(
+    reference: &str,
+    base_dir: Option<&Path>,
+) -> Result<(SeccompRef, seccomp::SeccompProfile), String> {
     if reference.eq_ignore_ascii_case("unconfined") {
         return Err(
             "\"unconfined\" disables syscall filtering; name a Docker/OCI seccomp JSON file"
@@ -728,9 +728,9 @@ fn load_seccomp(reference: &str, base_dir: Option<&Path>) -> Result<SeccompRef, 
             (path, text)
         }
     };
-    seccomp::load_profile_json(&json, &seccomp::LoadOptions::default())
+    let parsed = seccomp::load_profile_json(&json, &seccomp::LoadOptions::default())
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(SeccompRef { path, json })
+    Ok((SeccompRef { path, json }, parsed))
 }
 
 /// Parses sizes such as `512`, `64k`, `64m`, `1g` (binary units, case-insensitive, optional `b`/`ib`).

@@ -50,14 +50,33 @@ pub fn check(user: &str, elevated: bool, runtime: &Runtime) -> Result<Vec<String
     }
     let mut warnings = Vec::new();
     if uid != 0 {
-        if let Ok(Some(account)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        if let Some(account) = host_account(uid) {
             warnings.push(format!(
-                "uid {uid} is the host account {:?}: that account can reach the sandbox's files through /proc/<pid>/root and signal its processes; use a uid no host account has, such as 65532",
-                account.name
+                "uid {uid} is the host account {account:?}: that account can reach the sandbox's files through /proc/<pid>/root and signal its processes; use a uid no host account has, such as 65532"
             ));
         }
     }
     Ok(warnings)
+}
+
+/// The name of the account with `uid` in the host's /etc/passwd. Read directly, not through
+/// NSS: a lookup that misses the files would load and ask every other module (systemd,
+/// LDAP) on every execution, for a warning.
+fn host_account(uid: u32) -> Option<String> {
+    const PASSWD: &str = "/etc/passwd";
+    const MAX_PASSWD: u64 = 4 << 20;
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(PASSWD)
+        .ok()?
+        .take(MAX_PASSWD)
+        .read_to_string(&mut text)
+        .ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
 }
 
 #[cfg(test)]
