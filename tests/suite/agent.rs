@@ -165,3 +165,85 @@ fn without_the_agent_commands_run_as_docker_exec() {
     assert_eq!(v["stdout"], "plain\n");
     assert!(stdout(&out).contains("\"stdout_sha256\":null"));
 }
+
+/// Imports an image holding nothing but bash and the libraries it loads: no coreutils, no
+/// `sleep`, none of the base image's layout. Returns its reference; removed on drop.
+struct MinimalImage(String);
+
+impl MinimalImage {
+    fn import() -> MinimalImage {
+        let reference = format!("stockade-test/bash-only:{}", std::process::id());
+        let mut files = vec![std::path::PathBuf::from("/bin/bash")];
+        let ldd = std::process::Command::new("ldd")
+            .arg("/bin/bash")
+            .output()
+            .unwrap();
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            if let Some(path) = line
+                .split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(std::path::PathBuf::from)
+            {
+                files.push(path);
+            }
+        }
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.follow_symlinks(true);
+        for file in &files {
+            let name = file.strip_prefix("/").unwrap();
+            tar.append_path_with_name(file, name).unwrap();
+        }
+        let tar = tar.into_inner().unwrap();
+        let mut import = std::process::Command::new("docker")
+            .args(["import", "-", &reference])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        import.stdin.take().unwrap().write_all(&tar).unwrap();
+        assert!(import.wait().unwrap().success(), "docker import");
+        MinimalImage(reference)
+    }
+}
+
+impl Drop for MinimalImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn the_agent_runs_in_an_image_of_the_users_own() {
+    require_docker!();
+    let env = Env::new();
+    let image = MinimalImage::import();
+    let p = env.write_variant(
+        "bash-only",
+        &[(
+            "image = \"stockade/base\"",
+            &format!("image = \"{}\"", image.0),
+        )],
+        "",
+    );
+    let s = unique("own-image");
+    for round in 0..2 {
+        let (code, v) = env.exec_json(
+            &["--profile", &p, "--session", &s],
+            "echo $((6 * 7)) > /workspace/n; read n < /workspace/n; echo $n $UID",
+        );
+        assert_eq!(code, 0, "round {round}: {v}");
+        assert_eq!(v["stdout"], "42 65532\n", "{v}");
+        assert_eq!(v["runner"], "agent", "round {round}: the warm path: {v}");
+    }
+    // The timeout and the leftovers still hold without any tool in the image.
+    let (code, v) = env.exec_json(
+        &["--profile", &p, "--session", &s, "--timeout", "1s"],
+        "while :; do :; done",
+    );
+    assert_eq!(code, 124, "{v}");
+    let (code, v) = env.exec_json(&["--profile", &p, "--session", &s], "echo fine");
+    assert_eq!((code, v["stdout"].as_str()), (0, Some("fine\n")), "{v}");
+    env.cleanup_sessions();
+}
