@@ -78,28 +78,31 @@ int main(void) {
 }
 "#;
 
-/// The attacker, compiled once on the host and carried as base64.
+/// A C program compiled on the host (gcc; .ci/run installs it), as base64 for command text.
+fn compiled_base64(source: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("a.c");
+    std::fs::write(&src, source).unwrap();
+    let bin = dir.path().join("a");
+    let out = Command::new("gcc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("gcc (the integrity tests compile their attackers; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(&bin).unwrap())
+}
+
+/// The attacker, compiled once.
 fn attacker_base64() -> &'static str {
     static B64: OnceLock<String> = OnceLock::new();
-    B64.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("a.c");
-        std::fs::write(&src, ATTACKER_C).unwrap();
-        let bin = dir.path().join("a");
-        let out = Command::new("gcc")
-            .args(["-O2", "-o"])
-            .arg(&bin)
-            .arg(&src)
-            .output()
-            .expect("gcc (the integrity tests compile their attacker; .ci/run installs it)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&bin).unwrap())
-    })
+    B64.get_or_init(|| compiled_base64(ATTACKER_C))
 }
 
 /// The command text that plants and runs the attacker.
@@ -888,25 +891,7 @@ int main(int argc, char **argv) {
 
 fn tricks_base64() -> &'static str {
     static B64: OnceLock<String> = OnceLock::new();
-    B64.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("t.c");
-        std::fs::write(&src, TRICKS_C).unwrap();
-        let bin = dir.path().join("t");
-        let out = Command::new("gcc")
-            .args(["-O2", "-pthread", "-o"])
-            .arg(&bin)
-            .arg(&src)
-            .output()
-            .expect("gcc");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&bin).unwrap())
-    })
+    B64.get_or_init(|| compiled_base64(TRICKS_C))
 }
 
 fn plant_tricks(env: &Env, session: &str) {
