@@ -22,8 +22,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::backend::{BackendError, DockerBackend};
-use crate::plan::LABEL_MANAGED;
+use crate::backend::{Backend, BackendError};
 
 /// Mount points under these belong to the engine (container root filesystems, network
 /// namespaces, shm): they come and go with every container, ours or not.
@@ -214,22 +213,11 @@ fn modules() -> BTreeSet<String> {
 }
 
 impl Snapshot {
-    pub async fn take(
-        backend: &DockerBackend,
+    pub async fn take<B: Backend>(
+        backend: &B,
         canary: &CanaryFile,
     ) -> Result<Snapshot, CanaryError> {
-        let containers = backend
-            .list_all()
-            .await?
-            .into_iter()
-            .filter_map(|c| {
-                let managed = c
-                    .labels
-                    .as_ref()
-                    .is_some_and(|l| l.contains_key(LABEL_MANAGED));
-                Some((c.id?, managed))
-            })
-            .collect();
+        let containers = backend.census().await?.into_iter().collect();
         Ok(Snapshot {
             processes: processes(),
             mounts: mounts(),
@@ -334,7 +322,7 @@ pub fn compare(before: &Snapshot, after: &Snapshot, sandbox_uid: u32) -> Vec<Cha
 /// [`compare`] twice, [`SETTLE`] apart: only changes seen both times count, so that engine
 /// housekeeping of other containers caught mid-way is not a finding.
 pub async fn settled_changes(
-    backend: &DockerBackend,
+    backend: &impl Backend,
     canary: &CanaryFile,
     before: &Snapshot,
     sandbox_uid: u32,

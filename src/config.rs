@@ -1,5 +1,6 @@
 //! stockade's own configuration (`config.toml`): what the operator allows.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -52,30 +53,20 @@ impl Default for Config {
     }
 }
 
-/// `$XDG_CONFIG_HOME/stockade`, else `~/.config/stockade`.
-pub fn config_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+/// `$XDG_CONFIG_HOME/stockade`, else `~/.config/stockade`, from the environment `env`.
+pub fn config_dir(env: &dyn Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    if let Some(dir) = env("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(dir).join("stockade"));
     }
-    std::env::var_os("HOME")
+    env("HOME")
         .filter(|h| !h.is_empty())
         .map(|home| PathBuf::from(home).join(".config").join("stockade"))
 }
 
 impl Config {
-    /// `explicit` (`--config`), else `STOCKADE_CONFIG`, else `config.toml` in the config dir.
-    /// A missing default file means the defaults; a missing explicit file is an error.
-    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
-        let named = explicit
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("STOCKADE_CONFIG").map(PathBuf::from));
-        let (path, required) = match named {
-            Some(p) => (p, true),
-            None => match config_dir() {
-                Some(dir) => (dir.join("config.toml"), false),
-                None => return Ok(Config::default()),
-            },
-        };
+    /// Reads `path`. A missing file means the defaults unless it is `required` (named by the
+    /// user), which makes it an error.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         match std::fs::metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {

@@ -1,21 +1,22 @@
-//! One execution end to end: check -> plan -> run -> audit.
+//! One execution end to end: check -> plan -> run -> audit. The one place the stages are
+//! sequenced, for every face ([`Service::exec`]).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::agent::{self, Channel};
-use crate::audit::{AuditLog, Finish, RecordBody, Start};
-use crate::backend::{self, BackendError, Capture, Container, DockerBackend};
-use crate::check::{Checker, Decision, Verdict};
-use crate::config::Config;
-use crate::engine::Engine;
+use crate::audit::{AuditLog, Finish, Outcome, RecordBody, Start};
+use crate::backend::{
+    Backend, BackendError, BackendKind, Ran, Recovered, Runner, Sandbox, Sink, Stdin, Streams,
+};
+use crate::cancel::{Cancel, Reason};
+use crate::check::{Decision, RuleHit, Verdict};
 use crate::inflight::{self, Marker};
-use crate::interrupt::{self, Interrupt};
 use crate::plan::{self, ExecRequest, Plan};
-use crate::profile::{self, Profile, ProfileDirs};
-use crate::{exit, image, session};
+use crate::profile::{self, Profile};
+use crate::service::{Principal, Service};
+use crate::session;
 
 pub use crate::plan::FLOOD_FACTOR;
 
@@ -23,69 +24,79 @@ pub use crate::plan::FLOOD_FACTOR;
 /// containers it started (only after a crash; see [`session::sweep_in_background`]).
 const SWEEP_JOIN: Duration = Duration::from_secs(2);
 
-/// Everything `stockade exec` was asked.
+/// How to run a request, beyond what it asks.
 #[derive(Debug, Clone, Default)]
-pub struct ExecArgs {
+pub struct ExecOptions {
+    /// A profile name or path; `None`: the configured default (or elevated) profile.
     pub profile: Option<String>,
     pub elevated: bool,
-    pub request: ExecRequest,
-    /// Test-only: skip the check stage. Audited as `check_bypassed`.
+    /// Also keep both streams interleaved in arrival order (`output` in the result).
+    pub interleaved: bool,
+    /// stockade's own probes (recording, live escape attempts) skip the check; audited as
+    /// `check_bypassed`. No face offers it.
     pub bypass_check: bool,
 }
 
-/// Where stockade keeps and finds things.
-#[derive(Debug, Clone)]
-pub struct Context {
-    pub state_dir: PathBuf,
-    pub profile_dirs: ProfileDirs,
-    pub config: Config,
-    pub call_timeout: Duration,
-}
-
-/// What `--json` prints: one object per execution.
+/// The result of one execution: the same keys for every outcome, for every face
+/// (docs/exec-result.schema.json).
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub struct ExecResult {
+    pub outcome: Outcome,
+    /// The command's exit code (128 + N when a signal ended it); `null` when it did not end
+    /// by itself (timeout, flood, interrupt), never ran, or stockade failed.
     pub exit_code: Option<i64>,
     pub signal: Option<i32>,
     pub timed_out: bool,
     pub oom_killed: bool,
+    /// The command hit the sandbox's process limit (a fork was refused).
+    pub pids_limit_hit: bool,
+    /// The output passed the hard limit (cap x [`FLOOD_FACTOR`]) and the command was stopped.
+    pub output_limit_hit: bool,
+    /// The sandbox's tmpfs contents were lost: the kill could not end every process and the
+    /// sandbox was reset, or a session's sandbox had stopped or gone and was brought back.
+    pub sandbox_reset: bool,
+    /// Why the execution was cancelled, when it was.
+    pub interrupted: Option<String>,
     pub duration_ms: u64,
     pub stdout: String,
     pub stderr: String,
+    /// Both streams interleaved in arrival order, when asked for.
+    pub output: Option<String>,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    /// Some output passed the cap and was cut (head and tail kept).
     pub truncated: bool,
-    /// The output passed the hard limit (cap x [`FLOOD_FACTOR`]) and the command was stopped.
-    pub output_limit_hit: bool,
-    /// The command hit the sandbox's process limit (a fork was refused).
-    pub pids_limit_hit: bool,
-    /// The kill inside the sandbox could not end every process, so the container was reset
-    /// (a session's container restarted: its tmpfs contents are gone).
-    pub sandbox_reset: bool,
-    /// Signal stockade received during the execution (the command was stopped).
-    pub interrupted: Option<i32>,
-    /// Processes the command left running when it exited; they were ended (nothing of one
-    /// command outlives it).
-    pub leftovers_ended: u32,
-    /// System V IPC objects and message queues the command left; they were removed.
-    pub ipc_removed: u32,
-    /// How the command ran: `agent` (results under the agent's MAC) or `exec`.
-    pub runner: Runner,
     /// SHA-256 of the whole stdout and stderr, as the agent vouched for them.
     pub stdout_sha256: Option<String>,
     pub stderr_sha256: Option<String>,
-    pub verdict: Decision,
-    pub rules: Vec<String>,
+    /// Processes the command left running when it exited; they were ended.
+    pub leftovers_ended: u32,
+    /// System V IPC objects and message queues it left; they were removed.
+    pub ipc_removed: u32,
+    /// The check stage's decision (`null`: the command was not judged, e.g. a usage error),
+    /// and the rules that matched.
+    pub decision: Option<Decision>,
+    pub rules: Vec<RuleHit>,
+    /// The command as judged and recorded (an argv shell-quoted).
+    pub command: String,
     pub audit_id: Option<String>,
     pub session: Option<String>,
-    pub container: Option<String>,
+    /// The sandbox it ran in (a container name for Docker).
+    pub sandbox: Option<String>,
     pub profile: Option<String>,
     pub elevated: bool,
-    /// Set when stockade failed (exit 125) or refused (exit 126); says what to do.
-    pub error: Option<String>,
-    /// What the profile's load noticed (a uid that is a host account...).
+    pub backend: BackendKind,
+    /// How it ran: `agent` (results under the agent's MAC) or `exec`.
+    pub runner: Option<Runner>,
+    /// What deserves a look (a profile uid that is a host account...).
     pub warnings: Vec<String>,
-    /// The process exit status stockade itself returns for this execution.
+    /// What happened besides the command (limits hit, a sandbox reset), for humans.
+    pub notes: Vec<String>,
+    /// Set when stockade failed or refused; says what to do.
+    pub error: Option<String>,
+    /// Why it was cancelled, for the face (the CLI's exit status 128 + N).
     #[serde(skip)]
-    pub status: u8,
+    pub cancelled: Option<Reason>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,771 +115,101 @@ pub enum ExecError {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error(transparent)]
-    Engine(#[from] crate::engine::EngineError),
-    #[error(transparent)]
-    Image(#[from] image::ImageError),
-    #[error(transparent)]
     Backend(#[from] BackendError),
     #[error(transparent)]
     Session(#[from] session::SessionError),
-    #[error("interrupted by {}; {}", interrupt::name(*signal), if *started { "the command's processes were ended inside the sandbox" } else { "the command was not started" })]
-    Interrupted { signal: i32, started: bool },
+    #[error("{}; {}", reason, if *started { "the command's processes were ended inside the sandbox" } else { "the command was not started" })]
+    Interrupted { reason: Reason, started: bool },
     #[error("the command's argument {argument} is not valid UTF-8, which the engine API cannot carry: pass such bytes through a file or an encoding (printf '\\xff', base64)")]
     NotUtf8 { argument: usize },
-    #[error(transparent)]
-    Agent(#[from] agent::client::AgentError),
     #[error(transparent)]
     AgentInstall(#[from] agent::InstallError),
     #[error("session {session:?} is busy: another command held it for {}s, as long as this command may run; try again later or use another session", waited.as_secs())]
     SessionBusy { session: String, waited: Duration },
-    #[error(transparent)]
-    Rules(#[from] crate::check::CheckError),
-    #[error("internal error: {what}")]
-    Internal { what: String },
 }
 
-impl Report {
-    fn new(verdict: &Verdict) -> Report {
-        Report {
+impl ExecError {
+    /// Whether this is a refusal by policy (exit 126), as opposed to a failure (125).
+    pub fn is_denial(&self) -> bool {
+        matches!(self, ExecError::ElevationRefused)
+    }
+}
+
+impl ExecResult {
+    fn new(command: &str, verdict: Option<&Verdict>, backend: BackendKind) -> ExecResult {
+        ExecResult {
+            outcome: Outcome::Error,
             exit_code: None,
             signal: None,
             timed_out: false,
             oom_killed: false,
+            pids_limit_hit: false,
+            output_limit_hit: false,
+            sandbox_reset: false,
+            interrupted: None,
             duration_ms: 0,
             stdout: String::new(),
             stderr: String::new(),
+            output: None,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
             truncated: false,
-            output_limit_hit: false,
-            pids_limit_hit: false,
-            sandbox_reset: false,
-            interrupted: None,
-            leftovers_ended: 0,
-            ipc_removed: 0,
-            runner: Runner::default(),
             stdout_sha256: None,
             stderr_sha256: None,
-            verdict: verdict.decision,
-            rules: verdict.rule_ids(),
+            leftovers_ended: 0,
+            ipc_removed: 0,
+            decision: verdict.map(|v| v.decision),
+            rules: verdict.map(|v| v.rules.clone()).unwrap_or_default(),
+            command: command.to_string(),
             audit_id: None,
             session: None,
-            container: None,
+            sandbox: None,
             profile: None,
             elevated: false,
-            error: None,
+            backend,
+            runner: None,
             warnings: Vec::new(),
-            status: exit::EXIT_STOCKADE_ERROR,
+            notes: Vec::new(),
+            error: None,
+            cancelled: None,
         }
     }
-}
 
-impl Report {
-    /// One line per limit the execution hit, for humans (the JSON has the flags).
-    pub fn notes(&self) -> Vec<String> {
-        let mut notes = Vec::new();
+    /// The result of a request that never reached the flow (a face's own usage error), in
+    /// the same shape as every other.
+    pub fn failed(command: &str, error: &str, backend: BackendKind) -> ExecResult {
+        let mut result = ExecResult::new(command, None, backend);
+        result.error = Some(error.trim_end().to_string());
+        result
+    }
+
+    /// One line per limit hit or reset, for humans (the JSON has the flags too).
+    fn note_limits(&mut self) {
         if self.output_limit_hit {
-            notes.push(format!(
+            self.notes.push(format!(
                 "the command's output passed the hard limit ({FLOOD_FACTOR} x the profile's \
                  output cap); it was stopped"
             ));
         }
         if self.oom_killed {
-            notes.push(
-                "the command was killed by the out-of-memory killer (the profile's memory \
-                 limit)"
+            self.notes.push(
+                "the command was killed by the out-of-memory killer (the profile's memory limit)"
                     .to_string(),
             );
         }
         if self.pids_limit_hit {
-            notes.push(
+            self.notes.push(
                 "the command hit the profile's process limit (a fork was refused)".to_string(),
             );
         }
-        if self.sandbox_reset {
-            notes.push(
-                "the kill inside the sandbox could not end every process, so the container \
-                 was reset (a session's /workspace and other tmpfs contents are gone)"
-                    .to_string(),
-            );
-        }
-        notes
     }
 }
 
-/// Picks and loads the profile, enforcing the elevation rules.
-pub fn select_profile(ctx: &Context, args: &ExecArgs) -> Result<Profile, ExecError> {
-    let name = match (&args.profile, args.elevated) {
-        (Some(p), _) => p.clone(),
-        (None, true) => ctx.config.elevated_profile.clone(),
-        (None, false) => ctx.config.default_profile.clone(),
-    };
-    let profile = profile::load(&name, &ctx.profile_dirs)?;
-    if args.elevated && !profile.elevated {
-        return Err(ExecError::NotElevatedProfile { profile: name });
+fn allow_all() -> Verdict {
+    Verdict {
+        decision: Decision::Allow,
+        rules: Vec::new(),
     }
-    Ok(profile)
-}
-
-/// Runs one command. `echo` streams output live (else it is only captured for `--json`).
-/// Never returns before the audit log has a `finish` for every `start` it wrote.
-pub async fn execute(ctx: &Context, args: &ExecArgs, echo: bool) -> Result<Report, ExecError> {
-    let profile = match select_profile(ctx, args) {
-        Ok(p) => p,
-        Err(e) => {
-            audit_refusal(ctx, args, &e);
-            return Err(e);
-        }
-    };
-    tracing::debug!("profile loaded");
-    execute_with(ctx, &profile, args, echo).await
-}
-
-/// Refuses a request that cannot be run as given (for example a command that is not UTF-8),
-/// leaving it on record like any other refusal. Returns the error for the caller to report.
-pub fn refuse(ctx: &Context, args: &ExecArgs, error: ExecError) -> ExecError {
-    audit_refusal(ctx, args, &error);
-    error
-}
-
-/// A request refused before its profile could be loaded (unknown or malformed profile,
-/// elevation misuse) still leaves a `start` and a `finish` in the audit log, when the log can
-/// be written: an agent probing profile names is visible there.
-fn audit_refusal(ctx: &Context, args: &ExecArgs, error: &ExecError) {
-    let Ok(audit) = AuditLog::open(&ctx.state_dir) else {
-        return;
-    };
-    let id = new_exec_id();
-    let verdict = if args.bypass_check {
-        Verdict {
-            decision: Decision::Allow,
-            hits: Vec::new(),
-        }
-    } else {
-        match Checker::builtin_prechecked() {
-            Ok(checker) => checker.check(&args.request.command, &Default::default()),
-            Err(_) => Verdict {
-                decision: Decision::Allow,
-                hits: Vec::new(),
-            },
-        }
-    };
-    let requested = match (&args.profile, args.elevated) {
-        (Some(p), _) => p.clone(),
-        (None, true) => ctx.config.elevated_profile.clone(),
-        (None, false) => ctx.config.default_profile.clone(),
-    };
-    let start = Start {
-        id: id.clone(),
-        session: args.request.session.clone(),
-        user: current_user(),
-        command: args.request.command.clone(),
-        verdict: verdict.decision,
-        rules: verdict.rule_ids(),
-        profile: requested,
-        backend: backend::BACKEND_DOCKER.to_string(),
-        elevated: args.elevated,
-        check_bypassed: args.bypass_check,
-        unsafe_opt_outs: Vec::new(),
-    };
-    if audit.append(RecordBody::Start(start)).is_err() {
-        return;
-    }
-    let mut finish = Finish::new(&id, args.request.session.clone());
-    finish.outcome = "error".to_string();
-    finish.error = Some(error.to_string());
-    let _ = audit.append(RecordBody::Finish(finish));
-}
-
-/// [`execute`] under an already loaded profile (for tools that derive a profile, such as the
-/// seccomp recorder).
-pub async fn execute_with(
-    ctx: &Context,
-    profile: &Profile,
-    args: &ExecArgs,
-    echo: bool,
-) -> Result<Report, ExecError> {
-    let profile = profile.clone();
-    let exec_id = new_exec_id();
-    let audit = AuditLog::open(&ctx.state_dir)?;
-    tracing::debug!("audit log open");
-
-    // Connecting to the engine (I/O) overlaps compiling the rules (CPU); a denial never
-    // waits for the engine.
-    let engine = tokio::spawn(Engine::connect(ctx.call_timeout));
-    let verdict = if args.bypass_check {
-        Verdict {
-            decision: Decision::Allow,
-            hits: Vec::new(),
-        }
-    } else {
-        let checker = tokio::task::spawn_blocking(Checker::builtin_prechecked)
-            .await
-            .map_err(|e| ExecError::Internal {
-                what: format!("rule compilation panicked: {e}"),
-            })??;
-        checker.check(&args.request.command, &profile.policy)
-    };
-    let mut report = Report::new(&verdict);
-    report.session = args.request.session.clone();
-    report.profile = Some(profile.name.clone());
-    report.elevated = profile.elevated;
-    report.audit_id = Some(exec_id.clone());
-    report.warnings = profile
-        .warnings
-        .iter()
-        .map(|w| format!("profile {}: {w}", profile.name))
-        .collect();
-
-    let start = Start {
-        id: exec_id.clone(),
-        session: args.request.session.clone(),
-        user: current_user(),
-        command: args.request.command.clone(),
-        verdict: verdict.decision,
-        rules: verdict.rule_ids(),
-        profile: profile.name.clone(),
-        backend: backend::BACKEND_DOCKER.to_string(),
-        elevated: profile.elevated,
-        check_bypassed: args.bypass_check,
-        unsafe_opt_outs: profile.unsafe_opt_outs.clone(),
-    };
-    let started = Instant::now();
-    let mut finish = Finish::new(&exec_id, args.request.session.clone());
-
-    // Refusals are audited too: a start that says what was asked, a finish that says why not.
-    let refusal = if profile.elevated && !ctx.config.allow_elevation {
-        Some(ExecError::ElevationRefused.to_string())
-    } else if verdict.decision == Decision::Deny {
-        Some(denial_message(&verdict))
-    } else {
-        None
-    };
-    tracing::debug!(verdict = ?verdict.decision, "checked");
-    audit.append(RecordBody::Start(start))?;
-    tracing::debug!("start record written");
-    if let Some(why) = refusal {
-        engine.abort();
-        finish.outcome = "denied".to_string();
-        finish.error = Some(why.clone());
-        audit.append(RecordBody::Finish(finish))?;
-        report.error = Some(why);
-        report.status = exit::EXIT_DENIED;
-        return Ok(report);
-    }
-
-    let mut stdout = Capture::new(
-        profile.output_cap,
-        echo.then(|| terminal_safe(std::io::stdout())),
-    );
-    let mut stderr = Capture::new(
-        profile.output_cap,
-        echo.then(|| terminal_safe(std::io::stderr())),
-    );
-    // Installed before the command starts, so that from here on a SIGINT/SIGTERM/SIGHUP ends
-    // the command inside the sandbox and still lets the finish record be written.
-    let interrupt = Interrupt::install();
-    let result = run(
-        engine,
-        ctx,
-        &profile,
-        args,
-        &exec_id,
-        (&mut stdout, &mut stderr),
-        &mut report,
-        &interrupt,
-    )
-    .await;
-    stdout.finish_echo();
-    stderr.finish_echo();
-
-    finish.container = report.container.clone();
-    finish.duration_ms = started.elapsed().as_millis() as u64;
-    finish.stdout_bytes = stdout.total();
-    finish.stderr_bytes = stderr.total();
-    finish.truncated = stdout.truncated() || stderr.truncated();
-    report.stdout = stdout.text();
-    report.stderr = stderr.text();
-    report.truncated = finish.truncated;
-    report.duration_ms = finish.duration_ms;
-    finish.output_limit_hit = report.output_limit_hit;
-    finish.pids_limit_hit = report.pids_limit_hit;
-    finish.sandbox_reset = report.sandbox_reset;
-    finish.leftovers_ended = report.leftovers_ended;
-    finish.ipc_removed = report.ipc_removed;
-    finish.stdout_sha256 = report.stdout_sha256.clone();
-    finish.stderr_sha256 = report.stderr_sha256.clone();
-    match &result {
-        Ok(()) => {
-            finish.outcome = if report.interrupted.is_some() {
-                "interrupted"
-            } else if report.timed_out {
-                "timed_out"
-            } else if report.output_limit_hit {
-                "output_limit"
-            } else {
-                "completed"
-            }
-            .to_string();
-            finish.exit_code = report.exit_code;
-            finish.signal = report.signal;
-            finish.timed_out = report.timed_out;
-            finish.oom_killed = report.oom_killed;
-            report.status = if let Some(signal) = report.interrupted {
-                let why = ExecError::Interrupted {
-                    signal,
-                    started: true,
-                }
-                .to_string();
-                finish.error = Some(why.clone());
-                report.error = Some(why);
-                interrupt::exit_status(signal)
-            } else if report.timed_out {
-                exit::EXIT_TIMEOUT
-            } else {
-                report
-                    .exit_code
-                    .map_or(exit::EXIT_STOCKADE_ERROR, |c| (c & 0xff) as u8)
-            };
-        }
-        Err(e @ ExecError::Interrupted { signal, .. }) => {
-            finish.outcome = "interrupted".to_string();
-            finish.signal = Some(*signal);
-            let why = e.to_string();
-            finish.error = Some(why.clone());
-            report.error = Some(why);
-            report.interrupted = Some(*signal);
-            report.status = interrupt::exit_status(*signal);
-        }
-        Err(e) => {
-            finish.outcome = "error".to_string();
-            finish.error = Some(e.to_string());
-            report.error = Some(e.to_string());
-            report.status = exit::EXIT_STOCKADE_ERROR;
-        }
-    }
-    if let Err(e) = audit.append(RecordBody::Finish(finish)) {
-        // The command ran; its start is on record. Say loudly that its finish is not.
-        report.error = Some(format!(
-            "command finished but its audit finish record could not be written: {e}"
-        ));
-        report.status = exit::EXIT_STOCKADE_ERROR;
-    }
-    Ok(report)
-}
-
-/// Whether commands run through stockade's agent: the engine must be local (the agent and its
-/// channel are bind-mounted from this machine's state directory). `STOCKADE_NO_AGENT` turns it
-/// off (every command is then a `docker exec`, with the same sandbox).
-fn agent_enabled() -> bool {
-    let local =
-        std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty() || h.starts_with("unix://"));
-    local && std::env::var_os("STOCKADE_NO_AGENT").is_none()
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    engine: tokio::task::JoinHandle<Result<Engine, crate::engine::EngineError>>,
-    ctx: &Context,
-    profile: &Profile,
-    args: &ExecArgs,
-    exec_id: &str,
-    (stdout, stderr): (&mut Capture, &mut Capture),
-    report: &mut Report,
-    interrupt: &Interrupt,
-) -> Result<(), ExecError> {
-    let state_id = plan::state_id(&ctx.state_dir);
-    let channel = match &args.request.session {
-        Some(s) => {
-            plan::validate_session_id(s)?;
-            Channel::session(&ctx.state_dir, s)
-        }
-        None => Channel::oneshot(&ctx.state_dir, exec_id),
-    };
-    let mounts = if agent_enabled() {
-        Some(channel.mounts(agent::install(&ctx.state_dir)?))
-    } else {
-        None
-    };
-    let plan = plan::plan(profile, &args.request, exec_id, &state_id, mounts.as_ref())?;
-    // Written before any container exists; removed only once nothing of this execution is
-    // left running, so that a `kill -9` from here on is cleaned up by the next invocation.
-    let in_flight = inflight::begin(
-        &ctx.state_dir,
-        &Marker {
-            id: exec_id.to_string(),
-            session: plan.session.clone(),
-        },
-    )?;
-    if mounts.is_some() {
-        // The bind source must exist before the container is created.
-        channel.prepare()?;
-    }
-    let setup = async {
-        let engine = engine.await.map_err(|e| ExecError::Internal {
-            what: format!("engine connection task failed: {e}"),
-        })??;
-        tracing::debug!("engine connected");
-        let backend = DockerBackend::new(engine);
-        let sweep = session::sweep_in_background(&backend, &ctx.state_dir);
-        let lock = match &plan.session {
-            // A command waits for the session at most as long as it may run.
-            Some(s) => {
-                match session::lock(&ctx.state_dir, s, plan.process.timeout, interrupt.wait())
-                    .await?
-                {
-                    session::Locked::Held(lock) => Some(lock),
-                    session::Locked::Busy => {
-                        return Err(ExecError::SessionBusy {
-                            session: s.clone(),
-                            waited: plan.process.timeout,
-                        })
-                    }
-                    session::Locked::Interrupted(signal) => {
-                        return Err(ExecError::Interrupted {
-                            signal,
-                            started: false,
-                        })
-                    }
-                }
-            }
-            None => None,
-        };
-        // A live session container needs no image check: one engine call saved per command.
-        let existing = match &plan.session {
-            Some(_) => backend.find_session(&plan.container).await?,
-            None => None,
-        };
-        let container = match existing {
-            Some(c) => c,
-            None => {
-                let mut progress = |line: &str| eprintln!("stockade: {line}");
-                image::ensure_image(
-                    &backend.engine().docker,
-                    &plan.container.image,
-                    &ctx.state_dir,
-                    &mut progress,
-                )
-                .await?;
-                backend.ensure_container(&plan.container).await?
-            }
-        };
-        if let Some(s) = &plan.session {
-            session::end_leftovers(&backend, &container, &plan.process, &ctx.state_dir, s).await?;
-        }
-        Ok::<_, ExecError>((backend, sweep, lock, container))
-    };
-    let ready = tokio::select! {
-        ready = setup => ready,
-        signal = interrupt.wait() => Err(ExecError::Interrupted { signal, started: false }),
-    };
-    let (backend, sweep, _lock, container) = match ready {
-        Ok(ready) => ready,
-        Err(e) => {
-            // Only an interrupted setup can leave a container behind (a failed create or
-            // start removes its own); remove it by name, since its id was never seen.
-            let clean = !matches!(e, ExecError::Interrupted { .. })
-                || remove_oneshot_by_name(ctx, &plan).await;
-            if clean {
-                if plan.session.is_none() {
-                    channel.remove();
-                }
-                in_flight.done();
-            }
-            return Err(e);
-        }
-    };
-    report.container = Some(container.name.clone());
-
-    let result = run_in(
-        &backend, &container, &plan, &channel, stdout, stderr, report, interrupt,
-    )
-    .await;
-    // Left in place (unlocked) when something may be left: the next invocation cleans up.
-    if let Ok(Cleared::All) = result {
-        if plan.session.is_none() {
-            channel.remove();
-        }
-        in_flight.done();
-    }
-    if let Some(sweep) = sweep {
-        let _ = tokio::time::timeout(SWEEP_JOIN, sweep).await;
-    }
-    result.map(drop)
-}
-
-/// Whether an execution left anything behind.
-enum Cleared {
-    All,
-    /// The one-shot container could not be removed; the next invocation removes it.
-    ContainerLeft,
-}
-
-/// Runs the planned process in its container and accounts for how it ended.
-#[allow(clippy::too_many_arguments)]
-async fn run_in(
-    backend: &DockerBackend,
-    container: &Container,
-    plan: &Plan,
-    channel: &Channel,
-    stdout: &mut Capture,
-    stderr: &mut Capture,
-    report: &mut Report,
-    interrupt: &Interrupt,
-) -> Result<Cleared, ExecError> {
-    tracing::debug!(container = %container.name, "container ready");
-    let oneshot = plan.session.is_none();
-    let ran = if container.agent {
-        run_via_agent(
-            backend,
-            container,
-            &plan.process,
-            channel,
-            stdout,
-            stderr,
-            interrupt,
-        )
-        .await
-    } else {
-        Ok(None)
-    };
-    let ran = match ran {
-        Ok(Some(ran)) => Ok(ran),
-        // No agent: the command is a `docker exec`; the counters and leftovers are handled
-        // around it from outside.
-        Ok(None) => run_via_exec(backend, container, plan, stdout, stderr, interrupt).await,
-        Err(e) => Err(e),
-    };
-    let ran = match ran {
-        Ok(o) => o,
-        Err(e) => {
-            if oneshot {
-                let _ = backend.remove(&container.id).await;
-            }
-            return Err(e);
-        }
-    };
-    let outcome = &ran.outcome;
-    report.exit_code = outcome.exit_code;
-    report.signal = outcome.signal();
-    report.timed_out = outcome.timed_out;
-    report.output_limit_hit = outcome.flooded;
-    report.interrupted = outcome.interrupted;
-    let hits = outcome.hits.unwrap_or_default();
-    report.oom_killed = hits.oom_killed;
-    report.pids_limit_hit = hits.pids_limit;
-    report.leftovers_ended = outcome.leftovers;
-    report.ipc_removed = outcome.ipc_removed;
-    if hits.unmeasured {
-        report.warnings.push(
-            "the sandbox's limit counters could not be read on both sides of the command: \
-             whether it hit the pids or memory limit is not known"
-                .to_string(),
-        );
-    }
-    report.runner = ran.runner;
-    report.stdout_sha256 = ran.stdout_sha256.map(hex::encode);
-    report.stderr_sha256 = ran.stderr_sha256.map(hex::encode);
-    if outcome.kill_incomplete {
-        backend.reset(container).await?;
-        report.sandbox_reset = true;
-    }
-    if oneshot {
-        // The command's result stands; a container that cannot be removed now is removed by
-        // the next invocation (its in-flight marker stays).
-        if let Err(e) = backend.remove(&container.id).await {
-            report.warnings.push(format!(
-                "the one-shot container {} could not be removed ({e}); the next stockade call removes it",
-                container.name
-            ));
-            return Ok(Cleared::ContainerLeft);
-        }
-    }
-    Ok(Cleared::All)
-}
-
-/// How a command was run, and what the runner vouches for.
-struct Ran {
-    outcome: backend::Outcome,
-    runner: Runner,
-    /// The agent's verified digests of the output (`None` on the exec path).
-    stdout_sha256: Option<[u8; 32]>,
-    stderr_sha256: Option<[u8; 32]>,
-}
-
-/// Which way a command ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Runner {
-    /// Through stockade's agent in the sandbox (results under its MAC).
-    #[default]
-    Agent,
-    /// As a `docker exec` (no agent: a remote engine, or `STOCKADE_NO_AGENT`).
-    Exec,
-}
-
-/// Runs through the agent; starts one when none answers. `Ok(None)`: no agent could be
-/// started, so nothing ran. A command the agent accepted is never re-run.
-///
-/// If the agent cannot confirm that everything the command started has ended (or stops
-/// answering), the kill runs from a fresh exec as the sandbox user; if that cannot confirm it
-/// either, the outcome says the container must be reset.
-async fn run_via_agent(
-    backend: &DockerBackend,
-    container: &Container,
-    process: &plan::ProcessSpec,
-    channel: &Channel,
-    stdout: &mut Capture,
-    stderr: &mut Capture,
-    interrupt: &Interrupt,
-) -> Result<Option<Ran>, ExecError> {
-    use agent::client::{launch, run, AgentError};
-    for attempt in 0..2 {
-        match run(channel, process, None, stdout, stderr, interrupt.wait()).await {
-            Ok(report) => {
-                let mut outcome = report.outcome;
-                if outcome.kill_incomplete {
-                    outcome.kill_incomplete =
-                        !backend.kill_tree(container, process).await.unwrap_or(false);
-                }
-                return Ok(Some(Ran {
-                    outcome,
-                    runner: Runner::Agent,
-                    stdout_sha256: Some(report.stdout_sha256),
-                    stderr_sha256: Some(report.stderr_sha256),
-                }));
-            }
-            Err(AgentError::Unavailable { reason }) => {
-                tracing::debug!(%reason, attempt, "sandbox agent unavailable");
-                if let Some(signal) = interrupt.fired() {
-                    return Err(ExecError::Interrupted {
-                        signal,
-                        started: false,
-                    });
-                }
-                if attempt == 0 {
-                    if let Err(e) = launch(
-                        backend.engine(),
-                        &container.id,
-                        &process.user,
-                        channel,
-                        interrupt.wait(),
-                    )
-                    .await
-                    {
-                        tracing::warn!(error = %e, "the sandbox agent could not start; running the command with docker exec");
-                        if let Some(signal) = interrupt.fired() {
-                            return Err(ExecError::Interrupted {
-                                signal,
-                                started: false,
-                            });
-                        }
-                        return Ok(None);
-                    }
-                }
-            }
-            Err(e) => {
-                // The command may still be running: end it from outside, and reset the
-                // container if that cannot be confirmed.
-                if !backend.kill_tree(container, process).await.unwrap_or(false) {
-                    let _ = backend.reset(container).await;
-                }
-                // Interrupted: that is what the caller asked for, and it happened.
-                if let (AgentError::Broken { .. }, Some(signal)) = (&e, interrupt.fired()) {
-                    return Err(ExecError::Interrupted {
-                        signal,
-                        started: true,
-                    });
-                }
-                return Err(e.into());
-            }
-        }
-    }
-    tracing::warn!("the sandbox agent refused twice; running the command with docker exec");
-    Ok(None)
-}
-
-/// Runs as a `docker exec`. The cgroup counters are read before (sessions; a fresh one-shot
-/// starts from zero) and after, and what the command left running is ended before the second
-/// reading, so the limits it hit are its own.
-async fn run_via_exec(
-    backend: &DockerBackend,
-    container: &Container,
-    plan: &Plan,
-    stdout: &mut Capture,
-    stderr: &mut Capture,
-    interrupt: &Interrupt,
-) -> Result<Ran, ExecError> {
-    let process = &plan.process;
-    let before = match plan.session {
-        Some(_) => backend.limit_counters(container).await,
-        None => Some(backend::Counters {
-            pids_max: Some(0),
-            oom_kills: Some(0),
-        }),
-    };
-    let mut outcome = backend
-        .run(container, process, stdout, stderr, interrupt.wait())
-        .await?;
-    // Stopped commands were ended by `run`; a finished one may have left processes behind.
-    if !outcome.kill_incomplete && plan.session.is_some() && outcome.exit_code.is_some() {
-        outcome.kill_incomplete = !backend.kill_tree(container, process).await.unwrap_or(false);
-    }
-    let after = backend.limit_counters(container).await;
-    let hits = match (before, after) {
-        (Some(b), Some(a)) => b.hits(&a),
-        _ => backend::LimitsHit {
-            unmeasured: true,
-            ..Default::default()
-        },
-    };
-    outcome.hits = Some(hits);
-    Ok(Ran {
-        outcome,
-        runner: Runner::Exec,
-        stdout_sha256: None,
-        stderr_sha256: None,
-    })
-}
-
-/// After an interrupted setup, a one-shot container may exist although its id was never
-/// seen: removes it by name, bounded by the engine call timeout. True when it is gone.
-async fn remove_oneshot_by_name(ctx: &Context, plan: &Plan) -> bool {
-    if plan.session.is_some() {
-        return true;
-    }
-    let remove = async {
-        let engine = Engine::connect(ctx.call_timeout).await.ok()?;
-        DockerBackend::new(engine)
-            .remove(&plan.container.name)
-            .await
-            .ok()
-    };
-    matches!(
-        tokio::time::timeout(ctx.call_timeout, remove).await,
-        Ok(Some(()))
-    )
-}
-
-/// The sandbox's output as echoed: raw bytes into a pipe or a file, but on a terminal with
-/// escape sequences and invisible characters shown instead of acted on (`crate::display`).
-fn terminal_safe<W>(stream: W) -> Box<dyn std::io::Write + Send>
-where
-    W: std::io::Write + std::io::IsTerminal + Send + 'static,
-{
-    if stream.is_terminal() {
-        Box::new(crate::display::TerminalSafe::new(stream))
-    } else {
-        Box::new(stream)
-    }
-}
-
-fn denial_message(verdict: &Verdict) -> String {
-    let hits: Vec<String> = verdict
-        .hits
-        .iter()
-        .filter(|h| h.decision == Decision::Deny)
-        .map(|h| format!("{} ({}): {:?}: {}", h.id, h.severity, h.fragment, h.why))
-        .collect();
-    format!("denied by policy: {}", hits.join("; "))
 }
 
 /// A unique id for one execution: time-ordered, random tail.
@@ -880,17 +221,499 @@ pub fn new_exec_id() -> String {
     format!("{:x}{}", now.as_millis(), &random[..10])
 }
 
-/// Who asked: `STOCKADE_USER` (set by a front end that knows the agent or user), else the
-/// login name, else the uid.
-pub fn current_user() -> String {
-    if let Ok(user) = std::env::var("STOCKADE_USER") {
-        if !user.is_empty() {
-            return user;
+fn denial_message(verdict: &Verdict) -> String {
+    let hits: Vec<String> = verdict
+        .rules
+        .iter()
+        .filter(|h| h.decision == Decision::Deny)
+        .map(|h| format!("{} ({}): {:?}: {}", h.id, h.severity, h.fragment, h.why))
+        .collect();
+    format!("denied by policy: {}", hits.join("; "))
+}
+
+/// Whether an execution left anything behind.
+enum Cleared {
+    All,
+    /// The one-shot sandbox could not be removed; the next invocation removes it.
+    SandboxLeft,
+}
+
+impl<B: Backend> Service<B> {
+    /// Picks and loads the profile, enforcing the elevation rules.
+    pub fn select_profile(&self, options: &ExecOptions) -> Result<Profile, ExecError> {
+        let name = self.profile_name(options);
+        let profile = profile::load(&name, &self.profile_dirs)?;
+        if options.elevated && !profile.elevated {
+            return Err(ExecError::NotElevatedProfile { profile: name });
+        }
+        Ok(profile)
+    }
+
+    fn profile_name(&self, options: &ExecOptions) -> String {
+        match (&options.profile, options.elevated) {
+            (Some(p), _) => p.clone(),
+            (None, true) => self.config.elevated_profile.clone(),
+            (None, false) => self.config.default_profile.clone(),
         }
     }
-    let uid = nix::unistd::getuid();
-    match nix::unistd::User::from_uid(uid) {
-        Ok(Some(u)) => u.name,
-        _ => format!("uid:{uid}"),
+
+    fn verdict(&self, request: &ExecRequest, options: &ExecOptions, profile: Option<&Profile>) -> Verdict {
+        if options.bypass_check {
+            return allow_all();
+        }
+        let policy = profile.map(|p| p.policy.clone()).unwrap_or_default();
+        self.checker.check(&request.command.text(), &policy)
+    }
+
+    /// Runs one request and returns its result, whatever happens: a refusal, a failure and an
+    /// interruption are results too. Never returns before the audit log has a `finish` for
+    /// every `start` it wrote (unless writing it failed, which the result then says).
+    pub async fn exec(
+        &self,
+        principal: &Principal,
+        request: &ExecRequest,
+        options: &ExecOptions,
+        stdin: Stdin<'_>,
+        sink: Option<Box<dyn Sink>>,
+        cancel: &Cancel,
+    ) -> ExecResult {
+        match self.select_profile(options) {
+            Ok(profile) => {
+                self.exec_with(principal, &profile, request, options, stdin, sink, cancel)
+                    .await
+            }
+            Err(e) => self.refuse(principal, request, options, e),
+        }
+    }
+
+    /// Refuses a request that cannot be run as given (an unknown profile, a command that is
+    /// not UTF-8), leaving it on record like any other refusal when the log can be written:
+    /// an agent probing profile names is visible there.
+    pub fn refuse(
+        &self,
+        principal: &Principal,
+        request: &ExecRequest,
+        options: &ExecOptions,
+        error: ExecError,
+    ) -> ExecResult {
+        let verdict = self.verdict(request, options, None);
+        let command = request.command.text();
+        let mut result = ExecResult::new(&command, Some(&verdict), self.backend.kind());
+        result.session = request.session.clone();
+        result.outcome = if error.is_denial() {
+            Outcome::Denied
+        } else {
+            Outcome::Error
+        };
+        result.error = Some(error.to_string());
+        let Ok(audit) = AuditLog::open(&self.state_dir) else {
+            return result;
+        };
+        let id = new_exec_id();
+        let start = Start {
+            id: id.clone(),
+            session: request.session.clone(),
+            user: principal.name.clone(),
+            command,
+            verdict: verdict.decision,
+            rules: verdict.rule_ids(),
+            profile: self.profile_name(options),
+            backend: self.backend.kind(),
+            elevated: options.elevated,
+            check_bypassed: options.bypass_check,
+            unsafe_opt_outs: Vec::new(),
+            transfer: None,
+        };
+        if audit.append(RecordBody::Start(start)).is_ok() {
+            result.audit_id = Some(id.clone());
+            let mut finish = Finish::new(&id, request.session.clone());
+            finish.outcome = result.outcome;
+            finish.error = result.error.clone();
+            let _ = audit.append(RecordBody::Finish(finish));
+        }
+        result
+    }
+
+    /// [`Service::exec`] under an already loaded profile (for tools that derive a profile,
+    /// such as the seccomp recorder).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn exec_with(
+        &self,
+        principal: &Principal,
+        profile: &Profile,
+        request: &ExecRequest,
+        options: &ExecOptions,
+        stdin: Stdin<'_>,
+        sink: Option<Box<dyn Sink>>,
+        cancel: &Cancel,
+    ) -> ExecResult {
+        let exec_id = new_exec_id();
+        let verdict = self.verdict(request, options, Some(profile));
+        let command = request.command.text();
+        let mut result = ExecResult::new(&command, Some(&verdict), self.backend.kind());
+        result.session = request.session.clone();
+        result.profile = Some(profile.name.clone());
+        result.elevated = profile.elevated;
+        result.warnings = profile
+            .warnings
+            .iter()
+            .map(|w| format!("profile {}: {w}", profile.name))
+            .collect();
+        let audit = match AuditLog::open(&self.state_dir) {
+            Ok(a) => a,
+            Err(e) => {
+                result.error = Some(ExecError::Audit(e).to_string());
+                return result;
+            }
+        };
+        let start = Start {
+            id: exec_id.clone(),
+            session: request.session.clone(),
+            user: principal.name.clone(),
+            command,
+            verdict: verdict.decision,
+            rules: verdict.rule_ids(),
+            profile: profile.name.clone(),
+            backend: self.backend.kind(),
+            elevated: profile.elevated,
+            check_bypassed: options.bypass_check,
+            unsafe_opt_outs: profile.unsafe_opt_outs.clone(),
+            transfer: None,
+        };
+        let started = Instant::now();
+        let mut finish = Finish::new(&exec_id, request.session.clone());
+        // Refusals are audited too: a start that says what was asked, a finish that says why.
+        let refusal = if profile.elevated && !self.config.allow_elevation {
+            Some(ExecError::ElevationRefused.to_string())
+        } else if verdict.decision == Decision::Deny {
+            Some(denial_message(&verdict))
+        } else {
+            None
+        };
+        if let Err(e) = audit.append(RecordBody::Start(start)) {
+            result.error = Some(ExecError::Audit(e).to_string());
+            return result;
+        }
+        result.audit_id = Some(exec_id.clone());
+        if let Some(why) = refusal {
+            finish.outcome = Outcome::Denied;
+            finish.error = Some(why.clone());
+            result.outcome = Outcome::Denied;
+            result.error = Some(why);
+            if let Err(e) = audit.append(RecordBody::Finish(finish)) {
+                result.error = Some(format!(
+                    "{}; and its audit finish record could not be written: {e}",
+                    result.error.unwrap_or_default()
+                ));
+            }
+            return result;
+        }
+
+        let mut streams = Streams::new(profile.output_cap, options.interleaved, sink);
+        let ran = self
+            .run(profile, request, &exec_id, stdin, &mut streams, &mut result, cancel)
+            .await;
+        streams.finish();
+
+        finish.container = result.sandbox.clone();
+        finish.duration_ms = started.elapsed().as_millis() as u64;
+        finish.stdout_bytes = streams.stdout.total();
+        finish.stderr_bytes = streams.stderr.total();
+        finish.truncated = streams.stdout.truncated() || streams.stderr.truncated();
+        result.stdout = streams.stdout.text();
+        result.stderr = streams.stderr.text();
+        result.output = streams.output.as_ref().map(|o| o.text());
+        result.stdout_bytes = finish.stdout_bytes;
+        result.stderr_bytes = finish.stderr_bytes;
+        result.truncated = finish.truncated;
+        result.duration_ms = finish.duration_ms;
+        match ran {
+            Ok(()) => {
+                result.outcome = if result.cancelled.is_some() {
+                    Outcome::Interrupted
+                } else if result.timed_out {
+                    Outcome::TimedOut
+                } else if result.output_limit_hit {
+                    Outcome::OutputLimit
+                } else {
+                    Outcome::Completed
+                };
+                if let Some(reason) = result.cancelled {
+                    result.error = Some(
+                        ExecError::Interrupted {
+                            reason,
+                            started: true,
+                        }
+                        .to_string(),
+                    );
+                }
+            }
+            Err(ExecError::Interrupted { reason, started }) => {
+                result.outcome = Outcome::Interrupted;
+                result.cancelled = Some(reason);
+                result.interrupted = Some(reason.to_string());
+                result.error = Some(ExecError::Interrupted { reason, started }.to_string());
+            }
+            Err(e) => {
+                result.outcome = Outcome::Error;
+                result.error = Some(e.to_string());
+            }
+        }
+        result.note_limits();
+        finish.outcome = result.outcome;
+        finish.exit_code = result.exit_code;
+        finish.signal = result.signal.or(result.cancelled.and_then(Reason::signal));
+        finish.timed_out = result.timed_out;
+        finish.oom_killed = result.oom_killed;
+        finish.output_limit_hit = result.output_limit_hit;
+        finish.pids_limit_hit = result.pids_limit_hit;
+        finish.sandbox_reset = result.sandbox_reset;
+        finish.leftovers_ended = result.leftovers_ended;
+        finish.ipc_removed = result.ipc_removed;
+        finish.stdout_sha256 = result.stdout_sha256.clone();
+        finish.stderr_sha256 = result.stderr_sha256.clone();
+        finish.error = result.error.clone();
+        if let Err(e) = audit.append(RecordBody::Finish(finish)) {
+            // The command ran; its start is on record. Say loudly that its finish is not.
+            result.outcome = Outcome::Error;
+            result.error = Some(format!(
+                "command finished but its audit finish record could not be written: {e}"
+            ));
+        }
+        result
+    }
+
+    /// Plan, acquire, run, release.
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        profile: &Profile,
+        request: &ExecRequest,
+        exec_id: &str,
+        stdin: Stdin<'_>,
+        streams: &mut Streams,
+        result: &mut ExecResult,
+        cancel: &Cancel,
+    ) -> Result<(), ExecError> {
+        let state_id = plan::state_id(&self.state_dir);
+        let channel = match &request.session {
+            Some(s) => {
+                plan::validate_session_id(s)?;
+                Channel::session(&self.state_dir, s)
+            }
+            None => Channel::oneshot(&self.state_dir, exec_id),
+        };
+        let mounts = if self.backend.uses_agent() {
+            Some(channel.mounts(agent::install(&self.state_dir)?))
+        } else {
+            None
+        };
+        let plan = plan::plan(profile, request, exec_id, &state_id, mounts.as_ref())?;
+        // Written before any sandbox exists; removed only once nothing of this execution is
+        // left running, so that a `kill -9` from here on is cleaned up by the next invocation.
+        let in_flight = inflight::begin(
+            &self.state_dir,
+            &Marker {
+                id: exec_id.to_string(),
+                session: plan.session.clone(),
+            },
+        )?;
+        if mounts.is_some() {
+            // The bind source must exist before the sandbox is created.
+            channel.prepare()?;
+        }
+        let setup = async {
+            let sweep = session::sweep_in_background(&self.backend, &self.state_dir);
+            let (lock, sandbox) = match &plan.session {
+                Some(s) => {
+                    let (lock, sandbox) = self.hold_session(&plan, s, cancel).await?;
+                    (Some(lock), sandbox)
+                }
+                None => {
+                    let mut progress = |line: &str| tracing::info!("{line}");
+                    let sandbox = self.backend.acquire(&plan.sandbox, false, &mut progress).await?;
+                    (None, sandbox)
+                }
+            };
+            Ok::<_, ExecError>((sweep, lock, sandbox))
+        };
+        let ready = tokio::select! {
+            ready = setup => ready,
+            reason = cancel.wait() => Err(ExecError::Interrupted { reason, started: false }),
+        };
+        let (sweep, _lock, sandbox) = match ready {
+            Ok(ready) => ready,
+            Err(e) => {
+                // Only an interrupted setup can leave a one-shot sandbox behind (a failed
+                // create or start removes its own); remove it by name, since its id was never
+                // seen.
+                let clean = !matches!(e, ExecError::Interrupted { .. })
+                    || plan.session.is_some()
+                    || self.remove_by_name(&plan).await;
+                if clean {
+                    if plan.session.is_none() {
+                        channel.remove();
+                    }
+                    in_flight.done();
+                }
+                return Err(e);
+            }
+        };
+        result.sandbox = Some(sandbox.name.clone());
+        if let Some(recovered) = sandbox.recovered {
+            result.sandbox_reset = true;
+            result.notes.push(recovered.note().to_string());
+        }
+
+        let cleared = self
+            .run_in(&sandbox, &plan, stdin, streams, result, cancel)
+            .await;
+        // Left in place (unlocked) when something may be left: the next invocation cleans up.
+        if let Ok(Cleared::All) = cleared {
+            if plan.session.is_none() {
+                channel.remove();
+            }
+            in_flight.done();
+        }
+        if let Some(sweep) = sweep {
+            let _ = tokio::time::timeout(SWEEP_JOIN, sweep).await;
+        }
+        cleared.map(drop)
+    }
+
+    /// Takes session `session`'s lock (waiting at most as long as the planned process may run)
+    /// and its sandbox (created, or brought back and said so), and ends what killed commands
+    /// left running in it.
+    pub(crate) async fn hold_session(
+        &self,
+        plan: &Plan,
+        session: &str,
+        cancel: &Cancel,
+    ) -> Result<(session::SessionLock, Sandbox), ExecError> {
+        let wait = plan.process.timeout;
+        let lock = match session::lock(&self.state_dir, session, wait, cancel.wait()).await? {
+            session::Locked::Held(lock) => lock,
+            session::Locked::Busy => {
+                return Err(ExecError::SessionBusy {
+                    session: session.to_string(),
+                    waited: wait,
+                })
+            }
+            session::Locked::Interrupted(reason) => {
+                return Err(ExecError::Interrupted {
+                    reason,
+                    started: false,
+                })
+            }
+        };
+        let known = session::Meta::read(&self.state_dir, session).is_some();
+        let mut progress = |line: &str| tracing::info!("{line}");
+        let sandbox = self.backend.acquire(&plan.sandbox, known, &mut progress).await?;
+        session::Meta::touch(&self.state_dir, session, &plan.sandbox.profile);
+        session::end_leftovers(&self.backend, &sandbox, &plan.process, &self.state_dir, session)
+            .await?;
+        Ok((lock, sandbox))
+    }
+
+    /// After an interrupted setup, a one-shot sandbox may exist although its id was never
+    /// seen: removes it by name. True when it is gone.
+    async fn remove_by_name(&self, plan: &Plan) -> bool {
+        self.backend.remove(&plan.sandbox.name).await.is_ok()
+    }
+
+    /// Runs the planned process in its sandbox and accounts for how it ended.
+    async fn run_in(
+        &self,
+        sandbox: &Sandbox,
+        plan: &Plan,
+        stdin: Stdin<'_>,
+        streams: &mut Streams,
+        result: &mut ExecResult,
+        cancel: &Cancel,
+    ) -> Result<Cleared, ExecError> {
+        tracing::debug!(sandbox = %sandbox.name, "sandbox ready");
+        let oneshot = !sandbox.is_session();
+        let ran = self
+            .backend
+            .run(sandbox, &plan.process, stdin, streams, cancel)
+            .await;
+        let Ran {
+            ended,
+            runner,
+            stdout_sha256,
+            stderr_sha256,
+            warnings,
+        } = match ran {
+            Ok(ran) => ran,
+            Err(e) => {
+                if oneshot {
+                    let _ = self.backend.remove(&sandbox.id).await;
+                }
+                // A broken agent while cancelled: what was asked for happened.
+                if let (BackendError::Agent(_), Some(reason)) = (&e, cancel.fired()) {
+                    return Err(ExecError::Interrupted {
+                        reason,
+                        started: true,
+                    });
+                }
+                return Err(e.into());
+            }
+        };
+        result.exit_code = ended.exit_code;
+        result.signal = ended.signal();
+        result.timed_out = ended.timed_out;
+        result.output_limit_hit = ended.flooded;
+        result.cancelled = ended.interrupted;
+        result.interrupted = ended.interrupted.map(|r| r.to_string());
+        let hits = ended.hits.unwrap_or_default();
+        result.oom_killed = hits.oom_killed;
+        result.pids_limit_hit = hits.pids_limit;
+        result.leftovers_ended = ended.leftovers;
+        result.ipc_removed = ended.ipc_removed;
+        result.runner = Some(runner);
+        result.warnings.extend(warnings);
+        result.stdout_sha256 = stdout_sha256.map(hex::encode);
+        result.stderr_sha256 = stderr_sha256.map(hex::encode);
+        if hits.unmeasured {
+            result.warnings.push(
+                "the sandbox's limit counters could not be read on both sides of the command: \
+                 whether it hit the pids or memory limit is not known"
+                    .to_string(),
+            );
+        }
+        if ended.kill_incomplete {
+            self.backend.reset(sandbox).await?;
+            result.sandbox_reset = true;
+            result.notes.push(
+                "the kill inside the sandbox could not end every process, so the sandbox was \
+                 reset (a session's /workspace and other tmpfs contents are gone)"
+                    .to_string(),
+            );
+        }
+        if oneshot {
+            // The command's result stands; a sandbox that cannot be removed now is removed by
+            // the next invocation (its in-flight marker stays).
+            if let Err(e) = self.backend.remove(&sandbox.id).await {
+                result.warnings.push(format!(
+                    "the one-shot sandbox {} could not be removed ({e}); the next stockade call removes it",
+                    sandbox.name
+                ));
+                return Ok(Cleared::SandboxLeft);
+            }
+        }
+        Ok(Cleared::All)
     }
 }
+
+impl ExecResult {
+    /// The session's sandbox was brought back (for callers that report it).
+    pub fn recovered(&self) -> bool {
+        self.notes
+            .iter()
+            .any(|n| n == Recovered::Restarted.note() || n == Recovered::Recreated.note())
+    }
+}
+
+#[cfg(test)]
+#[path = "exec_tests.rs"]
+mod tests;

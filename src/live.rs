@@ -10,12 +10,14 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::backend::DockerBackend;
+use crate::audit::Outcome;
+use crate::backend::{Backend, SandboxKind};
+use crate::cancel::{Cancel, Reason};
 use crate::canary::{self, CanaryError, CanaryFile, Change, Snapshot};
 use crate::check::corpus::{Entry, Expect};
-use crate::engine::Engine;
-use crate::exec::{self, Context, ExecArgs, ExecError};
-use crate::plan::{self, ExecRequest, LABEL_KIND, LABEL_STATE};
+use crate::exec::{ExecError, ExecOptions, ExecResult};
+use crate::plan::{self, CommandLine, ExecRequest};
+use crate::service::{Principal, Service};
 
 /// Attempts running at once, unless asked otherwise.
 pub const DEFAULT_JOBS: usize = 4;
@@ -35,13 +37,9 @@ pub enum LiveError {
     #[error(transparent)]
     Exec(#[from] ExecError),
     #[error(transparent)]
-    Engine(#[from] crate::engine::EngineError),
-    #[error(transparent)]
     Canary(#[from] CanaryError),
     #[error(transparent)]
     Backend(#[from] crate::backend::BackendError),
-    #[error("the sandbox user {user:?} of profile {profile:?} is not numeric")]
-    SandboxUser { profile: String, user: String },
 }
 
 #[derive(Debug, Clone)]
@@ -127,44 +125,44 @@ pub fn select(entries: Vec<Entry>, per_category: Option<usize>) -> Vec<Entry> {
 
 fn request(command: &str, timeout: Duration) -> ExecRequest {
     ExecRequest {
-        command: command.to_string(),
+        command: CommandLine::Shell(command.to_string()),
         timeout: Some(timeout),
         ..Default::default()
     }
 }
 
-/// Runs `entries` (already [`select`]ed) and checks the canaries around them.
-pub async fn run(
-    ctx: &Context,
+/// Runs `entries` (already [`select`]ed) and checks the canaries around them. `cancel` stops
+/// the attempts running and the ones not started.
+pub async fn run<B: Backend>(
+    service: &Service<B>,
+    principal: &Principal,
     entries: &[Entry],
     options: &LiveOptions,
+    cancel: &Cancel,
 ) -> Result<LiveReport, LiveError> {
-    let base = ExecArgs {
+    // The probes are ours: they bypass the check (the socket probe names engine sockets, which
+    // the check rightly denies) and are audited as such.
+    let exec_options = ExecOptions {
         profile: options.profile.clone(),
+        bypass_check: true,
         ..Default::default()
     };
-    let profile = exec::select_profile(ctx, &base)?;
-    let sandbox_uid = profile
-        .user
-        .split(':')
-        .next()
-        .and_then(|u| u.parse::<u32>().ok())
-        .ok_or_else(|| LiveError::SandboxUser {
-            profile: profile.name.clone(),
-            user: profile.user.clone(),
-        })?;
-    let backend = DockerBackend::new(Engine::connect(ctx.call_timeout).await?);
+    let profile = service.select_profile(&exec_options)?;
+    let sandbox_uid = profile.user.uid;
     let canary_file = CanaryFile::create()?;
-    let before = Snapshot::take(&backend, &canary_file).await?;
+    let before = Snapshot::take(&service.backend, &canary_file).await?;
 
-    // The probe names engine sockets, which the check stage rightly denies: it is ours, so it
-    // bypasses the check like the attempts (and is audited as such).
-    let probe = ExecArgs {
-        bypass_check: true,
-        request: request(SOCKET_PROBE, options.timeout),
-        ..base.clone()
-    };
-    let probed = exec::execute(ctx, &probe, false).await?;
+    let probed = service
+        .exec_with(
+            principal,
+            &profile,
+            &request(SOCKET_PROBE, options.timeout),
+            &exec_options,
+            None,
+            None,
+            cancel,
+        )
+        .await;
     let mut exposed_sockets: Vec<String> = probed
         .stdout
         .lines()
@@ -175,51 +173,39 @@ pub async fn run(
         exposed_sockets.push(format!("(the probe itself failed: {e})"));
     }
 
-    // Ctrl-C stops the attempts running (each execution handles it) and the ones not started.
-    let interrupt = crate::interrupt::Interrupt::install();
     let attempts: Vec<Attempt> = futures_util::stream::iter(entries)
         .map(|entry| {
             // pipefail: `dd if=/dev/sda | xxd` failed if dd did, whatever xxd made of nothing.
-            let args = ExecArgs {
-                bypass_check: true,
-                request: request(
-                    &format!("set -o pipefail; {}", entry.command),
-                    options.timeout,
-                ),
-                ..base.clone()
-            };
-            let interrupt = &interrupt;
+            let request = request(
+                &format!("set -o pipefail; {}", entry.command),
+                options.timeout,
+            );
+            let (profile, exec_options) = (&profile, &exec_options);
             async move {
-                if let Some(signal) = interrupt.fired() {
-                    let not_run = ExecError::Interrupted {
-                        signal,
-                        started: false,
-                    };
-                    return attempt(entry, Err(not_run));
+                if let Some(reason) = cancel.fired() {
+                    return Attempt::not_run(entry, reason);
                 }
-                let result = exec::execute(ctx, &args, false).await;
-                attempt(entry, result)
+                let result = service
+                    .exec_with(principal, profile, &request, exec_options, None, None, cancel)
+                    .await;
+                Attempt::of(entry, &result)
             }
         })
         .buffered(options.jobs.max(1))
         .collect()
         .await;
 
-    let ours = plan::state_id(&ctx.state_dir);
-    let containers_left = backend
-        .list_managed(Some((LABEL_STATE, ours.as_str())))
+    let ours = plan::state_id(&service.state_dir);
+    let containers_left = service
+        .backend
+        .list(Some(&ours))
         .await?
         .into_iter()
-        .filter(|c| {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_KIND))
-                .map(String::as_str)
-                == Some(plan::KIND_ONESHOT)
-        })
-        .filter_map(|c| c.names.and_then(|n| n.first().cloned()))
+        .filter(|s| matches!(s.kind, SandboxKind::Oneshot { .. }))
+        .map(|s| s.name)
         .collect();
-    let changes = canary::settled_changes(&backend, &canary_file, &before, sandbox_uid).await?;
+    let changes =
+        canary::settled_changes(&service.backend, &canary_file, &before, sandbox_uid).await?;
     let mut report = LiveReport {
         profile: profile.name,
         attempts,
@@ -232,30 +218,37 @@ pub async fn run(
     Ok(report)
 }
 
-fn attempt(entry: &Entry, result: Result<exec::Report, ExecError>) -> Attempt {
-    let mut a = Attempt {
-        command: entry.command.clone(),
-        category: entry.category.clone(),
-        exit_code: None,
-        timed_out: false,
-        failed: true,
-        error: None,
-        audit_id: None,
-    };
-    match result {
-        Ok(report) => {
-            a.exit_code = report.exit_code;
-            a.timed_out = report.timed_out;
-            a.failed = report.timed_out || report.exit_code != Some(0);
-            a.audit_id = report.audit_id;
-            // A report with an error and no exit code: stockade could not run it.
-            if report.exit_code.is_none() && !report.timed_out {
-                a.error = report.error;
-            }
+impl Attempt {
+    fn not_run(entry: &Entry, reason: Reason) -> Attempt {
+        Attempt {
+            command: entry.command.clone(),
+            category: entry.category.clone(),
+            exit_code: None,
+            timed_out: false,
+            failed: true,
+            error: Some(format!("{reason}; the attempt was not started")),
+            audit_id: None,
         }
-        Err(e) => a.error = Some(e.to_string()),
     }
-    a
+
+    fn of(entry: &Entry, result: &ExecResult) -> Attempt {
+        let timed_out = result.outcome == Outcome::TimedOut;
+        // Anything but a completion or a timeout: stockade could not run it (a denial cannot
+        // happen, the check is bypassed).
+        let error = match result.outcome {
+            Outcome::Completed | Outcome::TimedOut => None,
+            _ => Some(result.error.clone().unwrap_or_else(|| result.outcome.to_string())),
+        };
+        Attempt {
+            command: entry.command.clone(),
+            category: entry.category.clone(),
+            exit_code: result.exit_code,
+            timed_out,
+            failed: timed_out || result.exit_code != Some(0),
+            error,
+            audit_id: result.audit_id.clone(),
+        }
+    }
 }
 
 impl fmt::Display for LiveReport {

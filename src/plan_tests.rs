@@ -1,175 +1,189 @@
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pretty_assertions::assert_eq;
 
 use super::*;
+use crate::backend::User;
 use crate::profile::{load, ProfileDirs};
 
 const STATE: &str = "5ea7e1d";
+const SANDBOX: User = User {
+    uid: 65532,
+    gid: 65532,
+};
 
-fn request(command: &str) -> ExecRequest {
+fn shell(command: &str) -> ExecRequest {
     ExecRequest {
-        command: command.into(),
+        command: CommandLine::Shell(command.into()),
         ..Default::default()
     }
 }
 
+fn default_profile() -> Profile {
+    load("default", &ProfileDirs::default()).unwrap()
+}
+
 #[test]
-fn default_profile_plans_a_locked_down_oneshot_container() {
-    let profile = load("default", &ProfileDirs::default()).unwrap();
-    let plan = plan(&profile, &request("ls"), "abc", STATE, None).unwrap();
-    let mut labels = plan.container.labels.clone();
-    let digest = labels.remove(LABEL_SPEC_DIGEST).unwrap();
-    assert_eq!(digest.len(), 24);
-    let expected_labels: BTreeMap<String, String> = [
-        (LABEL_MANAGED, "1"),
-        (LABEL_PROFILE, "default"),
-        (LABEL_ELEVATED, "false"),
-        (LABEL_KIND, KIND_ONESHOT),
-        (LABEL_EXEC, "abc"),
-        (LABEL_STATE, "5ea7e1d"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    assert_eq!(labels, expected_labels);
-    let c = &plan.container;
-    assert_eq!(c.name, "stockade-x-abc");
-    assert_eq!(c.cmd, vec!["sleep", "infinity"]);
-    assert_eq!(c.user, "0:0");
-    assert!(c.read_only_root);
-    assert_eq!(c.network_mode, "none");
-    assert_eq!(c.cap_drop, vec!["ALL"]);
-    assert!(c.cap_add.is_empty());
-    assert!(c.security_opt.contains(&"no-new-privileges".to_string()));
-    assert!(c.security_opt[0].starts_with("seccomp={"));
-    assert_eq!(c.pids_limit, 256);
-    assert_eq!(c.memory_bytes, 512 << 20);
-    assert_eq!(c.nano_cpus, 1_000_000_000);
-    assert!(c.init);
-    assert_eq!(
-        c.tmpfs.get("/tmp").map(String::as_str),
-        Some("rw,nosuid,nodev,noexec,size=67108864,mode=1777,uid=65532,gid=65532")
-    );
+fn default_profile_plans_a_locked_down_oneshot_sandbox() {
+    let profile = default_profile();
+    let plan = plan(&profile, &shell("ls"), "abc", STATE, None).unwrap();
+    let tmpfs = |path: &str, size_bytes: u64, exec: bool| TmpfsMount {
+        path: path.into(),
+        size_bytes,
+        mode: 0o1777,
+        exec,
+        owner: SANDBOX,
+    };
+    let mut expected = SandboxSpec {
+        name: "stockade-x-abc".into(),
+        kind: SandboxKind::Oneshot { exec: "abc".into() },
+        owner: STATE.into(),
+        profile: "default".into(),
+        elevated: false,
+        image: crate::backend::docker::image::base_image_ref(),
+        read_only_root: true,
+        tmpfs: vec![
+            tmpfs("/home/sandbox", 16 << 20, false),
+            tmpfs("/tmp", 64 << 20, false),
+            tmpfs("/workspace", 256 << 20, true),
+        ],
+        binds: vec![],
+        network: Network::None,
+        capabilities: BTreeSet::new(),
+        no_new_privileges: true,
+        seccomp: profile.seccomp.clone(),
+        limits: Limits {
+            pids: 256,
+            memory_bytes: 512 << 20,
+            nano_cpus: 1_000_000_000,
+        },
+        agent: None,
+        digest: String::new(),
+    };
+    // The digest is checked on its own below.
+    expected.digest = plan.sandbox.digest.clone();
+    assert_eq!(plan.sandbox, expected);
+    assert_eq!(plan.sandbox.digest.len(), 24);
     assert_eq!(
         plan.process,
         ProcessSpec {
-            cmd: vec!["bash".into(), "-c".into(), "ls".into()],
-            user: "65532:65532".into(),
+            argv: vec!["bash".into(), "-c".into(), "ls".into()],
+            user: SANDBOX,
             working_dir: "/workspace".into(),
             env: vec![],
             timeout: Duration::from_secs(60),
             kill_grace: Duration::from_secs(2),
             output_cap: 1 << 20,
             output_hard_limit: 64 << 20,
+            stdin: false,
         }
     );
+    assert_eq!(plan.session, None);
 }
 
 #[test]
-fn session_containers_are_named_and_labelled_by_session() {
-    let profile = load("default", &ProfileDirs::default()).unwrap();
-    let mut req = request("ls");
+fn an_argv_runs_without_a_shell_and_is_judged_quoted() {
+    let words: Vec<String> = ["ls", "-la", "/tmp/my dir"].map(String::from).to_vec();
+    let command = CommandLine::from_words(words.clone());
+    assert_eq!(command, CommandLine::Argv(words.clone()));
+    assert_eq!(command.argv(), words);
+    assert_eq!(command.text(), "ls -la '/tmp/my dir'");
+    let one = CommandLine::from_words(vec!["echo a; echo b".into()]);
+    assert_eq!(one.argv(), ["bash", "-c", "echo a; echo b"]);
+    assert_eq!(one.text(), "echo a; echo b");
+    let request = ExecRequest {
+        command,
+        stdin: true,
+        ..Default::default()
+    };
+    let plan = plan(&default_profile(), &request, "abc", STATE, None).unwrap();
+    assert_eq!(plan.process.argv, words);
+    assert!(plan.process.stdin);
+}
+
+#[test]
+fn session_sandboxes_are_named_by_state_and_session() {
+    let mut req = shell("ls");
     req.session = Some("agent-7".into());
-    let plan = plan(&profile, &req, "abc", STATE, None).unwrap();
-    assert_eq!(plan.container.name, "stockade-s-5ea7e1d-agent-7");
-    assert_eq!(plan.container.labels[LABEL_KIND], KIND_SESSION);
-    assert_eq!(plan.container.labels[LABEL_SESSION], "agent-7");
-    assert!(!plan.container.labels.contains_key(LABEL_EXEC));
+    let plan = plan(&default_profile(), &req, "abc", STATE, None).unwrap();
+    assert_eq!(plan.sandbox.name, "stockade-s-5ea7e1d-agent-7");
+    assert_eq!(
+        plan.sandbox.kind,
+        SandboxKind::Session {
+            name: "agent-7".into()
+        }
+    );
+    assert_eq!(plan.session.as_deref(), Some("agent-7"));
 }
 
 #[test]
-fn with_the_agent_the_keeper_is_the_agent_and_its_mounts_are_read_only() {
-    let profile = load("default", &ProfileDirs::default()).unwrap();
+fn the_agents_mounts_change_the_digest_and_nothing_else() {
+    let profile = default_profile();
     let mounts = crate::agent::Mounts {
         binary: "/state/agent/stockade-agent".into(),
         run_dir: "/state/run/abc/run".into(),
         hostname: "/state/agent/hostname".into(),
     };
-    let with = plan(&profile, &request("ls"), "abc", STATE, Some(&mounts)).unwrap();
-    let without = plan(&profile, &request("ls"), "abc", STATE, None).unwrap();
-    let mut expected = without.container.clone();
-    expected.cmd = vec!["/run/stockade-agent".into(), "keep".into()];
-    expected.binds = vec![
-        "/state/agent/stockade-agent:/run/stockade-agent:ro".into(),
-        "/state/run/abc/run:/run/stockade:ro".into(),
-        "/state/agent/hostname:/etc/hostname:ro".into(),
-    ];
-    expected.agent = true;
-    expected.labels.insert(LABEL_AGENT.into(), "1".into());
-    let mut actual = with.container.clone();
-    // The digest covers the mounts, so it differs; everything else is as without the agent.
-    assert_ne!(
-        actual.labels.remove(LABEL_SPEC_DIGEST),
-        expected.labels.remove(LABEL_SPEC_DIGEST)
-    );
-    assert_eq!(actual, expected);
+    let with = plan(&profile, &shell("ls"), "abc", STATE, Some(&mounts)).unwrap();
+    let without = plan(&profile, &shell("ls"), "abc", STATE, None).unwrap();
+    assert_ne!(with.sandbox.digest, without.sandbox.digest);
+    let mut expected = without.sandbox.clone();
+    expected.agent = Some(mounts);
+    expected.digest = with.sandbox.digest.clone();
+    assert_eq!(with.sandbox, expected);
     assert_eq!(with.process, without.process);
 }
 
 #[test]
-fn spec_digest_changes_with_the_profile() {
-    let a = load("default", &ProfileDirs::default()).unwrap();
+fn the_digest_covers_the_profile_and_the_seccomp_file_but_not_the_name() {
+    let a = default_profile();
     let mut b = a.clone();
     b.pids_limit += 1;
-    let pa = plan(&a, &request("x"), "1", STATE, None).unwrap();
-    let pb = plan(&b, &request("x"), "1", STATE, None).unwrap();
-    assert_ne!(
-        pa.container.labels[LABEL_SPEC_DIGEST],
-        pb.container.labels[LABEL_SPEC_DIGEST]
-    );
+    let digest = |p: &Profile, exec: &str| plan(p, &shell("x"), exec, STATE, None).unwrap().sandbox.digest;
+    assert_ne!(digest(&a, "1"), digest(&b, "1"));
+    assert_eq!(digest(&a, "1"), digest(&a, "2"));
+    let mut c = a.clone();
+    let mut seccomp = (*a.seccomp).clone();
+    seccomp.json.push(' ');
+    c.seccomp = std::sync::Arc::new(seccomp);
+    assert_ne!(digest(&a, "1"), digest(&c, "1"));
 }
 
 #[test]
 fn bad_requests_are_refused() {
-    let profile = load("default", &ProfileDirs::default()).unwrap();
-    let mut req = request("a\0b");
-    assert_eq!(
-        plan(&profile, &req, "1", STATE, None).unwrap_err(),
-        PlanError::NulByte
-    );
-    req = request(&"x".repeat(MAX_COMMAND_BYTES + 1));
+    let profile = default_profile();
+    let refused = |req: &ExecRequest| plan(&profile, req, "1", STATE, None).unwrap_err();
+    assert_eq!(refused(&shell("a\0b")), PlanError::NulByte);
     assert!(matches!(
-        plan(&profile, &req, "1", STATE, None),
-        Err(PlanError::CommandTooLong { len, .. }) if len == MAX_COMMAND_BYTES + 1
+        refused(&shell(&"x".repeat(MAX_ARGUMENT_BYTES + 1))),
+        PlanError::CommandTooLong { len, .. } if len == MAX_ARGUMENT_BYTES + 1
     ));
-    req = request(&"x".repeat(MAX_COMMAND_BYTES));
-    assert!(plan(&profile, &req, "1", STATE, None).is_ok());
-    req = request("ls");
+    assert!(plan(&profile, &shell(&"x".repeat(MAX_ARGUMENT_BYTES)), "1", STATE, None).is_ok());
+    let many = ExecRequest {
+        command: CommandLine::Argv(vec!["y".repeat(100_000); 9]),
+        ..Default::default()
+    };
+    assert!(matches!(refused(&many), PlanError::ArgvTooLong { .. }));
+    let empty = ExecRequest {
+        command: CommandLine::Argv(vec![]),
+        ..Default::default()
+    };
+    assert_eq!(refused(&empty), PlanError::Empty);
+    let mut req = shell("ls");
     req.session = Some("../escape".into());
-    assert!(matches!(
-        plan(&profile, &req, "1", STATE, None),
-        Err(PlanError::SessionId { .. })
-    ));
-    req = request("ls");
+    assert!(matches!(refused(&req), PlanError::SessionId { .. }));
+    req = shell("ls");
     req.env = vec!["LD_PRELOAD=/x.so".into()];
-    assert!(matches!(
-        plan(&profile, &req, "1", STATE, None),
-        Err(PlanError::EnvNotAllowed { .. })
-    ));
+    assert!(matches!(refused(&req), PlanError::EnvNotAllowed { .. }));
     req.env = vec!["NOEQUALS".into()];
-    assert!(matches!(
-        plan(&profile, &req, "1", STATE, None),
-        Err(PlanError::EnvSyntax { .. })
-    ));
-    req = request("ls");
+    assert!(matches!(refused(&req), PlanError::EnvSyntax { .. }));
+    req = shell("ls");
     req.workdir = Some("relative".into());
-    assert!(matches!(
-        plan(&profile, &req, "1", STATE, None),
-        Err(PlanError::Workdir { .. })
-    ));
-}
-
-#[test]
-fn kill_script_spares_init_keeper_and_itself() {
-    let script = kill_script(Duration::from_secs(2)).join(" ");
-    assert!(script.contains("1|$$|$keeper) continue"));
-    assert!(script.contains("all TERM"));
-    assert!(script.contains("all KILL"));
-    assert!(script.contains("-lt 40"), "2 s of 50 ms polls: {script}");
-    assert!(script.ends_with("exit 3"), "{script}");
-    // Fork-free apart from `sleep`: no command substitution, no pipeline.
-    assert!(!script.replace("$((", "").contains("$("), "{script}");
-    assert!(!script.contains(" | "), "{script}");
+    assert!(matches!(refused(&req), PlanError::Workdir { .. }));
+    req = shell("ls");
+    req.timeout = Some(Duration::ZERO);
+    assert_eq!(refused(&req), PlanError::ZeroTimeout);
+    req.timeout = Some(Duration::from_secs(25 * 3600));
+    assert!(matches!(refused(&req), PlanError::Timeout { .. }));
 }

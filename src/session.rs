@@ -1,28 +1,20 @@
-//! Sessions: one warm, labelled container per session id, used by one command at a time.
+//! Sessions: one warm sandbox per session id, used by one command at a time, with a record
+//! of when it was made and last used.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-
 use std::time::Duration;
 
-use bollard::models::ContainerSummary;
 use nix::fcntl::{Flock, FlockArg};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::backend::{BackendError, Container, DockerBackend};
-use crate::plan::{self, ProcessSpec, LABEL_EXEC, LABEL_KIND, LABEL_PROFILE, LABEL_SESSION};
-use crate::{inflight, state};
+use crate::backend::{Backend, BackendError, ProcessSpec, Sandbox, SandboxInfo, SandboxKind};
+use crate::cancel::Reason;
+use crate::{inflight, plan, state};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
-    #[error("cannot lock session {session:?} at {path}: {source}")]
-    Lock {
-        session: String,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
     State(#[from] state::StateError),
     #[error(transparent)]
@@ -59,8 +51,10 @@ fn lock_file(state_dir: &Path, session: &str) -> Result<(PathBuf, File), Session
 
 /// Between attempts at a busy session's lock.
 const LOCK_POLL: Duration = Duration::from_millis(10);
-/// How long `session rm` waits for a running command before removing the container anyway.
+/// How long `session rm` waits for a running command before removing the sandbox anyway.
 pub const RM_LOCK_WAIT: Duration = Duration::from_secs(10);
+/// `session prune` without `--idle`: sessions unused this long go.
+pub const DEFAULT_PRUNE_IDLE: Duration = Duration::from_secs(30 * 60);
 
 /// How waiting for a session's lock ended.
 #[derive(Debug)]
@@ -68,20 +62,20 @@ pub enum Locked {
     Held(SessionLock),
     /// Another command still held it when the wait ran out.
     Busy,
-    /// This signal came first.
-    Interrupted(i32),
+    /// The wait was cancelled first.
+    Interrupted(Reason),
 }
 
 /// Takes the session's lock, waiting while another command holds it: at most `wait`, and never
-/// past `interrupt`.
+/// past `cancelled`.
 pub async fn lock(
     state_dir: &Path,
     session: &str,
     wait: Duration,
-    interrupt: impl std::future::Future<Output = i32>,
+    cancelled: impl std::future::Future<Output = Reason>,
 ) -> Result<Locked, SessionError> {
     let until = tokio::time::Instant::now() + wait;
-    tokio::pin!(interrupt);
+    tokio::pin!(cancelled);
     loop {
         if let Some(lock) = try_lock(state_dir, session)? {
             return Ok(Locked::Held(lock));
@@ -91,7 +85,7 @@ pub async fn lock(
         }
         tokio::select! {
             _ = tokio::time::sleep(LOCK_POLL) => {}
-            signal = &mut interrupt => return Ok(Locked::Interrupted(signal)),
+            reason = &mut cancelled => return Ok(Locked::Interrupted(reason)),
         }
     }
 }
@@ -105,15 +99,72 @@ fn try_lock(state_dir: &Path, session: &str) -> Result<Option<SessionLock>, Sess
     }
 }
 
-/// Bound on the background removal of orphaned one-shot containers.
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// What stockade remembers of a session between commands (`sessions/<name>/meta.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Seconds since the epoch.
+    pub created: i64,
+    pub last_used: i64,
+    pub profile: String,
+    /// The stockade version that last used it.
+    pub version: String,
+}
+
+/// A meta file is a few short fields.
+const MAX_META_BYTES: u64 = 4096;
+
+impl Meta {
+    fn path(state_dir: &Path, session: &str) -> PathBuf {
+        crate::agent::Channel::session(state_dir, session)
+            .dir()
+            .join("meta.json")
+    }
+
+    pub fn read(state_dir: &Path, session: &str) -> Option<Meta> {
+        use std::io::Read;
+        let file = state::open_private_file(
+            &Meta::path(state_dir, session),
+            nix::fcntl::OFlag::O_RDONLY,
+        )
+        .ok()?;
+        let mut text = Vec::new();
+        file.take(MAX_META_BYTES).read_to_end(&mut text).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Records a use of the session now (creating the record on first use).
+    pub fn touch(state_dir: &Path, session: &str, profile: &str) {
+        let now = now_secs();
+        let meta = Meta {
+            created: Meta::read(state_dir, session).map_or(now, |m| m.created),
+            last_used: now,
+            profile: profile.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let dir = crate::agent::Channel::session(state_dir, session);
+        if sessions_dir(state_dir).is_ok() && state::ensure_private_dir(dir.dir()).is_ok() {
+            // Serializing a struct of strings and integers cannot fail.
+            let bytes = serde_json::to_vec(&meta).unwrap_or_default();
+            let _ = state::write_private_file(&Meta::path(state_dir, session), &bytes);
+        }
+    }
+}
+
+/// Bound on the background removal of orphaned one-shot sandboxes.
 pub const SWEEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// When an earlier stockade died with a one-shot execution in flight, removes this state
-/// directory's orphaned one-shot containers (as `session prune --orphans-only` does) in a
+/// directory's orphaned one-shot sandboxes (as `session prune --orphans-only` does) in a
 /// background task bounded by [`SWEEP_TIMEOUT`]. Costs one directory read when there is
 /// nothing to do.
-pub fn sweep_in_background(
-    backend: &DockerBackend,
+pub fn sweep_in_background<B: Backend + Clone + 'static>(
+    backend: &B,
     state_dir: &Path,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if !inflight::stale(state_dir)
@@ -125,11 +176,16 @@ pub fn sweep_in_background(
     let backend = backend.clone();
     let state_dir = state_dir.to_owned();
     Some(tokio::spawn(async move {
-        let swept = tokio::time::timeout(SWEEP_TIMEOUT, prune(&backend, &state_dir, false)).await;
+        let options = PruneOptions {
+            sessions: false,
+            idle: Duration::ZERO,
+        };
+        let swept =
+            tokio::time::timeout(SWEEP_TIMEOUT, prune(&backend, &state_dir, &options)).await;
         match swept {
             Ok(Ok(report)) => tracing::info!(
                 orphans = report.orphans.len(),
-                "removed orphaned one-shot containers"
+                "removed orphaned one-shot sandboxes"
             ),
             Ok(Err(e)) => tracing::warn!(error = %e, "orphan sweep failed"),
             Err(_) => tracing::warn!("orphan sweep timed out"),
@@ -137,13 +193,13 @@ pub fn sweep_in_background(
     }))
 }
 
-/// Ends what dead executions left running in this session's container (their markers say
-/// so), before the next command runs in it. Called with the session's lock held. With the agent
-/// the agent does it itself before every command (and says how many it ended); without, the
-/// kill runs from a fresh exec.
-pub async fn end_leftovers(
-    backend: &DockerBackend,
-    container: &Container,
+/// Ends what dead executions left running in this session's sandbox (their markers say so),
+/// before the next command runs in it. Called with the session's lock held. With the agent the
+/// agent does it itself before every command (and says how many it ended); without, the kill
+/// runs from outside.
+pub async fn end_leftovers<B: Backend>(
+    backend: &B,
+    sandbox: &Sandbox,
     process: &ProcessSpec,
     state_dir: &Path,
     session: &str,
@@ -160,8 +216,8 @@ pub async fn end_leftovers(
         executions = stale.len(),
         "ending processes left by a stockade that died"
     );
-    if !container.agent && !backend.kill_tree(container, process).await? {
-        backend.reset(container).await?;
+    if sandbox.channel.is_none() && !backend.kill_all(sandbox, process).await? {
+        backend.reset(sandbox).await?;
     }
     stale.iter().for_each(inflight::Stale::clear);
     Ok(())
@@ -171,56 +227,46 @@ pub async fn end_leftovers(
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionInfo {
     pub session: String,
-    pub container: String,
+    pub sandbox: String,
     pub profile: String,
     pub state: String,
+    /// Seconds since the epoch.
     pub created: i64,
+    /// Seconds since the epoch; `null` when never recorded.
+    pub last_used: Option<i64>,
+    /// A command holds the session right now.
+    pub busy: bool,
 }
 
-fn name_of(c: &ContainerSummary) -> String {
-    c.names
-        .as_ref()
-        .and_then(|n| n.first())
-        .map(|n| n.trim_start_matches('/').to_string())
-        .unwrap_or_default()
+fn session_name(info: &SandboxInfo) -> Option<&str> {
+    match &info.kind {
+        SandboxKind::Session { name } => Some(name),
+        SandboxKind::Oneshot { .. } => None,
+    }
 }
 
-/// Session containers of this state directory.
-async fn session_containers(
-    backend: &DockerBackend,
-    state_dir: &Path,
-) -> Result<Vec<ContainerSummary>, SessionError> {
-    let state = plan::state_id(state_dir);
-    Ok(backend
-        .list_managed(Some((plan::LABEL_STATE, state.as_str())))
-        .await?
-        .into_iter()
-        .filter(|c| {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_KIND))
-                .map(String::as_str)
-                == Some(plan::KIND_SESSION)
-        })
-        .collect())
-}
-
-pub async fn list(
-    backend: &DockerBackend,
+pub async fn list<B: Backend>(
+    backend: &B,
     state_dir: &Path,
 ) -> Result<Vec<SessionInfo>, SessionError> {
-    let containers = session_containers(backend, state_dir).await?;
-    let mut out: Vec<SessionInfo> = containers
-        .iter()
-        .map(|c| {
-            let labels = c.labels.clone().unwrap_or_default();
-            SessionInfo {
-                session: labels.get(LABEL_SESSION).cloned().unwrap_or_default(),
-                container: name_of(c),
-                profile: labels.get(LABEL_PROFILE).cloned().unwrap_or_default(),
-                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
-                created: c.created.unwrap_or_default(),
-            }
+    let owner = plan::state_id(state_dir);
+    let mut out: Vec<SessionInfo> = backend
+        .list(Some(&owner))
+        .await?
+        .into_iter()
+        .filter_map(|info| {
+            let session = session_name(&info)?.to_string();
+            let meta = Meta::read(state_dir, &session);
+            let busy = matches!(try_lock(state_dir, &session), Ok(None));
+            Some(SessionInfo {
+                created: meta.as_ref().map_or(info.created, |m| m.created),
+                last_used: meta.map(|m| m.last_used),
+                busy,
+                session,
+                sandbox: info.name,
+                profile: info.profile,
+                state: info.state,
+            })
         })
         .collect();
     out.sort_by(|a, b| a.session.cmp(&b.session));
@@ -230,41 +276,35 @@ pub async fn list(
 /// What `session rm` did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Removed {
-    /// A command was still running after [`RM_LOCK_WAIT`]; it ended with the container.
+    /// A command was still running after [`RM_LOCK_WAIT`]; it ended with the sandbox.
     pub interrupted_running_command: bool,
 }
 
-/// Removes a session's container and its host directory. Waits up to [`RM_LOCK_WAIT`] for a
-/// running command of it to end, then removes the container anyway: a wedged session never
-/// holds `rm` up.
-pub async fn remove(
-    backend: &DockerBackend,
+/// Removes a session's sandbox and its host directory. Waits up to [`RM_LOCK_WAIT`] for a
+/// running command of it to end, then removes the sandbox anyway: a wedged session never holds
+/// `rm` up.
+pub async fn remove<B: Backend>(
+    backend: &B,
     state_dir: &Path,
     session: &str,
 ) -> Result<Removed, SessionError> {
     plan::validate_session_id(session)?;
-    let containers: Vec<_> = session_containers(backend, state_dir)
+    let owner = plan::state_id(state_dir);
+    let sandboxes: Vec<SandboxInfo> = backend
+        .list(Some(&owner))
         .await?
         .into_iter()
-        .filter(|c| {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_SESSION))
-                .map(String::as_str)
-                == Some(session)
-        })
+        .filter(|info| session_name(info) == Some(session))
         .collect();
     let channel = crate::agent::Channel::session(state_dir, session);
-    if containers.is_empty() && !channel.dir().exists() {
+    if sandboxes.is_empty() && !channel.dir().exists() {
         return Err(SessionError::NotFound {
             session: session.to_string(),
         });
     }
     let locked = lock(state_dir, session, RM_LOCK_WAIT, std::future::pending()).await?;
-    for c in containers {
-        if let Some(id) = c.id {
-            backend.remove(&id).await?;
-        }
+    for info in sandboxes {
+        backend.remove(&info.id).await?;
     }
     channel.remove();
     Ok(Removed {
@@ -278,58 +318,63 @@ pub struct PruneReport {
     pub sessions: Vec<String>,
     pub orphans: Vec<String>,
     pub busy: Vec<String>,
+    /// Sessions kept because they were used within the idle threshold.
+    pub recent: Vec<String>,
 }
 
-/// Removes this state directory's idle session containers, and its one-shot containers whose
-/// execution is no longer in flight (no marker, or a marker whose owner's lock is free).
-/// Containers of other state directories are never touched: only the state directory that owns
-/// a container can say it is an orphan. A session whose lock is held (a command is running) is
-/// left alone and reported as busy.
-pub async fn prune(
-    backend: &DockerBackend,
+/// What `session prune` removes.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Idle sessions too (else only orphaned one-shot sandboxes).
+    pub sessions: bool,
+    /// A session is idle when it was last used longer ago than this.
+    pub idle: Duration,
+}
+
+/// Removes this state directory's session sandboxes idle longer than `options.idle`, and its
+/// one-shot sandboxes whose execution is no longer in flight (no marker, or a marker whose
+/// owner's lock is free). Sandboxes of other state directories are never touched: only the
+/// state directory that owns one can say it is an orphan. A session whose lock is held (a
+/// command is running) is left alone and reported as busy.
+pub async fn prune<B: Backend>(
+    backend: &B,
     state_dir: &Path,
-    sessions_too: bool,
+    options: &PruneOptions,
 ) -> Result<PruneReport, SessionError> {
     let mut report = PruneReport::default();
-    let state = plan::state_id(state_dir);
-    // Listed before the markers are read: a container in the list was created after its
-    // marker, so a live execution's marker is seen.
-    let containers = backend
-        .list_managed(Some((plan::LABEL_STATE, state.as_str())))
-        .await?;
-    for c in containers {
-        let labels = c.labels.clone().unwrap_or_default();
-        let name = name_of(&c);
-        let Some(id) = c.id.clone() else { continue };
-        match labels.get(LABEL_KIND).map(String::as_str) {
-            Some(plan::KIND_SESSION) if sessions_too => {
-                let session = labels.get(LABEL_SESSION).cloned().unwrap_or_default();
-                match try_lock(state_dir, &session) {
+    let owner = plan::state_id(state_dir);
+    // Listed before the markers are read: a sandbox in the list was created after its marker,
+    // so a live execution's marker is seen.
+    let now = now_secs();
+    for info in backend.list(Some(&owner)).await? {
+        match &info.kind {
+            SandboxKind::Session { name } if options.sessions => {
+                let last_used = Meta::read(state_dir, name).map_or(info.created, |m| m.last_used);
+                if now.saturating_sub(last_used) < options.idle.as_secs() as i64 {
+                    report.recent.push(name.clone());
+                    continue;
+                }
+                match try_lock(state_dir, name) {
                     Ok(Some(_lock)) => {
-                        backend.remove(&id).await?;
-                        crate::agent::Channel::session(state_dir, &session).remove();
-                        report.sessions.push(session);
+                        backend.remove(&info.id).await?;
+                        crate::agent::Channel::session(state_dir, name).remove();
+                        report.sessions.push(name.clone());
                     }
-                    _ => report.busy.push(session),
+                    _ => report.busy.push(name.clone()),
                 }
             }
-            Some(plan::KIND_ONESHOT) => {
-                let exec = labels
-                    .get(LABEL_EXEC)
-                    .cloned()
-                    .or_else(|| name.strip_prefix("stockade-x-").map(str::to_string))
-                    .unwrap_or_default();
-                if !inflight::is_live(state_dir, &exec) {
-                    backend.remove(&id).await?;
-                    crate::agent::Channel::oneshot(state_dir, &exec).remove();
-                    report.orphans.push(name);
+            SandboxKind::Oneshot { exec } => {
+                if !inflight::is_live(state_dir, exec) {
+                    backend.remove(&info.id).await?;
+                    crate::agent::Channel::oneshot(state_dir, exec).remove();
+                    report.orphans.push(info.name.clone());
                 }
             }
-            _ => {}
+            SandboxKind::Session { .. } => {}
         }
     }
-    // Every orphaned one-shot container is gone now, and so is every removed session's
-    // container: the markers of dead executions in them have nothing left to point at.
+    // Every orphaned one-shot sandbox is gone now, and so is every removed session's: the
+    // markers of dead executions in them have nothing left to point at.
     for stale in inflight::stale(state_dir) {
         match &stale.marker.session {
             None => {

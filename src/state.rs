@@ -74,12 +74,8 @@ impl StateError {
 }
 
 /// Where stockade keeps its state: `--state-dir`, else `$STOCKADE_STATE_DIR`, else
-/// `$XDG_STATE_HOME/stockade`, else `~/.local/state/stockade`.
-pub fn resolve_state_dir(cli: Option<PathBuf>) -> Result<PathBuf, StateError> {
-    resolve_from(cli, |name| std::env::var_os(name))
-}
-
-fn resolve_from(
+/// `$XDG_STATE_HOME/stockade`, else `~/.local/state/stockade`, from the environment `env`.
+pub fn resolve_state_dir(
     cli: Option<PathBuf>,
     env: impl Fn(&str) -> Option<OsString>,
 ) -> Result<PathBuf, StateError> {
@@ -279,27 +275,27 @@ mod tests {
             ("HOME", "/h"),
         ]);
         assert_eq!(
-            resolve_from(Some("/cli".into()), &all).unwrap(),
+            resolve_state_dir(Some("/cli".into()), &all).unwrap(),
             PathBuf::from("/cli")
         );
-        assert_eq!(resolve_from(None, &all).unwrap(), PathBuf::from("/s"));
+        assert_eq!(resolve_state_dir(None, &all).unwrap(), PathBuf::from("/s"));
         let xdg = env_of(&[("XDG_STATE_HOME", "/x"), ("HOME", "/h")]);
         assert_eq!(
-            resolve_from(None, xdg).unwrap(),
+            resolve_state_dir(None, xdg).unwrap(),
             PathBuf::from("/x/stockade")
         );
         let relative_xdg = env_of(&[("XDG_STATE_HOME", "rel"), ("HOME", "/h")]);
         assert_eq!(
-            resolve_from(None, relative_xdg).unwrap(),
+            resolve_state_dir(None, relative_xdg).unwrap(),
             PathBuf::from("/h/.local/state/stockade")
         );
         let empty = env_of(&[("STOCKADE_STATE_DIR", ""), ("HOME", "/h")]);
         assert_eq!(
-            resolve_from(None, empty).unwrap(),
+            resolve_state_dir(None, empty).unwrap(),
             PathBuf::from("/h/.local/state/stockade")
         );
         assert!(matches!(
-            resolve_from(None, env_of(&[])),
+            resolve_state_dir(None, env_of(&[])),
             Err(StateError::NoStateDir)
         ));
     }

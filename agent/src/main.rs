@@ -12,6 +12,7 @@
 //! - `kill --grace-ms N`: ends every process of the calling user but the init, the keeper and
 //!   itself (TERM, grace, KILL); exit 0 when all are gone, 3 when something survived KILL.
 
+mod files;
 mod ipc;
 mod launch;
 mod procs;

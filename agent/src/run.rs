@@ -228,12 +228,24 @@ pub fn run(
     conn.write_all(&frame::encode(frame::ACCEPTED, b""))?;
     let started = Instant::now();
     let mut out: Vec<u8> = Vec::new();
+    // A working directory that is not there is the request's fault, not the command's: said
+    // apart from a program that is not found.
+    let workdir = Path::new(OsStr::from_bytes(&request.workdir));
+    let workdir_missing = match std::fs::metadata(workdir) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) => Some(libc::ENOTDIR),
+        Err(e) => Some(e.raw_os_error().unwrap_or(libc::ENOENT)),
+    };
     let mut stdout = Pipe::new(None::<std::process::ChildStdout>, frame::STDOUT);
     let mut stderr = Pipe::new(None::<std::process::ChildStderr>, frame::STDERR);
     let mut stdin = None;
     let mut status = None;
     let mut duration = None;
-    match command(request).spawn() {
+    let spawned = match workdir_missing {
+        Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
+        None => command(request).spawn(),
+    };
+    match spawned {
         Ok(mut child) => {
             reaped = Reaped::watching(Some(child.id() as i32));
             stdout = Pipe::new(child.stdout.take(), frame::STDOUT);
@@ -248,9 +260,15 @@ pub fn run(
                 "stockade: cannot start {}: {e}\n",
                 String::from_utf8_lossy(&request.argv[0])
             );
-            stderr.emit(note.as_bytes(), &mut out);
+            let errno = e.raw_os_error().unwrap_or(libc::ENOENT);
+            if workdir_missing.is_none() {
+                stderr.emit(note.as_bytes(), &mut out);
+            }
             duration = Some(Duration::ZERO);
-            status = Some(Status::NotStarted(e.raw_os_error().unwrap_or(libc::ENOENT)));
+            status = Some(match workdir_missing {
+                Some(_) => Status::NoWorkdir(errno),
+                None => Status::NotStarted(errno),
+            });
             reaped = Reaped::watching(None);
         }
     }

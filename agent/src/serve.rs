@@ -4,11 +4,11 @@ use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
-use stockade_proto::{frame, mac, Hello, Request, MAC_LEN, NONCE_LEN, PROTOCOL};
+use stockade_proto::{frame, mac, Hello, Op, Request, MAC_LEN, NONCE_LEN, PROTOCOL};
 
 use crate::launch::read_frame;
 use crate::run::Held;
-use crate::{run, sys};
+use crate::{files, run, sys};
 
 /// The host sends its request right after the hello; a connection that does not is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,5 +75,9 @@ fn handle(held: &Held, mut conn: UnixStream) -> std::io::Result<()> {
     if request.agent_nonce != nonce {
         return refuse(&mut conn, "the request answers another connection");
     }
-    run::run(held, conn, encoded, &request)
+    match request.op {
+        Op::Run => run::run(held, conn, encoded, &request),
+        Op::ReadFile => files::read(held, conn, encoded, &request),
+        Op::WriteFile => files::write(held, conn, encoded, &request),
+    }
 }

@@ -57,7 +57,7 @@ pub enum InstallError {
 }
 
 /// The host paths of the agent's mounts for one container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Mounts {
     /// The installed agent binary.
     pub binary: PathBuf,

@@ -21,7 +21,7 @@ use crate::state::StateError;
 
 pub use head::{head_path_for, Head, HEAD_FILE};
 pub use log::{AuditLog, LOG_FILE};
-pub use record::{Finish, Record, RecordBody, Recovered, Start};
+pub use record::{Direction, Finish, Outcome, Record, RecordBody, Recovered, Start, Transfer};
 pub use scan::{line_hash, MAX_LINE_BYTES, ZERO_HASH};
 pub use tail::{executions, format_human, tail, Execution};
 pub use time::now_rfc3339;

@@ -37,7 +37,7 @@ pub struct Start {
     pub verdict: Decision,
     pub rules: Vec<String>,
     pub profile: String,
-    pub backend: String,
+    pub backend: crate::backend::BackendKind,
     pub elevated: bool,
     /// Set when the check stage was bypassed (stockade's own probes); always audited.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -45,6 +45,36 @@ pub struct Start {
     /// The profile's `[unsafe]` opt-outs, if it takes any.
     #[serde(default, rename = "unsafe", skip_serializing_if = "Vec::is_empty")]
     pub unsafe_opt_outs: Vec<String>,
+    /// Set for a file copy (`stockade cp`) rather than a command: which way, which path in
+    /// the sandbox. `command` then reads `cp in PATH` or `cp out PATH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Transfer>,
+}
+
+/// A file copied into or out of a session's sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub direction: Direction,
+    /// The path in the sandbox.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From the host into the sandbox.
+    In,
+    /// From the sandbox to the host.
+    Out,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
 }
 
 /// Written after the command ended (or was refused / failed to start).
@@ -53,8 +83,7 @@ pub struct Finish {
     pub id: String,
     pub session: Option<String>,
     pub container: Option<String>,
-    /// "completed", "timed_out", "output_limit", "interrupted", "denied" or "error".
-    pub outcome: String,
+    pub outcome: Outcome,
     pub exit_code: Option<i64>,
     pub signal: Option<i32>,
     pub timed_out: bool,
@@ -84,8 +113,51 @@ pub struct Finish {
     pub stdout_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr_sha256: Option<String>,
+    /// A file copy's size and SHA-256, as both ends agreed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// How an execution ended: the same words in the audit log and in every result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The command ran to its end (whatever its exit code).
+    Completed,
+    /// Ended for running past its timeout.
+    TimedOut,
+    /// Refused by policy; nothing ran.
+    Denied,
+    /// stockade failed, or refused the request as given; the error says what to do.
+    #[default]
+    Error,
+    /// Ended because the execution was cancelled (a signal to stockade, a client gone).
+    Interrupted,
+    /// Ended for flooding output past the hard limit.
+    OutputLimit,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+            Outcome::Interrupted => "interrupted",
+            Outcome::OutputLimit => "output_limit",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -99,7 +171,7 @@ impl Finish {
             id: id.to_string(),
             session,
             container: None,
-            outcome: String::new(),
+            outcome: Outcome::Error,
             exit_code: None,
             signal: None,
             timed_out: false,
@@ -115,6 +187,8 @@ impl Finish {
             ipc_removed: 0,
             stdout_sha256: None,
             stderr_sha256: None,
+            file_bytes: None,
+            file_sha256: None,
             error: None,
         }
     }

@@ -167,7 +167,7 @@ fn exit_summary(fin: &Finish) -> String {
     } else if let Some(sig) = fin.signal {
         format!("signal={sig}")
     } else {
-        fin.outcome.clone()
+        fin.outcome.to_string()
     }
 }
 

@@ -14,17 +14,18 @@ pub fn start(id: &str) -> RecordBody {
         verdict: Decision::Allow,
         rules: vec![],
         profile: "default".to_owned(),
-        backend: "docker".to_owned(),
+        backend: crate::backend::BackendKind::Docker,
         elevated: false,
         check_bypassed: false,
         unsafe_opt_outs: Vec::new(),
+        transfer: None,
     })
 }
 
 pub fn finish(id: &str) -> RecordBody {
     RecordBody::Finish(Finish {
         container: Some("c1".to_owned()),
-        outcome: "completed".to_owned(),
+        outcome: super::Outcome::Completed,
         exit_code: Some(0),
         duration_ms: 1234,
         stdout_bytes: 3,

@@ -61,6 +61,28 @@ pub enum Corpus {
     Plain(Vec<(usize, String)>),
 }
 
+/// The labelled corpora built into the binary (the project's fixtures/corpus): what
+/// `corpus run` scores when given no file.
+pub const BUILTIN_CORPORA: &[(&str, &str)] = &[
+    (
+        "builtin:escapes.jsonl",
+        include_str!("../../fixtures/corpus/escapes.jsonl"),
+    ),
+    (
+        "builtin:hard-negatives.jsonl",
+        include_str!("../../fixtures/corpus/hard-negatives.jsonl"),
+    ),
+];
+
+/// The built-in corpora, parsed, with their names.
+pub fn builtin() -> Result<Vec<(String, Corpus)>, CorpusError> {
+    BUILTIN_CORPORA
+        .iter()
+        .map(|(name, text)| Ok((name.to_string(), parse(Path::new(name), text, true)?)))
+        .collect()
+}
+
+/// Reads a corpus file: `.jsonl` is labelled, anything else one command per line.
 pub fn load(path: &Path) -> Result<Corpus, CorpusError> {
     let io = |source| CorpusError::Io {
         path: path.to_path_buf(),
@@ -74,7 +96,12 @@ pub fn load(path: &Path) -> Result<Corpus, CorpusError> {
     }
     let bytes = std::fs::read(path).map_err(io)?;
     let text = String::from_utf8_lossy(&bytes);
-    if path.extension().is_some_and(|e| e == "jsonl") {
+    parse(path, &text, path.extension().is_some_and(|e| e == "jsonl"))
+}
+
+/// Parses corpus text (`path` names it in errors).
+pub fn parse(path: &Path, text: &str, labelled: bool) -> Result<Corpus, CorpusError> {
+    if labelled {
         let mut entries = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
@@ -210,7 +237,7 @@ pub fn score_plain(checker: &Checker, policy: &Policy, lines: &[(usize, String)]
             Decision::Deny => s.denied += 1,
         }
         let category = v
-            .hits
+            .rules
             .first()
             .map(|h| h.category.clone())
             .unwrap_or_default();

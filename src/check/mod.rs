@@ -5,7 +5,6 @@
 //! and the rules from `profiles/rules/*.toml` ([`rules`]) are matched against the result. The
 //! [`Policy`] maps rule severities to the [`Decision`]. docs/checking.md describes it in full.
 
-pub mod cli;
 pub mod corpus;
 pub mod eval;
 pub mod expand;
@@ -48,7 +47,7 @@ impl Decision {
 pub struct RuleHit {
     pub id: String,
     pub category: String,
-    pub severity: String,
+    pub severity: Severity,
     pub decision: Decision,
     /// The matched text, after normalization.
     pub fragment: String,
@@ -59,13 +58,32 @@ pub struct RuleHit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
     pub decision: Decision,
-    pub hits: Vec<RuleHit>,
+    /// The rules that matched (allowed ones too, with decision `allow`).
+    pub rules: Vec<RuleHit>,
 }
 
 impl Verdict {
     pub fn rule_ids(&self) -> Vec<String> {
-        self.hits.iter().map(|h| h.id.clone()).collect()
+        self.rules.iter().map(|h| h.id.clone()).collect()
     }
+}
+
+/// What [`Checker::verify_examples`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExampleReport {
+    pub rules: usize,
+    /// Examples run.
+    pub checked: usize,
+    pub failures: Vec<ExampleFailure>,
+}
+
+/// A rule example that did not behave as its rule says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExampleFailure {
+    pub rule: String,
+    pub example: String,
+    /// `true`: a `matches` example the rule missed; `false`: a `not_match` example it hit.
+    pub expected: bool,
 }
 
 /// Per-profile policy overrides.
@@ -218,25 +236,22 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// The builtin rules. They are checked (examples included) like any rule file.
+    /// The builtin rules, compiled. Their examples are not re-run here (that is on every
+    /// command's path): the test suite runs them ([`Checker::builtin_verified`]), and so does
+    /// `stockade rules check`, so a shipped binary's rules have passed them.
     pub fn builtin() -> Result<Self, CheckError> {
         let sources: Vec<(String, String)> = BUILTIN_RULES
             .iter()
             .map(|(n, t)| (n.to_string(), t.to_string()))
             .collect();
-        Self::from_sources(&sources)
+        Self::compile_sources(&sources)
     }
 
-    /// The builtin rules without re-running their examples: for `exec`, where every
-    /// millisecond is on the command's path. The same rules with their examples checked are
-    /// what `builtin()` loads; the test suite (`builtin_rules_load_and_examples_hold`) and
-    /// `stockade check` run that, so a shipped binary's rules have passed it.
-    pub fn builtin_prechecked() -> Result<Self, CheckError> {
-        let sources: Vec<(String, String)> = BUILTIN_RULES
-            .iter()
-            .map(|(n, t)| (n.to_string(), t.to_string()))
-            .collect();
-        Self::compile_sources(&sources)
+    /// The builtin rules with every example checked, like any rule file.
+    pub fn builtin_verified() -> Result<Self, CheckError> {
+        let checker = Self::builtin()?;
+        checker.check_examples()?;
+        Ok(checker)
     }
 
     /// Rules from `*.toml` files in `dir` only (sorted by name).
@@ -252,6 +267,17 @@ impl Checker {
             .collect();
         sources.extend(read_dir_sources(dir)?);
         Self::from_sources(&sources)
+    }
+
+    /// The builtin rules plus the `*.toml` files in `dir`, compiled without running any
+    /// example (for [`Checker::verify_examples`] to report every failure).
+    pub fn builtin_with_dir_unverified(dir: &Path) -> Result<Self, CheckError> {
+        let mut sources: Vec<(String, String)> = BUILTIN_RULES
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        sources.extend(read_dir_sources(dir)?);
+        Self::compile_sources(&sources)
     }
 
     /// Compile rule files given as `(name, text)` and check every rule's examples.
@@ -293,12 +319,27 @@ impl Checker {
     }
 
     fn check_examples(&self) -> Result<(), CheckError> {
+        match self.verify_examples().failures.into_iter().next() {
+            Some(f) => Err(CheckError::Example {
+                rule: f.rule,
+                example: f.example,
+                expected: f.expected,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs every rule's `matches` and `not_match` examples (what `stockade rules check` and
+    /// the test suite do; loading the builtin rules does not).
+    pub fn verify_examples(&self) -> ExampleReport {
+        let mut report = ExampleReport::default();
         for (i, r) in self.rules.iter().enumerate() {
             for (examples, expected) in [(&r.matches, true), (&r.not_match, false)] {
                 for ex in examples {
+                    report.checked += 1;
                     let hit = self.raw_hits(ex).iter().any(|h| h.rule == i);
                     if hit != expected {
-                        return Err(CheckError::Example {
+                        report.failures.push(ExampleFailure {
                             rule: r.id.clone(),
                             example: ex.clone(),
                             expected,
@@ -307,7 +348,8 @@ impl Checker {
                 }
             }
         }
-        Ok(())
+        report.rules = self.rules.len();
+        report
     }
 
     /// The rules, in load order.
@@ -348,13 +390,16 @@ impl Checker {
             hits.push(RuleHit {
                 id: r.id.clone(),
                 category: r.category.clone(),
-                severity: r.severity.as_str().to_string(),
+                severity: r.severity,
                 decision: d,
                 fragment: h.fragment,
                 why: r.why.clone(),
             });
         }
-        Verdict { decision, hits }
+        Verdict {
+            decision,
+            rules: hits,
+        }
     }
 
     fn match_analysis(&self, a: &Analysis) -> Vec<RawHit> {

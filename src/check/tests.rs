@@ -2,7 +2,7 @@ use super::*;
 
 fn checker() -> &'static Checker {
     static C: std::sync::OnceLock<Checker> = std::sync::OnceLock::new();
-    C.get_or_init(|| Checker::builtin().expect("builtin rules load"))
+    C.get_or_init(|| Checker::builtin_verified().expect("builtin rules load"))
 }
 
 #[test]
@@ -17,12 +17,12 @@ fn verdicts_map_severity_to_decision() {
     let v = c.check("nsenter -t 1 -m sh", &Policy::default());
     assert_eq!(v.decision, Decision::Deny);
     assert_eq!(v.rule_ids(), ["ns.nsenter"]);
-    assert_eq!(v.hits[0].fragment, "nsenter -t 1 -m sh");
+    assert_eq!(v.rules[0].fragment, "nsenter -t 1 -m sh");
     assert_eq!(
         c.check("ls -la", &Policy::default()),
         Verdict {
             decision: Decision::Allow,
-            hits: vec![]
+            rules: vec![]
         }
     );
 }
@@ -36,8 +36,8 @@ fn policy_can_allow_and_override() {
     };
     let v = c.check("nsenter -t 1 -m sh", &p);
     assert_eq!(v.decision, Decision::Allow);
-    assert_eq!(v.hits.len(), 1);
-    assert_eq!(v.hits[0].decision, Decision::Allow);
+    assert_eq!(v.rules.len(), 1);
+    assert_eq!(v.rules[0].decision, Decision::Allow);
     let p = Policy {
         severity: [(Severity::High, Decision::Warn)].into_iter().collect(),
         ..Policy::default()

@@ -72,19 +72,15 @@ fn id_of(meta: &std::fs::Metadata) -> (u64, u64) {
 }
 
 impl Runtime {
-    /// Looks the runtime paths up on this host, plus the socket `DOCKER_HOST` names.
-    pub fn probe() -> Runtime {
+    /// Looks the runtime paths up on this host, plus `engine_sockets` (the one `DOCKER_HOST`
+    /// names).
+    pub fn probe(engine_sockets: &[PathBuf]) -> Runtime {
         let mut candidates: Vec<PathBuf> = RUNTIME_SOCKETS
             .iter()
             .chain(RUNTIME_DIRS)
             .map(PathBuf::from)
+            .chain(engine_sockets.iter().cloned())
             .collect();
-        if let Some(path) = std::env::var("DOCKER_HOST")
-            .ok()
-            .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
-        {
-            candidates.push(path);
-        }
         if let Ok(users) = std::fs::read_dir("/run/user") {
             for user in users.flatten().take(4096) {
                 for entry in USER_RUNTIME_ENTRIES {
@@ -325,7 +321,7 @@ mod tests {
 
     #[test]
     fn this_hosts_docker_socket_is_found_when_present() {
-        let runtime = Runtime::probe();
+        let runtime = Runtime::probe(&[]);
         for (path, _, _) in &runtime.socket_owners {
             assert!(check_source(path, &runtime).is_err(), "{}", path.display());
         }

@@ -17,6 +17,8 @@ use crate::seccomp;
 mod binds;
 mod user;
 
+pub use user::User;
+
 pub use binds::{RUNTIME_DIRS, RUNTIME_SOCKETS};
 
 /// Profiles shipped inside the binary: (name, TOML text).
@@ -76,25 +78,22 @@ pub enum ProfileError {
     },
 }
 
-/// Where named profiles are looked up, in order; built-in profiles come last.
+/// Where named profiles are looked up, in order (built-in profiles come last), and what the
+/// face knows of this host that profile checks need.
 #[derive(Debug, Clone, Default)]
 pub struct ProfileDirs {
     pub dirs: Vec<PathBuf>,
+    /// Engine sockets beyond the well-known ones (a `DOCKER_HOST=unix://...`): binding them,
+    /// or running as their owner, is refused like the well-known ones.
+    pub engine_sockets: Vec<PathBuf>,
 }
 
 impl ProfileDirs {
-    /// `explicit` (from `--profiles-dir`), else `STOCKADE_PROFILES_DIR`, then the user's config dir.
-    pub fn from_env(explicit: Option<PathBuf>) -> Self {
-        let mut dirs = Vec::new();
-        if let Some(dir) =
-            explicit.or_else(|| std::env::var_os("STOCKADE_PROFILES_DIR").map(PathBuf::from))
-        {
-            dirs.push(dir);
+    pub fn new(dirs: Vec<PathBuf>) -> Self {
+        ProfileDirs {
+            dirs,
+            engine_sockets: Vec::new(),
         }
-        if let Some(config) = crate::config::config_dir() {
-            dirs.push(config.join("profiles"));
-        }
-        ProfileDirs { dirs }
     }
 }
 
@@ -118,14 +117,25 @@ pub struct Bind {
     pub read_only: bool,
 }
 
-/// The seccomp profile a sandbox runs under.
+/// The seccomp profile a sandbox runs under: the file as read, and as validated.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SeccompRef {
+pub struct SeccompPolicy {
     /// Where it was read from (`builtin:` prefix for files shipped in the binary).
     pub path: PathBuf,
     /// The file's contents, passed to the engine unchanged.
     #[serde(skip)]
     pub json: String,
+    /// The same, parsed and checked at load (every name known, every rule compiling).
+    #[serde(skip)]
+    pub parsed: seccomp::SeccompProfile,
+}
+
+impl SeccompPolicy {
+    /// Loads and validates seccomp JSON from `path` (for messages) and `json`.
+    pub fn from_json(path: PathBuf, json: String) -> Result<SeccompPolicy, seccomp::SeccompError> {
+        let parsed = seccomp::load_profile_json(&json, &seccomp::LoadOptions::default())?;
+        Ok(SeccompPolicy { path, json, parsed })
+    }
 }
 
 /// A validated sandbox profile.
@@ -137,7 +147,7 @@ pub struct Profile {
     pub description: String,
     /// The image reference after resolving the `stockade/base` alias.
     pub image: String,
-    pub user: String,
+    pub user: User,
     pub workdir: String,
     pub read_only_root: bool,
     pub tmpfs: Vec<Tmpfs>,
@@ -146,7 +156,7 @@ pub struct Profile {
     pub cap_drop: Vec<String>,
     pub cap_add: Vec<String>,
     pub no_new_privileges: bool,
-    pub seccomp: SeccompRef,
+    pub seccomp: std::sync::Arc<SeccompPolicy>,
     pub pids_limit: i64,
     pub memory_bytes: i64,
     pub cpus: f64,
@@ -260,7 +270,7 @@ const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
 /// in `.toml`).
 pub fn load(name_or_path: &str, dirs: &ProfileDirs) -> Result<Profile, ProfileError> {
     if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
-        return load_file(Path::new(name_or_path));
+        return load_file_with(Path::new(name_or_path), &dirs.engine_sockets);
     }
     if !is_valid_name(name_or_path) {
         return Err(ProfileError::NotFound {
@@ -271,11 +281,17 @@ pub fn load(name_or_path: &str, dirs: &ProfileDirs) -> Result<Profile, ProfileEr
     for dir in &dirs.dirs {
         let candidate = dir.join(format!("{name_or_path}.toml"));
         if candidate.exists() {
-            return load_file(&candidate);
+            return load_file_with(&candidate, &dirs.engine_sockets);
         }
     }
     match BUILTIN_PROFILES.iter().find(|(n, _)| *n == name_or_path) {
-        Some((name, text)) => parse(name, &format!("builtin:{name}"), text, None),
+        Some((name, text)) => parse(
+            name,
+            &format!("builtin:{name}"),
+            text,
+            None,
+            &dirs.engine_sockets,
+        ),
         None => Err(ProfileError::NotFound {
             name: name_or_path.to_string(),
             searched: if dirs.dirs.is_empty() {
@@ -323,6 +339,10 @@ fn is_valid_name(name: &str) -> bool {
 
 /// Load and validate one profile file.
 pub fn load_file(path: &Path) -> Result<Profile, ProfileError> {
+    load_file_with(path, &[])
+}
+
+fn load_file_with(path: &Path, engine_sockets: &[PathBuf]) -> Result<Profile, ProfileError> {
     let file = path.display().to_string();
     let text = read_capped(path, MAX_PROFILE_BYTES)?;
     let name = path
@@ -335,6 +355,7 @@ pub fn load_file(path: &Path) -> Result<Profile, ProfileError> {
         &file,
         &text,
         Some(path.parent().unwrap_or(Path::new("."))),
+        engine_sockets,
     )
 }
 
@@ -357,6 +378,7 @@ pub fn parse(
     file: &str,
     text: &str,
     base_dir: Option<&Path>,
+    engine_sockets: &[PathBuf],
 ) -> Result<Profile, ProfileError> {
     let raw: RawProfile = toml::from_str(text).map_err(|e| ProfileError::Syntax {
         file: file.to_string(),
@@ -369,8 +391,8 @@ pub fn parse(
     };
 
     let image = validate_image(&raw.image).map_err(|p| invalid("image", p))?;
-    let runtime = binds::Runtime::probe();
-    let mut warnings =
+    let runtime = binds::Runtime::probe(engine_sockets);
+    let (user, mut warnings) =
         user::check(&raw.user, raw.elevated, &runtime).map_err(|p| invalid("user", p))?;
     if !raw.workdir.starts_with('/') {
         return Err(invalid(
@@ -499,8 +521,7 @@ pub fn parse(
         }
     }
 
-    let (seccomp, parsed_seccomp) =
-        load_seccomp(&raw.seccomp, base_dir).map_err(|p| invalid("seccomp", p))?;
+    let seccomp = load_seccomp(&raw.seccomp, base_dir).map_err(|p| invalid("seccomp", p))?;
     let caps = seccomp::caps::effective(&cap_drop, &cap_add);
     let mut unsafe_opt_outs = Vec::new();
     let critical_caps: Vec<String> = seccomp::lint_caps(&caps)
@@ -522,7 +543,7 @@ pub fn parse(
         }
         unsafe_opt_outs.push(UNSAFE_DANGEROUS_CAPABILITIES.to_string());
     }
-    let permissive = permissive_seccomp(&parsed_seccomp, &caps);
+    let permissive = permissive_seccomp(&seccomp.parsed, &caps);
     if !permissive.is_empty() {
         if !raw.unsafe_.permissive_seccomp {
             return Err(invalid(
@@ -544,7 +565,7 @@ pub fn parse(
         source: file.to_string(),
         description: raw.description,
         image,
-        user: raw.user,
+        user,
         workdir: raw.workdir,
         read_only_root: raw.read_only_root,
         tmpfs,
@@ -552,7 +573,7 @@ pub fn parse(
         cap_drop,
         cap_add,
         no_new_privileges: raw.no_new_privileges,
-        seccomp,
+        seccomp: std::sync::Arc::new(seccomp),
         pids_limit: limits.pids,
         memory_bytes,
         cpus: limits.cpus,
@@ -594,7 +615,7 @@ fn permissive_seccomp(parsed: &seccomp::SeccompProfile, caps: &BTreeSet<String>)
 
 fn validate_image(image: &str) -> Result<String, String> {
     if image == BASE_IMAGE_ALIAS {
-        return Ok(crate::image::base_image_ref());
+        return Ok(crate::backend::docker::image::base_image_ref());
     }
     let ok = !image.is_empty()
         && image.len() <= 256
@@ -697,20 +718,15 @@ fn normalize(path: &Path) -> PathBuf {
 
 /// A seccomp file shipped in the binary, by its path relative to `profiles/` (for example
 /// `seccomp/docker-default.json`, the profile `profile record` traces under).
-pub fn builtin_seccomp(reference: &str) -> Option<SeccompRef> {
-    BUILTIN_SECCOMP
-        .iter()
-        .find(|(p, _)| *p == reference)
-        .map(|(p, text)| SeccompRef {
-            path: PathBuf::from(format!("builtin:{p}")),
-            json: text.to_string(),
-        })
+pub fn builtin_seccomp(reference: &str) -> Option<std::sync::Arc<SeccompPolicy>> {
+    let (p, text) = BUILTIN_SECCOMP.iter().find(|(p, _)| *p == reference)?;
+    // The built-in files load: the test suite loads every one.
+    SeccompPolicy::from_json(PathBuf::from(format!("builtin:{p}")), text.to_string())
+        .ok()
+        .map(std::sync::Arc::new)
 }
 
-fn load_seccomp(
-    reference: &str,
-    base_dir: Option<&Path>,
-) -> Result<(SeccompRef, seccomp::SeccompProfile), String> {
+fn load_seccomp(reference: &str, base_dir: Option<&Path>) -> Result<SeccompPolicy, String> {
     if reference.eq_ignore_ascii_case("unconfined") {
         return Err(
             "\"unconfined\" disables syscall filtering; name a Docker/OCI seccomp JSON file"
@@ -728,9 +744,8 @@ fn load_seccomp(
             (path, text)
         }
     };
-    let parsed = seccomp::load_profile_json(&json, &seccomp::LoadOptions::default())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((SeccompRef { path, json }, parsed))
+    let shown = path.display().to_string();
+    SeccompPolicy::from_json(path, json).map_err(|e| format!("{shown}: {e}"))
 }
 
 /// Parses sizes such as `512`, `64k`, `64m`, `1g` (binary units, case-insensitive, optional `b`/`ib`).

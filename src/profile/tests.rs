@@ -34,7 +34,7 @@ fn durations_parse() {
 #[test]
 fn builtin_default_profile_is_locked_down() {
     let p = load("default", &ProfileDirs::default()).unwrap();
-    assert_eq!(p.user, "65532:65532");
+    assert_eq!(p.user.to_string(), "65532:65532");
     assert!(p.read_only_root);
     assert_eq!(p.network, "none");
     assert_eq!(p.cap_drop, vec!["ALL"]);
@@ -44,7 +44,7 @@ fn builtin_default_profile_is_locked_down() {
     assert_eq!(p.timeout, Duration::from_secs(60));
     assert_eq!(p.output_cap, 1 << 20);
     assert!(p.seccomp.json.contains("defaultAction"));
-    assert_eq!(p.image, crate::image::base_image_ref());
+    assert_eq!(p.image, crate::backend::docker::image::base_image_ref());
 }
 
 #[test]

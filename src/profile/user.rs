@@ -2,7 +2,30 @@
 //! runtime's socket reaches it; a uid that is a host account shares that account's processes and
 //! files wherever they meet (`/proc/<pid>/root`, signals).
 
+use serde::Serialize;
+
 use super::binds::Runtime;
+
+/// A numeric user and group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl User {
+    pub const ROOT: User = User { uid: 0, gid: 0 };
+
+    pub fn is_root(self) -> bool {
+        self.uid == 0
+    }
+}
+
+impl std::fmt::Display for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
 
 /// Parsed `UID[:GID]` (GID defaults to UID).
 pub fn parse(user: &str) -> Result<(u32, u32), String> {
@@ -22,8 +45,12 @@ pub fn parse(user: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
-/// Checks the profile's user. `Ok(warnings)` when it may run.
-pub fn check(user: &str, elevated: bool, runtime: &Runtime) -> Result<Vec<String>, String> {
+/// Checks the profile's user. `Ok((user, warnings))` when it may run.
+pub fn check(
+    user: &str,
+    elevated: bool,
+    runtime: &Runtime,
+) -> Result<(User, Vec<String>), String> {
     let (uid, gid) = parse(user)?;
     if uid == 0 && !elevated {
         return Err("root (uid 0) is only allowed in a profile with `elevated = true`".to_string());
@@ -56,7 +83,7 @@ pub fn check(user: &str, elevated: bool, runtime: &Runtime) -> Result<Vec<String
             ));
         }
     }
-    Ok(warnings)
+    Ok((User { uid, gid }, warnings))
 }
 
 /// The name of the account with `uid` in the host's /etc/passwd. Read directly, not through
@@ -122,7 +149,7 @@ mod tests {
             .filter_map(|l| l.split(':').nth(2)?.parse::<u32>().ok())
             .find(|&uid| uid != 0)
             .expect("a host account besides root in /etc/passwd");
-        let warnings = check(&format!("{uid}:65532"), false, &Runtime::default()).unwrap();
+        let (_, warnings) = check(&format!("{uid}:65532"), false, &Runtime::default()).unwrap();
         assert!(warnings[0].contains("host account"), "{warnings:?}");
     }
 }

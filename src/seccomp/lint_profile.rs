@@ -38,7 +38,7 @@ const SECRET_DIRS: &[&str] = &[
 ];
 
 /// The profile's effective capabilities with `ALL` spelled out.
-pub(crate) fn effective_caps(p: &Profile) -> BTreeSet<String> {
+pub fn effective_caps(p: &Profile) -> BTreeSet<String> {
     let mut caps = p.effective_caps();
     if caps.remove("ALL") {
         caps.extend(caps::ALL_CAPS.iter().map(|c| c.to_string()));
@@ -156,12 +156,11 @@ fn lint_settings(p: &Profile, out: &mut Vec<Finding>) {
             "set no_new_privileges = true",
         ));
     }
-    let user = p.user.split(':').next().unwrap_or_default();
-    if user.is_empty() || user == "0" || user == "root" {
+    if p.user.is_root() {
         out.push(finding(
             "user-root",
             Severity::Warn,
-            format!("user = {:?}", p.user),
+            format!("user = \"{}\"", p.user),
             "commands run as root inside the container; with any capability or kernel bug that is root on the host's kernel",
             "set user to an unprivileged uid:gid outside the host's accounts, such as \"65532:65532\"",
         ));
@@ -309,7 +308,9 @@ mod tests {
         }];
         cases.push(("bind-writable", Severity::Info, p));
         let mut p = base.clone();
-        p.seccomp.json = "{\"defaultAction\":\"SCMP_ACT_NOPE\"}".into();
+        let mut seccomp = (*p.seccomp).clone();
+        seccomp.json = "{\"defaultAction\":\"SCMP_ACT_NOPE\"}".into();
+        p.seccomp = std::sync::Arc::new(seccomp);
         cases.push(("seccomp-invalid", Severity::Critical, p));
         for (id, severity, p) in cases {
             let r = report(&p);

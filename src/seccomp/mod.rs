@@ -12,7 +12,6 @@
 mod arch;
 mod baseline;
 pub mod caps;
-pub mod cli;
 mod compile;
 mod diff;
 mod error;
@@ -21,7 +20,6 @@ mod lint_profile;
 mod load;
 mod model;
 mod record;
-pub mod record_cli;
 mod recorded;
 mod resolve;
 mod summary;
@@ -35,11 +33,12 @@ pub use compile::{compile, CompiledFilter, CompiledFilters};
 pub use diff::{diff, ProfileDiff, RuleChange};
 pub use error::SeccompError;
 pub use lint::{lint_caps, lint_seccomp, score, Finding, LintReport, Severity};
-pub use lint_profile::lint_profile;
+pub use lint_profile::{effective_caps, lint_profile, lint_profile_for};
 pub use load::{load_profile_json, LoadOptions, MAX_PROFILE_BYTES};
 pub use model::{Action, ArgCond, CmpOp, Filter, Rule, SeccompProfile};
 pub use record::{
-    record, recording_profile, traced_command, RecordError, RecordRequest, Recording,
+    read_profile_file, record, recording_profile, traced_command, RecordError, RecordRequest,
+    Recording,
     MAX_TRACE_BYTES, RECORDING_SECCOMP,
 };
 pub use recorded::{classify, Classified, NotRecorded, RecordedSet, CLONE_NAMESPACE_MASK};
@@ -47,4 +46,4 @@ pub use resolve::{resolve, ResolvedProfile, ResolvedRule, Verdict};
 pub use summary::{summarize, SeccompSummary};
 pub use syscalls::{is_known_syscall, syscall_names, syscall_number};
 pub use trace::{parse_strace, SyscallUse, Trace};
-pub use verify::{verify, CheckResult, Verification, VerifyRequest};
+pub use verify::{seccomp_policy, verify, CheckResult, Verification, VerifyRequest};

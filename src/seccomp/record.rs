@@ -21,12 +21,13 @@ use super::{
     host_kernel, lint_seccomp, load_profile_json, resolve, Arch, LintReport, LoadOptions,
     SeccompError, MAX_PROFILE_BYTES,
 };
-use crate::backend::DockerBackend;
-use crate::engine::{Engine, EngineError};
-use crate::exec::{self, Context, ExecArgs, ExecError, Report};
-use crate::exit;
-use crate::plan::ExecRequest;
+use crate::audit::Outcome;
+use crate::backend::{Backend, Sink};
+use crate::cancel::Cancel;
+use crate::exec::{self, ExecError, ExecOptions, ExecResult};
+use crate::plan::{CommandLine, ExecRequest};
 use crate::profile::{self, Profile, Tmpfs};
+use crate::service::{Principal, Service};
 use crate::session::{self, SessionError};
 
 /// The built-in seccomp file the recording run uses: Docker's default, which allows `ptrace`
@@ -59,8 +60,8 @@ pub enum RecordError {
     Run {
         what: &'static str,
         reason: String,
-        /// The exit status stockade returns for it (126 when policy refused it).
-        status: u8,
+        /// How it ended (`denied` when policy refused it).
+        outcome: Outcome,
     },
     #[error("the sandbox image has no strace, which profile record traces the workload with (the base image includes the host's /usr/bin/strace when there is one; rebuild it with `stockade image build`)")]
     StraceMissing,
@@ -102,19 +103,16 @@ pub enum RecordError {
         source: SeccompError,
     },
     #[error(transparent)]
-    Engine(#[from] EngineError),
-    #[error(transparent)]
     Session(#[from] SessionError),
 }
 
 impl RecordError {
-    /// The exit status for this error (docs/exit-codes.md).
-    pub fn status(&self) -> u8 {
+    /// Whether policy refused it (exit 126), as opposed to a failure (125).
+    pub fn is_denial(&self) -> bool {
         match self {
-            RecordError::Run { status, .. } => *status,
-            RecordError::Exec(ExecError::ElevationRefused)
-            | RecordError::Exec(ExecError::NotElevatedProfile { .. }) => exit::EXIT_DENIED,
-            _ => exit::EXIT_STOCKADE_ERROR,
+            RecordError::Run { outcome, .. } => *outcome == Outcome::Denied,
+            RecordError::Exec(e) => e.is_denial(),
+            _ => false,
         }
     }
 }
@@ -129,8 +127,8 @@ pub struct RecordRequest {
     pub timeout: Option<Duration>,
     /// A profile an earlier recording wrote: the result allows both.
     pub merge: Option<PathBuf>,
-    /// Stream the workload's output live.
-    pub echo: bool,
+    /// Who asks (for the audit records).
+    pub principal: Option<Principal>,
 }
 
 /// What a recording found and produced.
@@ -178,16 +176,18 @@ impl Recording {
     }
 }
 
-/// Records `req.command` in the sandbox and returns the profile it needs.
-pub async fn record(ctx: &Context, req: &RecordRequest) -> Result<Recording, RecordError> {
+/// Records `req.command` in the sandbox and returns the profile it needs. The workload's
+/// output goes to `sink` live, when given.
+pub async fn record<B: Backend>(
+    service: &Service<B>,
+    req: &RecordRequest,
+    sink: Option<Box<dyn Sink>>,
+) -> Result<Recording, RecordError> {
     let started = Instant::now();
-    let base = exec::select_profile(
-        ctx,
-        &ExecArgs {
-            profile: req.profile.clone(),
-            ..Default::default()
-        },
-    )?;
+    let base = service.select_profile(&ExecOptions {
+        profile: req.profile.clone(),
+        ..Default::default()
+    })?;
     // Read the merge input first: a bad file should fail before anything runs.
     let merge = match &req.merge {
         Some(path) => Some((path.clone(), load_recorded(path)?)),
@@ -195,8 +195,8 @@ pub async fn record(ctx: &Context, req: &RecordRequest) -> Result<Recording, Rec
     };
     let recording_profile = recording_profile(&base);
     let session = format!("record-{}", exec::new_exec_id());
-    let traced = run_traced(ctx, &recording_profile, &session, req).await;
-    let cleanup = remove_session(ctx, &session).await;
+    let traced = run_traced(service, &recording_profile, &session, req, sink).await;
+    let cleanup = remove_session(service, &session).await;
     let (report, trace_text) = traced?;
     if let Err(e) = cleanup {
         // The recording is complete; a container left behind is what `session prune` is for.
@@ -294,22 +294,27 @@ pub fn traced_command(command: &str) -> String {
     )
 }
 
-async fn run_traced(
-    ctx: &Context,
+async fn run_traced<B: Backend>(
+    service: &Service<B>,
     p: &Profile,
     session: &str,
     req: &RecordRequest,
-) -> Result<(Report, String), RecordError> {
-    let args = ExecArgs {
-        request: ExecRequest {
-            command: traced_command(&req.command),
-            session: Some(session.to_string()),
-            timeout: req.timeout,
-            ..Default::default()
-        },
+    sink: Option<Box<dyn Sink>>,
+) -> Result<(ExecResult, String), RecordError> {
+    let principal = req
+        .principal
+        .clone()
+        .unwrap_or_else(|| Principal::new("stockade"));
+    let request = ExecRequest {
+        command: CommandLine::Shell(traced_command(&req.command)),
+        session: Some(session.to_string()),
+        timeout: req.timeout,
         ..Default::default()
     };
-    let report = exec::execute_with(ctx, p, &args, req.echo).await?;
+    let never = Cancel::never();
+    let report = service
+        .exec_with(&principal, p, &request, &ExecOptions::default(), None, sink, &never)
+        .await;
     ensure_ran("the recording run", &report)?;
     if report.exit_code == Some(EXIT_NOT_FOUND) && report.stderr.contains(STRACE_MISSING) {
         return Err(RecordError::StraceMissing);
@@ -317,20 +322,22 @@ async fn run_traced(
     // The trace can be far larger than the profile's output cap.
     let mut reader = p.clone();
     reader.output_cap = MAX_TRACE_BYTES;
-    let read = exec::execute_with(
-        ctx,
-        &reader,
-        &ExecArgs {
-            request: ExecRequest {
-                command: format!("cat {TRACE_FILE}"),
-                session: Some(session.to_string()),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        false,
-    )
-    .await?;
+    let read_request = ExecRequest {
+        command: CommandLine::Argv(vec!["cat".into(), TRACE_FILE.into()]),
+        session: Some(session.to_string()),
+        ..Default::default()
+    };
+    let read = service
+        .exec_with(
+            &principal,
+            &reader,
+            &read_request,
+            &ExecOptions::default(),
+            None,
+            None,
+            &never,
+        )
+        .await;
     ensure_ran("reading the trace", &read)?;
     if read.truncated {
         return Err(RecordError::TraceTooLarge {
@@ -349,20 +356,22 @@ async fn run_traced(
 
 /// An execution that was refused or failed in stockade is an error here; the workload's own
 /// exit status is not.
-pub(crate) fn ensure_ran(what: &'static str, report: &Report) -> Result<(), RecordError> {
+pub(crate) fn ensure_ran(what: &'static str, report: &ExecResult) -> Result<(), RecordError> {
     match &report.error {
         Some(reason) => Err(RecordError::Run {
             what,
             reason: reason.clone(),
-            status: report.status,
+            outcome: report.outcome,
         }),
         None => Ok(()),
     }
 }
 
-async fn remove_session(ctx: &Context, session: &str) -> Result<(), RecordError> {
-    let backend = DockerBackend::new(Engine::connect(ctx.call_timeout).await?);
-    match session::remove(&backend, &ctx.state_dir, session).await {
+async fn remove_session<B: Backend>(
+    service: &Service<B>,
+    session: &str,
+) -> Result<(), RecordError> {
+    match session::remove(&service.backend, &service.state_dir, session).await {
         // Nothing to remove: the container was never created.
         Ok(_) | Err(SessionError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e.into()),

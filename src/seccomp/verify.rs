@@ -11,15 +11,20 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use super::record::{ensure_ran, RecordError};
-use super::{host_kernel, load_profile_json, resolve, Arch, LoadOptions, Verdict};
-use crate::exec::{self, Context, ExecArgs};
-use crate::plan::ExecRequest;
-use crate::profile::{Profile, SeccompRef};
+use super::{host_kernel, resolve, Arch, Verdict};
+use crate::backend::Backend;
+use crate::cancel::Cancel;
+use crate::exec::ExecOptions;
+use crate::plan::{CommandLine, ExecRequest};
+use crate::profile::{Profile, SeccompPolicy, User};
+use crate::service::{Principal, Service};
 
 /// The probes run as root inside the sandbox: util-linux's mount refuses non-root users before
 /// calling mount(2). No capabilities are added.
-const PROBE_USER: &str = "0:0";
+const PROBE_USER: User = User::ROOT;
 /// Bounds each probe execution.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Each probe prints `NAME STATUS FIRST-LINE-OF-OUTPUT`.
@@ -52,7 +57,7 @@ pub struct VerifyRequest {
     /// The sandbox profile (name or path); None: the configured default.
     pub profile: Option<String>,
     /// The seccomp profile that replaces the sandbox profile's own.
-    pub seccomp: SeccompRef,
+    pub seccomp: Arc<SeccompPolicy>,
     pub command: String,
     /// The exit status the workload must end with.
     pub expect_exit: i64,
@@ -103,38 +108,47 @@ impl fmt::Display for Verification {
 }
 
 /// Runs the workload and the probes under `req.seccomp`.
-pub async fn verify(ctx: &Context, req: &VerifyRequest) -> Result<Verification, RecordError> {
+pub async fn verify<B: Backend>(
+    service: &Service<B>,
+    principal: &Principal,
+    req: &VerifyRequest,
+) -> Result<Verification, RecordError> {
     let started = Instant::now();
-    let mut p = exec::select_profile(
-        ctx,
-        &ExecArgs {
-            profile: req.profile.clone(),
-            ..Default::default()
-        },
-    )?;
+    let mut p = service.select_profile(&ExecOptions {
+        profile: req.profile.clone(),
+        ..Default::default()
+    })?;
     p.seccomp = req.seccomp.clone();
-    let mut checks = vec![run_workload(ctx, &p, req).await?];
-    checks.extend(run_probes(ctx, &p).await?);
+    let mut checks = vec![run_workload(service, principal, &p, req).await?];
+    checks.extend(run_probes(service, principal, &p).await?);
     Ok(Verification {
         checks,
         duration: started.elapsed(),
     })
 }
 
-async fn run_workload(
-    ctx: &Context,
+async fn run_workload<B: Backend>(
+    service: &Service<B>,
+    principal: &Principal,
     p: &Profile,
     req: &VerifyRequest,
 ) -> Result<CheckResult, RecordError> {
-    let args = ExecArgs {
-        request: ExecRequest {
-            command: req.command.clone(),
-            timeout: req.timeout,
-            ..Default::default()
-        },
+    let request = ExecRequest {
+        command: CommandLine::Shell(req.command.clone()),
+        timeout: req.timeout,
         ..Default::default()
     };
-    let report = exec::execute_with(ctx, p, &args, false).await?;
+    let report = service
+        .exec_with(
+            principal,
+            p,
+            &request,
+            &ExecOptions::default(),
+            None,
+            None,
+            &Cancel::never(),
+        )
+        .await;
     ensure_ran("the workload under the recorded profile", &report)?;
     let passed = !report.timed_out && report.exit_code == Some(req.expect_exit);
     let mut observed = match (report.timed_out, report.exit_code) {
@@ -175,29 +189,41 @@ fn probe_script() -> String {
         .join("\n")
 }
 
-async fn run_probes(ctx: &Context, p: &Profile) -> Result<Vec<CheckResult>, RecordError> {
-    let seccomp = load_profile_json(&p.seccomp.json, &LoadOptions::default())
-        .map_err(|source| RecordError::Invalid { source })?;
+async fn run_probes<B: Backend>(
+    service: &Service<B>,
+    principal: &Principal,
+    p: &Profile,
+) -> Result<Vec<CheckResult>, RecordError> {
     let resolved = resolve(
-        &seccomp,
+        &p.seccomp.parsed,
         &super::lint_profile::effective_caps(p),
         Arch::host(),
         host_kernel(),
     );
     let mut probe_profile = p.clone();
-    probe_profile.user = PROBE_USER.to_string();
-    let args = ExecArgs {
-        request: ExecRequest {
-            command: probe_script(),
-            timeout: Some(PROBE_TIMEOUT),
-            ..Default::default()
-        },
-        // The check stage would deny these escapes before the sandbox could; the bypass is
-        // audited.
+    probe_profile.user = PROBE_USER;
+    let request = ExecRequest {
+        command: CommandLine::Shell(probe_script()),
+        timeout: Some(PROBE_TIMEOUT),
+        ..Default::default()
+    };
+    // The check stage would deny these escapes before the sandbox could; the bypass is
+    // audited.
+    let options = ExecOptions {
         bypass_check: true,
         ..Default::default()
     };
-    let report = exec::execute_with(ctx, &probe_profile, &args, false).await?;
+    let report = service
+        .exec_with(
+            principal,
+            &probe_profile,
+            &request,
+            &options,
+            None,
+            None,
+            &Cancel::never(),
+        )
+        .await;
     ensure_ran("the probes", &report)?;
     Ok(PROBES
         .iter()
@@ -258,11 +284,11 @@ fn judge_probe(probe: &Probe, stdout: &str, profile_says: &str) -> CheckResult {
 }
 
 /// A seccomp file for [`VerifyRequest::seccomp`], loaded and checked.
-pub fn seccomp_ref(path: PathBuf, json: String) -> Result<SeccompRef, RecordError> {
-    if let Err(source) = load_profile_json(&json, &LoadOptions::default()) {
-        return Err(RecordError::Seccomp { path, source });
+pub fn seccomp_policy(path: PathBuf, json: String) -> Result<Arc<SeccompPolicy>, RecordError> {
+    match SeccompPolicy::from_json(path.clone(), json) {
+        Ok(policy) => Ok(Arc::new(policy)),
+        Err(source) => Err(RecordError::Seccomp { path, source }),
     }
-    Ok(SeccompRef { path, json })
 }
 
 #[cfg(test)]

@@ -22,10 +22,10 @@ pub mod message;
 
 pub use cgroup::Counters;
 pub use codec::DecodeError;
-pub use message::{Exit, Hello, KillReport, Request, Status, StreamDigest};
+pub use message::{Exit, Hello, KillReport, Op, Request, Status, StreamDigest};
 
 /// Protocol version; both sides refuse any other.
-pub const PROTOCOL: u16 = 2;
+pub const PROTOCOL: u16 = 3;
 /// Length of the per-sandbox key (HMAC-SHA256 key).
 pub const KEY_LEN: usize = 32;
 /// Length of each side's nonce.

@@ -42,10 +42,22 @@ impl Hello {
     }
 }
 
+/// What a request asks the agent to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Run `argv` as a command.
+    Run,
+    /// Send the file `argv[0]` as stdout frames.
+    ReadFile,
+    /// Write the stdin frames to the file `argv[0]` (created or truncated).
+    WriteFile,
+}
+
 /// One command for the agent. Everything the host relies on is here, under the request MAC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub protocol: u16,
+    pub op: Op,
     /// The agent's [`Hello::nonce`] for this connection.
     pub agent_nonce: [u8; NONCE_LEN],
     /// The host's own nonce, fresh per request.
@@ -66,6 +78,11 @@ impl Request {
     pub fn encode(&self) -> Vec<u8> {
         Writer::new()
             .u16(self.protocol)
+            .u8(match self.op {
+                Op::Run => 0,
+                Op::ReadFile => 1,
+                Op::WriteFile => 2,
+            })
             .fixed(&self.agent_nonce)
             .fixed(&self.host_nonce)
             .list(&self.argv)
@@ -81,6 +98,12 @@ impl Request {
         let mut r = Reader::new(bytes);
         let request = Request {
             protocol: r.u16("protocol")?,
+            op: match r.u8("op")? {
+                0 => Op::Run,
+                1 => Op::ReadFile,
+                2 => Op::WriteFile,
+                _ => return Err(DecodeError::Invalid { field: "op" }),
+            },
             agent_nonce: r.fixed("agent_nonce")?,
             host_nonce: r.fixed("host_nonce")?,
             argv: r.list("argv", MAX_LIST)?,
@@ -107,6 +130,10 @@ pub enum Status {
     Signaled(i32),
     /// It could not be started (`errno` from exec: ENOENT, EACCES...).
     NotStarted(i32),
+    /// A file operation failed part way (`errno`).
+    Failed(i32),
+    /// The working directory does not exist or is not a directory (`errno`); nothing ran.
+    NoWorkdir(i32),
 }
 
 /// Whether ending processes was needed, and whether it worked.
@@ -192,6 +219,8 @@ impl Exit {
             Status::Exited(c) => w.u8(0).i32(c),
             Status::Signaled(s) => w.u8(1).i32(s),
             Status::NotStarted(e) => w.u8(2).i32(e),
+            Status::Failed(e) => w.u8(3).i32(e),
+            Status::NoWorkdir(e) => w.u8(4).i32(e),
         };
         w.bool(self.timed_out)
             .bool(self.stopped)
@@ -218,6 +247,8 @@ impl Exit {
             0 => Status::Exited(value),
             1 => Status::Signaled(value),
             2 => Status::NotStarted(value),
+            3 => Status::Failed(value),
+            4 => Status::NoWorkdir(value),
             _ => return Err(DecodeError::Invalid { field: "status" }),
         };
         let timed_out = r.bool("timed_out")?;
@@ -255,6 +286,7 @@ mod tests {
     pub(crate) fn sample_request() -> Request {
         Request {
             protocol: crate::PROTOCOL,
+            op: Op::Run,
             agent_nonce: [1; 16],
             host_nonce: [2; 16],
             argv: vec![
@@ -358,13 +390,13 @@ mod tests {
     #[test]
     fn a_huge_list_count_allocates_nothing() {
         let mut w = Writer::new();
-        w.u16(2).fixed(&[0; 16]).fixed(&[0; 16]).u32(u32::MAX);
+        w.u16(2).u8(0).fixed(&[0; 16]).fixed(&[0; 16]).u32(u32::MAX);
         assert!(matches!(
             Request::decode(&w.finish()),
             Err(DecodeError::TooMany { .. })
         ));
         let mut w = Writer::new();
-        w.u16(2).fixed(&[0; 16]).fixed(&[0; 16]).u32(60_000);
+        w.u16(2).u8(0).fixed(&[0; 16]).fixed(&[0; 16]).u32(60_000);
         assert_eq!(
             Request::decode(&w.finish()),
             Err(DecodeError::Truncated { field: "argv" })

@@ -39,32 +39,25 @@ pub struct Engine {
     pub host: String,
 }
 
-/// The engine address for messages: `DOCKER_HOST` or the default socket.
-pub fn engine_host() -> String {
-    std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string())
-}
+/// The engine's address when none is given (`DOCKER_HOST` unset).
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
-/// The per-call timeout: `STOCKADE_ENGINE_TIMEOUT` (e.g. `10s`) or the default.
-pub fn call_timeout_from_env() -> Duration {
-    std::env::var("STOCKADE_ENGINE_TIMEOUT")
-        .ok()
-        .and_then(|t| crate::profile::parse_duration(&t).ok())
-        .filter(|d| !d.is_zero())
-        .unwrap_or(DEFAULT_CALL_TIMEOUT)
+/// Whether `host` is an engine on this machine (a Unix socket), whose containers can bind
+/// files from this machine's state directory.
+pub fn is_local(host: &str) -> bool {
+    host.starts_with("unix://")
 }
 
 impl Engine {
-    /// Connects (honouring `DOCKER_HOST`) and negotiates the API version.
-    pub async fn connect(call_timeout: Duration) -> Result<Engine, EngineError> {
-        let host = engine_host();
+    /// Connects to `host` (`unix:///path`, `tcp://host:port` or `http://host:port`) and
+    /// negotiates the API version.
+    pub async fn connect(host: &str, call_timeout: Duration) -> Result<Engine, EngineError> {
+        let host = host.to_string();
         let unreachable = |reason: String| EngineError::Unreachable {
             host: host.clone(),
             reason,
         };
-        let docker = Docker::connect_with_defaults()
+        let docker = Docker::connect_with_host(&host)
             .map_err(|e| unreachable(e.to_string()))?
             // bollard counts whole seconds; never let a sub-second setting become "no timeout".
             .with_timeout(call_timeout.max(Duration::from_secs(1)));

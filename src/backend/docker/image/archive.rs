@@ -32,7 +32,7 @@ fn oci_architecture() -> &'static str {
 }
 
 /// The image config JSON (OCI image config, as `docker save` writes it).
-pub(crate) fn image_config(rootfs_digest: &str, version: &str) -> Vec<u8> {
+pub(crate) fn image_config(rootfs_digest: &str, version: &str, included: &[String]) -> Vec<u8> {
     let config = json!({
         "architecture": oci_architecture(),
         "os": "linux",
@@ -42,7 +42,11 @@ pub(crate) fn image_config(rootfs_digest: &str, version: &str) -> Vec<u8> {
             "Cmd": ["/bin/bash"],
             "WorkingDir": WORKING_DIR,
             "User": SANDBOX_USER,
-            "Labels": { LABEL_BASE: version, LABEL_ROOTFS: rootfs_digest },
+            "Labels": {
+                LABEL_BASE: version,
+                LABEL_ROOTFS: rootfs_digest,
+                super::LABEL_INCLUDE: included.join(","),
+            },
         },
         "rootfs": { "type": "layers", "diff_ids": [rootfs_digest] },
         "history": [{
@@ -60,7 +64,7 @@ pub(crate) fn save_tarball(
     tag: &str,
     version: &str,
 ) -> std::io::Result<SaveTarball> {
-    let config = image_config(&rootfs.digest, version);
+    let config = image_config(&rootfs.digest, version, &rootfs.included);
     let config_hex = hex::encode(Sha256::digest(&config));
     let layer_hex = rootfs.digest.trim_start_matches("sha256:");
     let config_name = format!("{config_hex}.json");
@@ -107,13 +111,14 @@ mod tests {
             files: 0,
             entries: 0,
             skipped: Vec::new(),
+            included: Vec::new(),
         }
     }
 
     #[test]
     fn config_carries_metadata_and_diff_id() {
         let config: serde_json::Value =
-            serde_json::from_slice(&image_config("sha256:abc", "9.9.9")).unwrap();
+            serde_json::from_slice(&image_config("sha256:abc", "9.9.9", &[])).unwrap();
         assert_eq!(config["config"]["User"], "65532:65532");
         assert_eq!(config["config"]["WorkingDir"], "/workspace");
         assert_eq!(config["config"]["Cmd"], json!(["/bin/bash"]));

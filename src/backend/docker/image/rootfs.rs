@@ -42,10 +42,18 @@ const OPTIONAL_TOOLS: &[&str] = &[
 pub(crate) const FIXED_MTIME: u64 = 0;
 /// Linux's MAXSYMLINKS.
 const MAX_SYMLINK_HOPS: usize = 40;
-/// No single tool or library comes near this; a bigger file means something odd on the host.
-const MAX_FILE_BYTES: u64 = 64 << 20;
+/// No tool or library comes near this (node, the largest usual one, is ~100 MiB); a bigger
+/// file means something odd on the host.
+const MAX_FILE_BYTES: u64 = 192 << 20;
 /// Cap on the whole layer, held in memory while it is built and imported.
-const MAX_TOTAL_BYTES: u64 = 512 << 20;
+const MAX_TOTAL_BYTES: u64 = 768 << 20;
+/// Longest tool name `--include` takes (a file name in a tool directory).
+const MAX_TOOL_NAME: usize = 64;
+/// At most this many files from one tool's runtime directories (python's stdlib has ~2,000;
+/// perl's ~3,000).
+const MAX_RUNTIME_FILES: usize = 20_000;
+/// Directories of a tool's runtime left out: python's own test suite and GUI demos.
+const RUNTIME_SKIP: &[&str] = &["test", "idlelib", "turtledemo", "tkinter"];
 /// The unprivileged user the sandbox runs as (the image's `User`).
 /// 65532, as distroless's `nonroot`: outside the range of host accounts, so the sandbox user is
 /// nobody on the host (a uid shared with a host account could reach the sandbox's files through
@@ -73,6 +81,8 @@ pub struct RootfsTar {
     pub entries: usize,
     /// Tools the host lacks, skipped.
     pub skipped: Vec<String>,
+    /// Tools added with `--include`, as asked.
+    pub included: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,6 +253,172 @@ fn permission_bits(mode: u32) -> u32 {
     mode & 0o777
 }
 
+/// Adds every file under `dir` (recursively, symlinks as symlinks and followed), except the
+/// [`RUNTIME_SKIP`] directories right under it. Returns the ELF files added, for `ldd`.
+fn add_host_dir(tree: &mut Tree, dir: &Path, budget: &mut usize) -> Result<Vec<PathBuf>, ImageError> {
+    let mut elves = Vec::new();
+    let mut pending = vec![(tree.add_host_path(dir)?, 0usize)];
+    while let Some((dir, depth)) = pending.pop() {
+        let read_err = |source| ImageError::HostRead {
+            path: dir.clone(),
+            source,
+        };
+        let mut entries: Vec<_> = fs::read_dir(&dir)
+            .map_err(read_err)?
+            .collect::<Result<_, _>>()
+            .map_err(read_err)?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            if depth == 0 && RUNTIME_SKIP.iter().any(|s| entry.file_name() == *s) {
+                continue;
+            }
+            *budget = budget.checked_sub(1).ok_or_else(|| ImageError::TooManyFiles {
+                dir: dir.clone(),
+                limit: MAX_RUNTIME_FILES,
+            })?;
+            let meta = fs::symlink_metadata(&path).map_err(|source| ImageError::HostRead {
+                path: path.clone(),
+                source,
+            })?;
+            if meta.file_type().is_symlink() {
+                // A dangling link (a Debian alternative not installed) is kept as a link.
+                if fs::metadata(&path).is_err() {
+                    if let Ok(target) = fs::read_link(&path) {
+                        tree.nodes.entry(path).or_insert(Node::Symlink { target });
+                    }
+                    continue;
+                }
+                let resolved = tree.add_host_path(&path)?;
+                if resolved.is_dir() && !resolved.starts_with(&dir) {
+                    // A link out of the tree: its target's contents are not walked.
+                    continue;
+                }
+                if is_elf(&resolved) {
+                    elves.push(resolved);
+                }
+            } else if meta.is_dir() {
+                tree.nodes
+                    .entry(path.clone())
+                    .or_insert(Node::dir(permission_bits(meta.mode())));
+                pending.push((path, depth + 1));
+            } else if meta.is_file() {
+                tree.add_host_file(&path, &meta)?;
+                if is_elf(&path) {
+                    elves.push(path);
+                }
+            }
+            // Sockets, fifos and devices in a runtime directory are not the tool's files.
+        }
+    }
+    Ok(elves)
+}
+
+fn is_elf(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
+}
+
+/// The interpreter a script names on its `#!` line, if it is absolute.
+fn shebang(path: &Path) -> Option<PathBuf> {
+    let mut head = [0u8; 256];
+    let n = std::io::Read::read(&mut fs::File::open(path).ok()?, &mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let interpreter = line.split_whitespace().next()?;
+    interpreter.starts_with('/').then(|| PathBuf::from(interpreter))
+}
+
+/// Asks the host's own `binary` (environment cleared) for one line per path.
+fn ask_tool(binary: &Path, args: &[&str]) -> Vec<PathBuf> {
+    let Ok(out) = Command::new(binary)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('/'))
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// The directories a tool needs at run time besides its binary and libraries: python's
+/// standard library, git's exec path and templates, perl's @INC. Anything under /usr/local
+/// is left out, as for the tools themselves.
+fn runtime_dirs(name: &str, binary: &Path) -> Vec<PathBuf> {
+    let family = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    let mut dirs = match family {
+        "python" => ask_tool(
+            binary,
+            &[
+                "-I",
+                "-c",
+                "import sysconfig; print(sysconfig.get_path('stdlib')); print(sysconfig.get_path('platstdlib'))",
+            ],
+        ),
+        "git" => {
+            let mut dirs = ask_tool(binary, &["--exec-path"]);
+            dirs.push(PathBuf::from("/usr/share/git-core"));
+            dirs
+        }
+        "perl" => ask_tool(binary, &["-e", "print join(qq(\n), @INC)"]),
+        _ => Vec::new(),
+    };
+    dirs.retain(|d| !d.starts_with("/usr/local") && d.is_dir());
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// Whether `name` can be a tool's file name in a tool directory.
+pub fn valid_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_TOOL_NAME
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
+}
+
+/// Adds an `--include`d tool: its binary (a script's interpreter too), its runtime
+/// directories, and the ELF files among them for `ldd`.
+fn include_tool(
+    tree: &mut Tree,
+    name: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<PathBuf>, ImageError> {
+    if !valid_tool_name(name) {
+        return Err(ImageError::BadToolName {
+            name: name.to_string(),
+        });
+    }
+    let path = find_tool(name).ok_or_else(|| ImageError::NotOnHost {
+        name: name.to_string(),
+        searched: TOOL_DIRS.join(":"),
+    })?;
+    let binary = tree.add_host_path(&path)?;
+    let mut elves = vec![binary.clone()];
+    if let Some(interpreter) = shebang(&binary) {
+        elves.push(tree.add_host_path(&interpreter)?);
+    }
+    let mut budget = MAX_RUNTIME_FILES;
+    for dir in runtime_dirs(name, &binary) {
+        progress(&format!("including {name}'s runtime files from {}", dir.display()));
+        elves.extend(add_host_dir(tree, &dir, &mut budget)?);
+    }
+    Ok(elves)
+}
+
 fn find_tool(name: &str) -> Option<PathBuf> {
     TOOL_DIRS
         .iter()
@@ -303,8 +479,8 @@ fn shared_libraries(binaries: &[PathBuf]) -> Result<Vec<PathBuf>, ImageError> {
         .map_err(|(binary, library)| ImageError::MissingLibrary { binary, library })
 }
 
-/// Builds the root filesystem layer from the host's files.
-pub fn build(progress: &mut dyn FnMut(&str)) -> Result<RootfsTar, ImageError> {
+/// Builds the root filesystem layer from the host's files, with the `include`d tools.
+pub fn build(include: &[String], progress: &mut dyn FnMut(&str)) -> Result<RootfsTar, ImageError> {
     let mut tree = Tree::default();
     // Keep the host's merged-/usr layout: these are symlinks on Debian 12.
     for top in ["/bin", "/sbin", "/lib", "/lib64"] {
@@ -332,6 +508,14 @@ pub fn build(progress: &mut dyn FnMut(&str)) -> Result<RootfsTar, ImageError> {
                 skipped.push((*name).to_string());
             }
         }
+    }
+    let mut included = Vec::new();
+    for name in include {
+        if included.contains(name) {
+            continue;
+        }
+        binaries.extend(include_tool(&mut tree, name, progress)?);
+        included.push(name.clone());
     }
     binaries.sort();
     binaries.dedup();
@@ -389,6 +573,7 @@ pub fn build(progress: &mut dyn FnMut(&str)) -> Result<RootfsTar, ImageError> {
         files,
         entries: tree.nodes.keys().filter(|p| *p != Path::new("/")).count(),
         skipped,
+        included,
     })
 }
 
@@ -411,7 +596,7 @@ mod tests {
     fn host_rootfs() -> &'static (RootfsTar, Vec<(String, Member)>) {
         static BUILT: OnceLock<(RootfsTar, Vec<(String, Member)>)> = OnceLock::new();
         BUILT.get_or_init(|| {
-            let rootfs = build(&mut |_| {}).expect("host has bash, coreutils and ldd");
+            let rootfs = build(&[], &mut |_| {}).expect("host has bash, coreutils and ldd");
             let mut members = Vec::new();
             let mut archive = tar::Archive::new(rootfs.tar.as_slice());
             for entry in archive.entries().unwrap() {
@@ -555,7 +740,7 @@ mod tests {
 
     #[test]
     fn two_builds_give_the_same_digest() {
-        let again = build(&mut |_| {}).unwrap();
+        let again = build(&[], &mut |_| {}).unwrap();
         assert_eq!(again.digest, host_rootfs().0.digest);
         assert_eq!(again.tar, host_rootfs().0.tar);
     }

@@ -1,4 +1,4 @@
-//! `stockade check` and `stockade corpus run`: the command-line faces of the check stage.
+//! `stockade check`: the check stage alone, on a command or a stream of them.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::{Map, Value};
 
-use super::corpus::{self, Corpus};
-use super::{Checker, Decision, Policy, Verdict, MAX_COMMAND_BYTES};
-use crate::exit;
+use stockade::check::{Checker, Decision, Policy, Verdict, MAX_COMMAND_BYTES};
+use stockade::exit;
+use stockade::plan::CommandLine;
 
 /// Longest line `stockade check --jsonl` accepts (a command plus its JSON quoting).
 pub const MAX_JSONL_LINE_BYTES: usize = 4 * MAX_COMMAND_BYTES;
@@ -20,7 +20,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub json: bool,
     /// Read JSON objects with a `command` field from stdin, one per line; write each back with
-    /// `verdict` and `rules` added.
+    /// `decision` and `rules` (rule ids) added.
     #[arg(long, conflicts_with = "command")]
     pub jsonl: bool,
     /// A directory of extra rule files (*.toml) added to the builtin rules.
@@ -29,51 +29,15 @@ pub struct CheckArgs {
     /// Rule ids to allow (reported, but neither warn nor deny).
     #[arg(long = "allow-rule", value_name = "ID")]
     pub allow_rules: Vec<String>,
-    /// The command (several words are joined with spaces).
+    /// The command, as `exec` takes it: one word is shell text; several are a program and its
+    /// arguments, judged as their shell-quoted form.
     #[arg(last = true, required_unless_present = "jsonl")]
     pub command: Vec<String>,
 }
 
-/// Score the checker against corpora.
-#[derive(Debug, Clone, clap::Args)]
-pub struct CorpusArgs {
-    #[command(subcommand)]
-    pub command: CorpusCommand,
-}
-
-#[derive(Debug, Clone, clap::Subcommand)]
-#[non_exhaustive]
-pub enum CorpusCommand {
-    /// Score labelled (.jsonl) and plain benign (one command per line) corpora.
-    Run(CorpusRunArgs),
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct CorpusRunArgs {
-    /// Print the scores as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// A directory of extra rule files (*.toml) added to the builtin rules.
-    #[arg(long, value_name = "DIR")]
-    pub rules: Option<PathBuf>,
-    /// Instead of scoring: run the live-safe escape attempts in sandboxes (check stage
-    /// bypassed, audited) and check that nothing reaches the host
-    #[arg(long)]
-    pub live: bool,
-    /// With --live: at most N attempts per category
-    #[arg(long, value_name = "N", requires = "live")]
-    pub per_category: Option<usize>,
-    /// With --live: attempts run at once [default: 4]
-    #[arg(long, value_name = "N", requires = "live")]
-    pub jobs: Option<usize>,
-    /// With --live: the sandbox profile [default: the configured default]
-    #[arg(long, requires = "live")]
-    pub profile: Option<String>,
-    /// Corpus files; default: the project's fixtures/corpus/*.jsonl.
-    pub files: Vec<PathBuf>,
-}
-
-fn checker(rules: Option<&Path>) -> anyhow::Result<Checker> {
+/// The builtin rules (compiled, not re-verified: `stockade rules check` does that), plus the
+/// files of `rules`, whose examples are checked.
+pub fn checker(rules: Option<&Path>) -> anyhow::Result<Checker> {
     match rules {
         Some(dir) => Checker::builtin_with_dir(dir)
             .with_context(|| format!("loading rules from {}", dir.display())),
@@ -103,10 +67,17 @@ pub fn run_check(args: &CheckArgs) -> anyhow::Result<u8> {
         let stdin = std::io::stdin();
         return run_jsonl(&checker, &policy, &mut stdin.lock(), &mut out);
     }
-    let command = args.command.join(" ");
+    let command = CommandLine::from_words(args.command.clone()).text();
     let verdict = checker.check(&command, &policy);
     if args.json {
-        serde_json::to_writer(&mut out, &verdict)?;
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({
+                "command": command,
+                "decision": verdict.decision,
+                "rules": verdict.rules,
+            }),
+        )?;
         writeln!(out)?;
     } else {
         write_verdict(&mut out, &command, &verdict)?;
@@ -122,7 +93,7 @@ fn write_verdict(out: &mut impl Write, command: &str, v: &Verdict) -> std::io::R
         v.decision.as_str(),
         shown.replace('\n', "\\n")
     )?;
-    for h in &v.hits {
+    for h in &v.rules {
         writeln!(
             out,
             "  {} [{} {}, {}] {}",
@@ -196,7 +167,7 @@ fn judge_line(checker: &Checker, policy: &Policy, line: &str) -> Result<Value, S
     };
     let verdict = checker.check(command, policy);
     obj.insert(
-        "verdict".into(),
+        "decision".into(),
         Value::String(verdict.decision.as_str().into()),
     );
     obj.insert(
@@ -235,137 +206,6 @@ fn read_line_capped(
             return Ok((consumed, cut));
         }
     }
-}
-
-/// The project's labelled corpus files.
-pub fn default_corpus_files() -> anyhow::Result<Vec<PathBuf>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/corpus");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// `stockade corpus ...`.
-pub fn run_corpus(args: &CorpusArgs) -> anyhow::Result<u8> {
-    match &args.command {
-        CorpusCommand::Run(run) => run_corpus_run(run),
-    }
-}
-
-fn run_corpus_run(args: &CorpusRunArgs) -> anyhow::Result<u8> {
-    // Running sandboxes needs the engine and the exec pipeline: the binary dispatches --live.
-    anyhow::ensure!(
-        !args.live,
-        "--live is handled by `stockade corpus run --live`"
-    );
-    let checker = checker(args.rules.as_deref())?;
-    let policy = Policy::default();
-    let files = if args.files.is_empty() {
-        default_corpus_files()?
-    } else {
-        args.files.clone()
-    };
-    let mut labelled = Vec::new();
-    let mut labelled_names = Vec::new();
-    let mut plain = Vec::new();
-    for f in &files {
-        match corpus::load(f)? {
-            Corpus::Labelled(entries) => {
-                labelled.extend(entries);
-                labelled_names.push(f.display().to_string());
-            }
-            Corpus::Plain(lines) => plain.push((
-                f.display().to_string(),
-                corpus::score_plain(&checker, &policy, &lines),
-            )),
-        }
-    }
-    let labelled_score =
-        (!labelled.is_empty()).then(|| corpus::score_labelled(&checker, &policy, &labelled));
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    if args.json {
-        let mut obj = Map::new();
-        if let Some(s) = &labelled_score {
-            obj.insert(
-                "labelled".into(),
-                serde_json::json!({ "files": labelled_names, "score": s }),
-            );
-        }
-        let plain_json: Vec<Value> = plain
-            .iter()
-            .map(|(f, s)| serde_json::json!({ "file": f, "score": s }))
-            .collect();
-        obj.insert("plain".into(), Value::Array(plain_json));
-        serde_json::to_writer_pretty(&mut out, &Value::Object(obj))?;
-        writeln!(out)?;
-        return Ok(0);
-    }
-    if let Some(s) = &labelled_score {
-        writeln!(out, "labelled corpus: {}", labelled_names.join(", "))?;
-        writeln!(
-            out,
-            "  malicious: {} entries, detected {} ({:.1}%), denied {} ({:.1}%)",
-            s.malicious.total,
-            s.malicious.detected,
-            s.detection_percent,
-            s.malicious.denied,
-            corpus::percent(s.malicious.denied, s.malicious.total)
-        )?;
-        for (cat, t) in &s.by_category {
-            writeln!(
-                out,
-                "    {cat:<22} {:>3}/{:<3} detected ({:.1}%), {} denied",
-                t.detected,
-                t.total,
-                corpus::percent(t.detected, t.total),
-                t.denied
-            )?;
-        }
-        writeln!(
-            out,
-            "  hard negatives: {} entries, deny {} ({:.1}%), warn {} ({:.1}%)",
-            s.benign.total,
-            s.benign.denied,
-            s.benign_deny_percent,
-            s.benign.detected - s.benign.denied,
-            s.benign_warn_percent
-        )?;
-        for m in &s.missed {
-            writeln!(out, "  missed [{}]: {}", m.category, m.command)?;
-        }
-        for f in &s.flagged_benign {
-            writeln!(
-                out,
-                "  flagged benign [{} {}]: {}",
-                f.decision.as_str(),
-                f.rules.join(","),
-                f.command
-            )?;
-        }
-    }
-    for (file, s) in &plain {
-        writeln!(
-            out,
-            "{file}: {} lines, warn {} ({:.2}%), deny {} ({:.2}%)",
-            s.lines, s.warned, s.warn_percent, s.denied, s.deny_percent
-        )?;
-        for f in &s.flagged {
-            writeln!(
-                out,
-                "  line {} [{} {}]: {}",
-                f.line,
-                f.decision.as_str(),
-                f.rules.join(","),
-                f.command
-            )?;
-        }
-    }
-    Ok(0)
 }
 
 #[cfg(test)]

@@ -7,11 +7,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::cli::EXIT_FINDINGS;
-use super::record::{read_profile_file, record, RecordError, RecordRequest, Recording};
-use super::verify::{seccomp_ref, verify, Verification, VerifyRequest};
-use crate::exec::Context;
-use crate::profile::parse_duration;
+use stockade::backend::{Sink, Stream};
+use stockade::exit::{EXIT_DENIED, EXIT_STOCKADE_ERROR};
+use stockade::plan::CommandLine;
+use stockade::seccomp::{
+    read_profile_file, record, seccomp_policy, verify, RecordError, RecordRequest, Recording,
+    Verification, VerifyRequest,
+};
+
+use super::lint::EXIT_FINDINGS;
+use super::{parse_duration, settings, GlobalArgs};
 
 /// `stockade profile record [--profile P] [--merge EXISTING.json] [-o OUT.json] -- COMMAND`
 #[derive(clap::Args, Debug, Clone)]
@@ -32,7 +37,8 @@ pub struct RecordArgs {
     /// Override the profile's timeout (e.g. 30s, 2m)
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// The workload, run as `bash -c COMMAND`
+    /// The workload, as `exec` takes it (one word: shell text; several: a program and its
+    /// arguments)
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
 }
@@ -51,22 +57,31 @@ pub struct VerifyArgs {
     /// Override the profile's timeout (e.g. 30s, 2m)
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// The workload, run as `bash -c COMMAND`
+    /// The workload, as `exec` takes it (one word: shell text; several: a program and its
+    /// arguments)
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
 }
 
 /// Records, writes the profile, optionally verifies; returns the exit status (0, or
 /// [`EXIT_FINDINGS`] when verification failed; stockade errors and refusals as for `exec`).
-pub async fn run_record(args: &RecordArgs, ctx: &Context) -> anyhow::Result<u8> {
+pub async fn run_record(global: &GlobalArgs, args: &RecordArgs) -> anyhow::Result<u8> {
+    let service = settings::service(global)?;
+    let principal = settings::principal();
     let req = RecordRequest {
         profile: args.profile.clone(),
-        command: args.command.join(" "),
+        command: CommandLine::from_words(args.command.clone()).text(),
         timeout: args.timeout,
         merge: args.merge.clone(),
-        echo: args.output.is_some(),
+        principal: Some(principal.clone()),
     };
-    let rec = match record(ctx, &req).await {
+    // With the profile going to a file, the workload's output is shown (on stderr: stdout
+    // carries the report).
+    let sink = args
+        .output
+        .is_some()
+        .then(|| Box::new(StderrSink) as Box<dyn Sink>);
+    let rec = match record(&service, &req, sink).await {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -87,7 +102,7 @@ pub async fn run_record(args: &RecordArgs, ctx: &Context) -> anyhow::Result<u8> 
             .unwrap_or_else(|| PathBuf::from("recorded profile"));
         let req = VerifyRequest {
             profile: args.profile.clone(),
-            seccomp: match seccomp_ref(label, rec.json.clone()) {
+            seccomp: match seccomp_policy(label, rec.json.clone()) {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             },
@@ -95,7 +110,7 @@ pub async fn run_record(args: &RecordArgs, ctx: &Context) -> anyhow::Result<u8> 
             expect_exit: rec.exit_code.unwrap_or(0),
             timeout: args.timeout,
         };
-        match verify(ctx, &req).await {
+        match verify(&service, &principal, &req).await {
             Ok(v) => {
                 report.push_str(&render_verification(&v));
                 if !v.passed() {
@@ -111,22 +126,23 @@ pub async fn run_record(args: &RecordArgs, ctx: &Context) -> anyhow::Result<u8> 
 
 /// Verifies a seccomp file against a workload; 0 when every check passed, else
 /// [`EXIT_FINDINGS`].
-pub async fn run_verify(args: &VerifyArgs, ctx: &Context) -> anyhow::Result<u8> {
+pub async fn run_verify(global: &GlobalArgs, args: &VerifyArgs) -> anyhow::Result<u8> {
+    let service = settings::service(global)?;
     let json = match read_profile_file(&args.seccomp) {
         Ok(j) => j,
         Err(e) => return fail(e),
     };
     let req = VerifyRequest {
         profile: args.profile.clone(),
-        seccomp: match seccomp_ref(args.seccomp.clone(), json) {
+        seccomp: match seccomp_policy(args.seccomp.clone(), json) {
             Ok(s) => s,
             Err(e) => return fail(e),
         },
-        command: args.command.join(" "),
+        command: CommandLine::from_words(args.command.clone()).text(),
         expect_exit: args.expect_exit,
         timeout: args.timeout,
     };
-    let v = match verify(ctx, &req).await {
+    let v = match verify(&service, &settings::principal(), &req).await {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -140,8 +156,22 @@ pub async fn run_verify(args: &VerifyArgs, ctx: &Context) -> anyhow::Result<u8> 
 }
 
 fn fail(e: RecordError) -> anyhow::Result<u8> {
-    eprintln!("stockade: {e}");
-    Ok(e.status())
+    super::say(&e);
+    Ok(if e.is_denial() {
+        EXIT_DENIED
+    } else {
+        EXIT_STOCKADE_ERROR
+    })
+}
+
+/// The workload's output, on stderr as it comes.
+struct StderrSink;
+
+impl Sink for StderrSink {
+    fn write(&mut self, _: Stream, bytes: &[u8]) {
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(bytes);
+    }
 }
 
 fn emit(report: &str, to_stdout: bool) {

@@ -6,12 +6,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use super::lint_profile::{effective_caps, lint_profile_for};
-use super::{
-    caps, diff, lint_caps, lint_seccomp, load_profile_json, parse_kernel, resolve, Arch,
-    LintReport, LoadOptions, ResolvedProfile, MAX_PROFILE_BYTES,
+use stockade::profile::{self, Profile, ProfileDirs};
+use stockade::seccomp::{
+    caps, diff, effective_caps, lint_caps, lint_profile_for, lint_seccomp, load_profile_json,
+    parse_kernel, resolve, Arch, LintReport, LoadOptions, ResolvedProfile, MAX_PROFILE_BYTES,
 };
-use crate::profile::{self, Profile, ProfileDirs};
 
 /// Exit status when lint found a critical problem, or diff found a difference.
 pub const EXIT_FINDINGS: u8 = 1;
@@ -99,7 +98,7 @@ fn caps_from(args: &ResolveArgs) -> anyhow::Result<BTreeSet<String>> {
 fn target(args: &ResolveArgs) -> anyhow::Result<(Arch, Option<(u32, u32)>)> {
     let arch = args.arch.unwrap_or_else(Arch::host);
     let kernel = match args.kernel.as_deref() {
-        None => super::host_kernel(),
+        None => stockade::seccomp::host_kernel(),
         Some(text) => match parse_kernel(text) {
             Some(k) => Some(k),
             None => bail!("--kernel {text:?}: expected a version such as 6.1"),

@@ -24,6 +24,8 @@ pub const BASE_IMAGE_REPO: &str = "stockade/base";
 pub const LABEL_BASE: &str = "org.stockade.base";
 /// Label holding the layer digest, so a rebuilt-but-identical rootfs is recognisable.
 pub const LABEL_ROOTFS: &str = "org.stockade.rootfs-sha256";
+/// Label listing the tools added with `image build --include` (comma-separated).
+pub const LABEL_INCLUDE: &str = "org.stockade.include";
 /// The image's default user: the unprivileged `sandbox` entry of its /etc/passwd.
 pub const SANDBOX_USER: &str = "65532:65532";
 /// Loading tens of MiB through fuse-overlayfs is slower than any other engine call.
@@ -37,6 +39,12 @@ const MIB: f64 = 1024.0 * 1024.0;
 pub enum ImageError {
     #[error("required tool `{name}` not found on the host (searched {searched})")]
     MissingTool { name: String, searched: String },
+    #[error("--include {name}: the host has no `{name}` in {searched}; install it on the host (the image is built from the host's files) or leave it out")]
+    NotOnHost { name: String, searched: String },
+    #[error("--include {name:?}: a tool is named by its file name in /usr/bin or /bin (letters, digits, '.', '-', '_', '+')")]
+    BadToolName { name: String },
+    #[error("{dir} holds more than {limit} files: too many for a tool's runtime")]
+    TooManyFiles { dir: PathBuf, limit: usize },
     #[error("cannot read host file {path}")]
     HostRead {
         path: PathBuf,
@@ -103,9 +111,15 @@ pub fn base_image_ref() -> String {
     )
 }
 
-/// Assembles the base image's root filesystem from host files (no engine involved).
-pub fn build_rootfs(progress: &mut dyn FnMut(&str)) -> Result<RootfsTar, ImageError> {
-    rootfs::build(progress)
+pub use rootfs::valid_tool_name;
+
+/// Assembles the base image's root filesystem from host files (no engine involved), with the
+/// `include`d tools and their runtime files.
+pub fn build_rootfs(
+    include: &[String],
+    progress: &mut dyn FnMut(&str),
+) -> Result<RootfsTar, ImageError> {
+    rootfs::build(include, progress)
 }
 
 /// Builds the base image from host files, loads it and returns its id (`sha256:...`).
@@ -113,13 +127,19 @@ pub fn build_rootfs(progress: &mut dyn FnMut(&str)) -> Result<RootfsTar, ImageEr
 /// The host read is synchronous: it takes well under a second and happens once per machine.
 pub async fn build_base_image(
     docker: &Docker,
+    include: &[String],
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<String, ImageError> {
     let started = Instant::now();
     let image = base_image_ref();
-    let rootfs = build_rootfs(progress)?;
+    let rootfs = build_rootfs(include, &mut |line| progress(line))?;
+    let with = if rootfs.included.is_empty() {
+        String::new()
+    } else {
+        format!(" with {}", rootfs.included.join(", "))
+    };
     progress(&format!(
-        "building base image {image} from host files: {} files, {:.1} MiB",
+        "building base image {image} from host files{with}: {} files, {:.1} MiB",
         rootfs.files,
         rootfs.tar.len() as f64 / MIB
     ));
@@ -185,7 +205,7 @@ pub async fn ensure_image(
     if image_exists(docker, image).await? {
         return Ok(());
     }
-    build_base_image(docker, progress).await.map(drop)
+    build_base_image(docker, &[], progress).await.map(drop)
 }
 
 /// Removes the base image (if present); containers still using it make this fail.

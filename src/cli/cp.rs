@@ -1,0 +1,244 @@
+//! `stockade cp`: a file into or out of a session's sandbox, as `docker cp` names them
+//! (`SESSION:/PATH` for the sandbox side, `-` for stdin or stdout), streamed and byte-exact.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use stockade::audit::Direction;
+use stockade::exec::ExecOptions;
+use stockade::files::{CopyError, CopyRequest, CopyResult, Host};
+use stockade::plan::validate_session_id;
+
+use super::{out_json, say, settings, GlobalArgs};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  stockade cp data.csv work:/workspace/data.csv\n  \
+    stockade cp work:/workspace/out.json ./out.json\n  \
+    tar c src | stockade cp - work:/workspace/src.tar\n\n\
+    The sandbox side is SESSION:/ABSOLUTE/PATH; a host path containing ':' can be written \
+    ./like:this. Only the profile's writable mounts (/workspace, /tmp) take files.")]
+pub struct CpArgs {
+    /// Where from: a host file, `-` (stdin), or SESSION:/PATH
+    pub from: String,
+    /// Where to: SESSION:/PATH, or a host file or directory, or `-` (stdout)
+    pub to: String,
+    /// The profile to create the session under, if it does not exist yet
+    #[arg(long, short)]
+    pub profile: Option<String>,
+    /// Print one JSON object (session, path, direction, bytes, sha256, audit_id)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `SESSION:/PATH`, when `arg` names the sandbox side.
+fn remote(arg: &str) -> Option<(String, String)> {
+    let (session, path) = arg.split_once(':')?;
+    (validate_session_id(session).is_ok() && path.starts_with('/'))
+        .then(|| (session.to_string(), path.to_string()))
+}
+
+pub async fn run(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<u8> {
+    let (request, host_side) = match (remote(&args.from), remote(&args.to)) {
+        (None, Some((session, path))) => (
+            CopyRequest {
+                session,
+                path,
+                direction: Direction::In,
+            },
+            args.from.as_str(),
+        ),
+        (Some((session, path)), None) => (
+            CopyRequest {
+                session,
+                path,
+                direction: Direction::Out,
+            },
+            args.to.as_str(),
+        ),
+        (Some(_), Some(_)) => anyhow::bail!(
+            "both sides name a sandbox; copy through the host (stockade cp A:/x ./x; stockade cp ./x B:/x)"
+        ),
+        (None, None) => anyhow::bail!(
+            "neither side names a sandbox: write one side as SESSION:/ABSOLUTE/PATH"
+        ),
+    };
+    let service = settings::service(global)?;
+    let principal = settings::principal();
+    let cancel = settings::cancel_on_signals();
+    let options = ExecOptions {
+        profile: args.profile.clone(),
+        ..Default::default()
+    };
+    let result = match request.direction {
+        Direction::In => {
+            let copied = if host_side == "-" {
+                let mut stdin = tokio::io::stdin();
+                let host = Host::Source {
+                    reader: &mut stdin,
+                    size: None,
+                };
+                service.copy(&principal, &request, &options, host, &cancel).await
+            } else {
+                let mut file = open_source(Path::new(host_side)).await?;
+                let size = file.metadata().await?.len();
+                let host = Host::Source {
+                    reader: &mut file,
+                    size: Some(size),
+                };
+                service.copy(&principal, &request, &options, host, &cancel).await
+            };
+            copied
+        }
+        Direction::Out if host_side == "-" => {
+            let mut stdout = tokio::io::stdout();
+            service
+                .copy(&principal, &request, &options, Host::Sink(&mut stdout), &cancel)
+                .await
+        }
+        Direction::Out => {
+            let dest = destination(Path::new(host_side), &request.path);
+            let mut part = Partial::create(&dest).await?;
+            let copied = service
+                .copy(&principal, &request, &options, Host::Sink(&mut part.file), &cancel)
+                .await;
+            if copied.is_ok() {
+                part.keep().await?;
+            }
+            copied
+        }
+    };
+    finish(result, args.json)
+}
+
+fn finish(result: Result<CopyResult, CopyError>, json: bool) -> anyhow::Result<u8> {
+    match result {
+        Ok(r) => {
+            for note in &r.notes {
+                say(note);
+            }
+            if json {
+                out_json(&r)?;
+            } else {
+                let (from, to) = match r.direction {
+                    Direction::In => ("host".to_string(), format!("{}:{}", r.session, r.path)),
+                    Direction::Out => (format!("{}:{}", r.session, r.path), "host".to_string()),
+                };
+                say(format_args!(
+                    "copied {} bytes {from} -> {to} (sha256 {})",
+                    r.bytes, r.sha256
+                ));
+            }
+            Ok(0)
+        }
+        Err(CopyError::Exec(e)) if e.is_denial() => {
+            say(&e);
+            Ok(stockade::exit::EXIT_DENIED)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn open_source(path: &Path) -> anyhow::Result<tokio::fs::File> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let meta = file.metadata().await?;
+    anyhow::ensure!(
+        meta.is_file(),
+        "{} is not a regular file (copy a directory as an archive: tar c DIR | stockade cp - SESSION:/workspace/dir.tar)",
+        path.display()
+    );
+    Ok(file)
+}
+
+/// The host file a copy out writes: `to` itself, or the sandbox file's name inside `to` when
+/// that is a directory.
+fn destination(to: &Path, sandbox_path: &str) -> PathBuf {
+    if to.is_dir() {
+        let name = Path::new(sandbox_path)
+            .file_name()
+            .map_or_else(|| "file".into(), |n| n.to_os_string());
+        to.join(name)
+    } else {
+        to.to_path_buf()
+    }
+}
+
+/// A copy being written next to its destination, renamed over it only once whole: a failed
+/// or interrupted copy leaves the destination as it was.
+struct Partial {
+    file: tokio::fs::File,
+    path: PathBuf,
+    dest: PathBuf,
+    kept: bool,
+}
+
+impl Partial {
+    async fn create(dest: &Path) -> anyhow::Result<Partial> {
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = dest
+            .file_name()
+            .map_or_else(|| "copy".into(), |n| n.to_string_lossy().into_owned());
+        let path = dir.join(format!(".{name}.stockade-{}.part", std::process::id()));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Partial {
+            file,
+            path,
+            dest: dest.to_path_buf(),
+            kept: false,
+        })
+    }
+
+    async fn keep(&mut self) -> anyhow::Result<()> {
+        self.file.sync_all().await?;
+        tokio::fs::rename(&self.path, &self.dest)
+            .await
+            .with_context(|| format!("cannot move the copy to {}", self.dest.display()))?;
+        self.kept = true;
+        Ok(())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sandbox_side_is_session_colon_absolute_path() {
+        assert_eq!(
+            remote("work:/workspace/a b"),
+            Some(("work".into(), "/workspace/a b".into()))
+        );
+        for host in ["./a:/b", "file.txt", "-", "work:relative", "/abs:/x", ":/x", "a b:/x"] {
+            assert_eq!(remote(host), None, "{host}");
+        }
+    }
+
+    #[test]
+    fn a_directory_destination_takes_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            destination(dir.path(), "/workspace/out.json"),
+            dir.path().join("out.json")
+        );
+        let file = dir.path().join("named");
+        assert_eq!(destination(&file, "/workspace/out.json"), file);
+    }
+}

@@ -1,0 +1,67 @@
+//! The one core behind every face: built once (rules compiled, configuration read, the
+//! backend connected), then asked to run commands. The CLI, the HTTP server and the MCP server
+//! all call [`Service::exec`]; signals, prints, environment variables and exit statuses belong
+//! to them, never to the service.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::check::{CheckError, Checker};
+use crate::config::Config;
+use crate::profile::ProfileDirs;
+
+/// Who asked: the local user for the CLI, a token's principal for a server. Recorded in every
+/// audit `start`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+}
+
+impl Principal {
+    pub fn new(name: impl Into<String>) -> Principal {
+        Principal { name: name.into() }
+    }
+}
+
+/// Where things are, as the face found them (its flags and environment).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub profile_dirs: ProfileDirs,
+    pub config: Config,
+}
+
+/// The service: compiled rules, configuration, profiles, the state directory, a backend.
+pub struct Service<B: Backend> {
+    pub backend: B,
+    pub checker: Arc<Checker>,
+    pub config: Config,
+    pub profile_dirs: ProfileDirs,
+    pub state_dir: PathBuf,
+}
+
+impl<B: Backend> Service<B> {
+    /// Builds the service. The rules are compiled here, once; their examples are checked by
+    /// the test suite and by `stockade rules check`, not on every start.
+    pub fn new(backend: B, settings: Settings) -> Result<Service<B>, CheckError> {
+        Ok(Service {
+            backend,
+            checker: Arc::new(Checker::builtin()?),
+            config: settings.config,
+            profile_dirs: settings.profile_dirs,
+            state_dir: settings.state_dir,
+        })
+    }
+
+    /// With rules already compiled (shared between services).
+    pub fn with_checker(backend: B, settings: Settings, checker: Arc<Checker>) -> Service<B> {
+        Service {
+            backend,
+            checker,
+            config: settings.config,
+            profile_dirs: settings.profile_dirs,
+            state_dir: settings.state_dir,
+        }
+    }
+}
