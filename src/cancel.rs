@@ -82,10 +82,7 @@ impl Cancel {
     pub fn new() -> (Canceller, Cancel) {
         let (tx, rx) = watch::channel(None);
         let tx = Arc::new(tx);
-        (
-            Canceller { tx: tx.clone() },
-            Cancel { rx, _tx: tx },
-        )
+        (Canceller { tx: tx.clone() }, Cancel { rx, _tx: tx })
     }
 
     /// A cancellation that never fires.
@@ -118,8 +115,7 @@ mod tests {
     async fn the_first_reason_wins_and_never_stays_pending() {
         let never = Cancel::never();
         assert_eq!(never.fired(), None);
-        let waited =
-            tokio::time::timeout(std::time::Duration::from_millis(20), never.wait()).await;
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(20), never.wait()).await;
         assert!(waited.is_err());
         let (canceller, cancel) = Cancel::new();
         canceller.cancel(Reason::Signal(libc::SIGTERM));

@@ -68,7 +68,7 @@ impl Config {
     /// user), which makes it an error.
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        match std::fs::metadata(&path) {
+        match std::fs::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
                 return Ok(Config::default())
             }
@@ -81,7 +81,7 @@ impl Config {
             }
             Ok(_) => {}
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: file.clone(),
             source,
         })?;

@@ -257,7 +257,12 @@ impl<B: Backend> Service<B> {
         }
     }
 
-    fn verdict(&self, request: &ExecRequest, options: &ExecOptions, profile: Option<&Profile>) -> Verdict {
+    fn verdict(
+        &self,
+        request: &ExecRequest,
+        options: &ExecOptions,
+        profile: Option<&Profile>,
+    ) -> Verdict {
         if options.bypass_check {
             return allow_all();
         }
@@ -315,7 +320,7 @@ impl<B: Backend> Service<B> {
             session: request.session.clone(),
             user: principal.name.clone(),
             command,
-            verdict: verdict.decision,
+            decision: verdict.decision,
             rules: verdict.rule_ids(),
             profile: self.profile_name(options),
             backend: self.backend.kind(),
@@ -371,7 +376,7 @@ impl<B: Backend> Service<B> {
             session: request.session.clone(),
             user: principal.name.clone(),
             command,
-            verdict: verdict.decision,
+            decision: verdict.decision,
             rules: verdict.rule_ids(),
             profile: profile.name.clone(),
             backend: self.backend.kind(),
@@ -411,11 +416,19 @@ impl<B: Backend> Service<B> {
 
         let mut streams = Streams::new(profile.output_cap, options.interleaved, sink);
         let ran = self
-            .run(profile, request, &exec_id, stdin, &mut streams, &mut result, cancel)
+            .run(
+                profile,
+                request,
+                &exec_id,
+                stdin,
+                &mut streams,
+                &mut result,
+                cancel,
+            )
             .await;
         streams.finish();
 
-        finish.container = result.sandbox.clone();
+        finish.sandbox = result.sandbox.clone();
         finish.duration_ms = started.elapsed().as_millis() as u64;
         finish.stdout_bytes = streams.stdout.total();
         finish.stderr_bytes = streams.stderr.total();
@@ -531,7 +544,10 @@ impl<B: Backend> Service<B> {
                 }
                 None => {
                     let mut progress = |line: &str| tracing::info!("{line}");
-                    let sandbox = self.backend.acquire(&plan.sandbox, false, &mut progress).await?;
+                    let sandbox = self
+                        .backend
+                        .acquire(&plan.sandbox, false, &mut progress)
+                        .await?;
                     (None, sandbox)
                 }
             };
@@ -608,10 +624,19 @@ impl<B: Backend> Service<B> {
         };
         let known = session::Meta::read(&self.state_dir, session).is_some();
         let mut progress = |line: &str| tracing::info!("{line}");
-        let sandbox = self.backend.acquire(&plan.sandbox, known, &mut progress).await?;
-        session::Meta::touch(&self.state_dir, session, &plan.sandbox.profile);
-        session::end_leftovers(&self.backend, &sandbox, &plan.process, &self.state_dir, session)
+        let sandbox = self
+            .backend
+            .acquire(&plan.sandbox, known, &mut progress)
             .await?;
+        session::Meta::touch(&self.state_dir, session, &plan.sandbox.profile);
+        session::end_leftovers(
+            &self.backend,
+            &sandbox,
+            &plan.process,
+            &self.state_dir,
+            session,
+        )
+        .await?;
         Ok((lock, sandbox))
     }
 

@@ -107,10 +107,8 @@ impl Flow {
 fn validate(result: &ExecResult) {
     static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
     let validator = SCHEMA.get_or_init(|| {
-        let schema: serde_json::Value = serde_json::from_str(include_str!(
-            "../docs/exec-result.schema.json"
-        ))
-        .unwrap();
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../docs/exec-result.schema.json")).unwrap();
         jsonschema::validator_for(&schema).unwrap()
     });
     let value = serde_json::to_value(result).unwrap();
@@ -127,12 +125,20 @@ async fn a_denied_command_never_acquires_a_sandbox_and_is_audited() {
     let result = f.exec(&shell("nsenter -t 1 -m sh")).await;
     assert_eq!(result.outcome, Outcome::Denied);
     assert_eq!(result.decision, Some(Decision::Deny));
-    assert!(result.rules.iter().any(|r| r.id == "ns.nsenter"), "{:?}", result.rules);
-    assert!(result.error.as_deref().unwrap().starts_with("denied by policy"));
+    assert!(
+        result.rules.iter().any(|r| r.id == "ns.nsenter"),
+        "{:?}",
+        result.rules
+    );
+    assert!(result
+        .error
+        .as_deref()
+        .unwrap()
+        .starts_with("denied by policy"));
     assert!(!f.fake.acquired(), "{:?}", f.fake.calls());
     assert!(f.fake.calls().is_empty(), "{:?}", f.fake.calls());
     let (start, finish) = f.audited(result.audit_id.as_deref().unwrap());
-    assert_eq!(start.verdict, Decision::Deny);
+    assert_eq!(start.decision, Decision::Deny);
     assert_eq!(start.backend, BackendKind::Fake);
     assert_eq!(finish.outcome, Outcome::Denied);
 }
@@ -149,7 +155,11 @@ async fn an_argv_is_judged_as_its_quoted_form() {
     assert_eq!(result.command, "nsenter -t 1 -m");
     // An argv word is one word: a shell in it is seen through, as in any command line.
     let wrapped = ExecRequest {
-        command: CommandLine::Argv(vec!["bash".into(), "-c".into(), "nsenter -t 1 -m sh".into()]),
+        command: CommandLine::Argv(vec![
+            "bash".into(),
+            "-c".into(),
+            "nsenter -t 1 -m sh".into(),
+        ]),
         ..Default::default()
     };
     let result = f.exec(&wrapped).await;
@@ -186,7 +196,10 @@ async fn a_completed_command_runs_once_and_its_oneshot_is_removed() {
     assert_eq!(result.stdout, "hi\n");
     assert_eq!(result.backend, BackendKind::Fake);
     let calls = f.fake.calls();
-    let runs: Vec<&Call> = calls.iter().filter(|c| matches!(c, Call::Run { .. })).collect();
+    let runs: Vec<&Call> = calls
+        .iter()
+        .filter(|c| matches!(c, Call::Run { .. }))
+        .collect();
     assert_eq!(
         runs,
         [&Call::Run {
@@ -198,7 +211,7 @@ async fn a_completed_command_runs_once_and_its_oneshot_is_removed() {
     let (_, finish) = f.audited(result.audit_id.as_deref().unwrap());
     assert_eq!(finish.outcome, Outcome::Completed);
     assert_eq!(finish.exit_code, Some(3));
-    assert_eq!(finish.container.as_deref(), Some(sandbox.as_str()));
+    assert_eq!(finish.sandbox.as_deref(), Some(sandbox.as_str()));
     assert_eq!(f.in_flight(), 0, "nothing is left in flight");
 }
 
@@ -243,7 +256,11 @@ async fn a_kill_that_cannot_be_confirmed_resets_the_sandbox() {
     let result = f.exec(&in_session("true", "s1")).await;
     assert_eq!(result.outcome, Outcome::Completed);
     assert!(result.sandbox_reset);
-    assert!(result.notes.iter().any(|n| n.contains("reset")), "{:?}", result.notes);
+    assert!(
+        result.notes.iter().any(|n| n.contains("reset")),
+        "{:?}",
+        result.notes
+    );
     let sandbox = result.sandbox.clone().unwrap();
     assert!(f.fake.calls().contains(&Call::Reset { name: sandbox }));
     let (_, finish) = f.audited(result.audit_id.as_deref().unwrap());
@@ -275,9 +292,15 @@ async fn a_recovered_session_says_its_files_are_gone() {
     let second = g.exec(&in_session("true", "s1")).await;
     assert_eq!(second.outcome, Outcome::Completed);
     assert!(second.sandbox_reset);
-    assert!(second.notes.contains(&Recovered::Recreated.note().to_string()));
+    assert!(second
+        .notes
+        .contains(&Recovered::Recreated.note().to_string()));
     // The flow told the backend the session existed before.
-    assert!(g.fake.calls().iter().any(|c| matches!(c, Call::Acquire { known: true, .. })));
+    assert!(g
+        .fake
+        .calls()
+        .iter()
+        .any(|c| matches!(c, Call::Acquire { known: true, .. })));
     // A session's sandbox is never removed after a command.
     assert!(g.removed().is_empty());
 }
@@ -286,7 +309,10 @@ async fn a_recovered_session_says_its_files_are_gone() {
 async fn timeouts_floods_and_failures_have_their_own_outcomes() {
     let f = flow(Acquire::Ready, Run::Timeout);
     let r = f.exec(&shell("sleep 100")).await;
-    assert_eq!((r.outcome, r.timed_out, r.exit_code), (Outcome::TimedOut, true, None));
+    assert_eq!(
+        (r.outcome, r.timed_out, r.exit_code),
+        (Outcome::TimedOut, true, None)
+    );
 
     let f = flow(Acquire::Ready, Run::Flood);
     let r = f.exec(&shell("yes")).await;
@@ -303,7 +329,11 @@ async fn timeouts_floods_and_failures_have_their_own_outcomes() {
     let f = flow(Acquire::Ready, Run::Fail("stream broke".into()));
     let r = f.exec(&shell("true")).await;
     assert_eq!(r.outcome, Outcome::Error);
-    assert_eq!(f.removed().len(), 1, "the one-shot is removed after a failed run");
+    assert_eq!(
+        f.removed().len(),
+        1,
+        "the one-shot is removed after a failed run"
+    );
 
     let f = flow(Acquire::Ready, Run::UntilCancelled);
     let (canceller, cancel) = Cancel::new();
@@ -364,15 +394,20 @@ async fn refusals_before_the_flow_are_results_and_on_record() {
     assert_eq!(r.outcome, Outcome::Denied, "{:?}", r.error);
     assert!(!f.fake.acquired());
 
-    let r = f.exec(&ExecRequest {
-        workdir: Some("relative".into()),
-        ..shell("true")
-    })
-    .await;
+    let r = f
+        .exec(&ExecRequest {
+            workdir: Some("relative".into()),
+            ..shell("true")
+        })
+        .await;
     assert_eq!(r.outcome, Outcome::Error);
     assert!(!f.fake.acquired());
 
-    let usage = ExecResult::failed("", "error: unexpected argument '--bogus'", BackendKind::Docker);
+    let usage = ExecResult::failed(
+        "",
+        "error: unexpected argument '--bogus'",
+        BackendKind::Docker,
+    );
     validate(&usage);
     assert_eq!(usage.decision, None);
 }
@@ -380,9 +415,14 @@ async fn refusals_before_the_flow_are_results_and_on_record() {
 #[tokio::test]
 async fn a_busy_session_is_refused_after_the_commands_timeout() {
     let f = flow(Acquire::Ready, Run::default());
-    let held = match session::lock(&f.service.state_dir, "s1", Duration::ZERO, std::future::pending())
-        .await
-        .unwrap()
+    let held = match session::lock(
+        &f.service.state_dir,
+        "s1",
+        Duration::ZERO,
+        std::future::pending(),
+    )
+    .await
+    .unwrap()
     {
         session::Locked::Held(lock) => lock,
         other => panic!("{other:?}"),
@@ -393,7 +433,11 @@ async fn a_busy_session_is_refused_after_the_commands_timeout() {
     };
     let r = f.exec(&request).await;
     assert_eq!(r.outcome, Outcome::Error);
-    assert!(r.error.as_deref().unwrap().contains("busy"), "{:?}", r.error);
+    assert!(
+        r.error.as_deref().unwrap().contains("busy"),
+        "{:?}",
+        r.error
+    );
     assert!(!f.fake.acquired());
     drop(held);
 }

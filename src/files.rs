@@ -120,7 +120,7 @@ impl<B: Backend> Service<B> {
                     direction.as_str(),
                     shell_words::quote(&request.path)
                 ),
-                verdict: Decision::Allow,
+                decision: Decision::Allow,
                 rules: Vec::new(),
                 profile: profile.name.clone(),
                 backend: self.backend.kind(),
@@ -165,7 +165,7 @@ impl<B: Backend> Service<B> {
         };
 
         let mut finish = Finish::new(&id, Some(request.session.clone()));
-        finish.container = sandbox_name;
+        finish.sandbox = sandbox_name;
         finish.duration_ms = started.elapsed().as_millis() as u64;
         finish.sandbox_reset = !notes.is_empty();
         match &copied {

@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::audit::Outcome;
 use crate::backend::{Backend, SandboxKind};
-use crate::cancel::{Cancel, Reason};
 use crate::canary::{self, CanaryError, CanaryFile, Change, Snapshot};
+use crate::cancel::{Cancel, Reason};
 use crate::check::corpus::{Entry, Expect};
 use crate::exec::{ExecError, ExecOptions, ExecResult};
 use crate::plan::{self, CommandLine, ExecRequest};
@@ -186,7 +186,15 @@ pub async fn run<B: Backend>(
                     return Attempt::not_run(entry, reason);
                 }
                 let result = service
-                    .exec_with(principal, profile, &request, exec_options, None, None, cancel)
+                    .exec_with(
+                        principal,
+                        profile,
+                        &request,
+                        exec_options,
+                        None,
+                        None,
+                        cancel,
+                    )
                     .await;
                 Attempt::of(entry, &result)
             }
@@ -237,7 +245,12 @@ impl Attempt {
         // happen, the check is bypassed).
         let error = match result.outcome {
             Outcome::Completed | Outcome::TimedOut => None,
-            _ => Some(result.error.clone().unwrap_or_else(|| result.outcome.to_string())),
+            _ => Some(
+                result
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| result.outcome.to_string()),
+            ),
         };
         Attempt {
             command: entry.command.clone(),

@@ -16,7 +16,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
                 let code = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                     EXIT_STOCKADE_ERROR
@@ -26,7 +31,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(code);
             }
             let message = e.render().to_string();
-            return ExitCode::from(cli::exec::usage_error(&message, cli::exec::wants_json(&args)));
+            return ExitCode::from(cli::exec::usage_error(
+                &message,
+                cli::exec::wants_json(&args),
+            ));
         }
     };
     if !matches!(parsed.command, Command::Exec(_) | Command::Cp(_)) {

@@ -229,7 +229,13 @@ pub fn plan(
         stdin: request.stdin,
     };
     Ok(Plan {
-        sandbox: sandbox_spec(profile, request.session.as_deref(), exec_id, state_id, agent),
+        sandbox: sandbox_spec(
+            profile,
+            request.session.as_deref(),
+            exec_id,
+            state_id,
+            agent,
+        ),
         process,
         session: request.session.clone(),
     })
@@ -268,7 +274,9 @@ pub fn sandbox_spec(
     let (name, kind) = match session {
         Some(s) => (
             session_sandbox_name(state_id, s),
-            SandboxKind::Session { name: s.to_string() },
+            SandboxKind::Session {
+                name: s.to_string(),
+            },
         ),
         None => (
             oneshot_sandbox_name(exec_id),
@@ -284,6 +292,7 @@ pub fn sandbox_spec(
         profile: profile.name.clone(),
         elevated: profile.elevated,
         image: profile.image.clone(),
+        user: profile.user,
         read_only_root: profile.read_only_root,
         tmpfs,
         binds,

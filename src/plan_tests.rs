@@ -42,6 +42,7 @@ fn default_profile_plans_a_locked_down_oneshot_sandbox() {
         profile: "default".into(),
         elevated: false,
         image: crate::backend::docker::image::base_image_ref(),
+        user: SANDBOX,
         read_only_root: true,
         tmpfs: vec![
             tmpfs("/home/sandbox", 16 << 20, false),
@@ -140,7 +141,12 @@ fn the_digest_covers_the_profile_and_the_seccomp_file_but_not_the_name() {
     let a = default_profile();
     let mut b = a.clone();
     b.pids_limit += 1;
-    let digest = |p: &Profile, exec: &str| plan(p, &shell("x"), exec, STATE, None).unwrap().sandbox.digest;
+    let digest = |p: &Profile, exec: &str| {
+        plan(p, &shell("x"), exec, STATE, None)
+            .unwrap()
+            .sandbox
+            .digest
+    };
     assert_ne!(digest(&a, "1"), digest(&b, "1"));
     assert_eq!(digest(&a, "1"), digest(&a, "2"));
     let mut c = a.clone();
@@ -159,7 +165,14 @@ fn bad_requests_are_refused() {
         refused(&shell(&"x".repeat(MAX_ARGUMENT_BYTES + 1))),
         PlanError::CommandTooLong { len, .. } if len == MAX_ARGUMENT_BYTES + 1
     ));
-    assert!(plan(&profile, &shell(&"x".repeat(MAX_ARGUMENT_BYTES)), "1", STATE, None).is_ok());
+    assert!(plan(
+        &profile,
+        &shell(&"x".repeat(MAX_ARGUMENT_BYTES)),
+        "1",
+        STATE,
+        None
+    )
+    .is_ok());
     let many = ExecRequest {
         command: CommandLine::Argv(vec!["y".repeat(100_000); 9]),
         ..Default::default()

@@ -128,11 +128,9 @@ impl Meta {
 
     pub fn read(state_dir: &Path, session: &str) -> Option<Meta> {
         use std::io::Read;
-        let file = state::open_private_file(
-            &Meta::path(state_dir, session),
-            nix::fcntl::OFlag::O_RDONLY,
-        )
-        .ok()?;
+        let file =
+            state::open_private_file(&Meta::path(state_dir, session), nix::fcntl::OFlag::O_RDONLY)
+                .ok()?;
         let mut text = Vec::new();
         file.take(MAX_META_BYTES).read_to_end(&mut text).ok()?;
         serde_json::from_slice(&text).ok()

@@ -150,7 +150,15 @@ pub fn write(
         Ok(f) => f,
         Err(e) => {
             let status = Status::NotStarted(errno(&e));
-            return report(held, &mut conn, encoded_request, status, no_stdin(), no_stdin(), started);
+            return report(
+                held,
+                &mut conn,
+                encoded_request,
+                status,
+                no_stdin(),
+                no_stdin(),
+                started,
+            );
         }
     };
     let mut sha = Sha256::new();

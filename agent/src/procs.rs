@@ -1,8 +1,9 @@
 //! Finding and ending the sandbox user's processes.
 //!
 //! The rule is the one stockade applies everywhere in a container: every process the agent's
-//! user may signal, except PID 1 (the engine's init), the keeper (the oldest child of PID 1,
-//! which keeps the container up) and the agent itself. For a non-root user `kill(-1, sig)`
+//! user may signal, except PID 1 (the engine's init, or the agent itself in a one-shot sandbox
+//! it was started in), the keeper (the oldest root child of PID 1, which keeps a session's
+//! container up) and the agent itself. For a non-root user `kill(-1, sig)`
 //! reaches all of them in one system call, under the kernel's task list lock, so a fork bomb
 //! cannot slip a child past it (kill(2); kernel/signal.c `kill_something_info`; a fork that
 //! races the signal is restarted, kernel/fork.c `copy_process`).
@@ -53,6 +54,19 @@ fn read_stat(pid: i32) -> Option<Proc> {
     Some(Proc { pid, ppid, alive })
 }
 
+/// The real uid of `pid`, from `/proc/<pid>/status` (the directory's owner is root for a
+/// process that is not dumpable, whoever runs it).
+fn real_uid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The processes /proc shows; `None` when /proc cannot be read (for example when descriptors
 /// run out), which callers treat as "something may be left", never as "nothing".
 fn processes() -> Option<Vec<Proc>> {
@@ -83,10 +97,12 @@ pub struct Spared {
 impl Spared {
     /// For a process that is not a subreaper (`stockade-agent kill`).
     pub fn find() -> Spared {
+        // The keeper runs as root: in a one-shot sandbox whose first process is the agent
+        // itself, the children of PID 1 are commands, and none of them is spared.
         let keeper = processes()
             .unwrap_or_default()
             .iter()
-            .filter(|p| p.ppid == 1)
+            .filter(|p| p.ppid == 1 && real_uid(p.pid) == Some(0))
             .map(|p| p.pid)
             .min();
         Spared {

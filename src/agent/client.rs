@@ -53,7 +53,9 @@ pub enum AgentError {
     #[error("the sandbox agent stopped answering mid-command ({reason}); the command's processes are ended from outside")]
     Broken { reason: String },
     /// The working directory is not there: nothing ran.
-    #[error("the working directory {workdir:?} does not exist in the sandbox (or is not a directory)")]
+    #[error(
+        "the working directory {workdir:?} does not exist in the sandbox (or is not a directory)"
+    )]
     NoWorkdir { workdir: String },
     #[error("{what}")]
     File { what: String },
@@ -442,28 +444,39 @@ pub async fn write_file(
     source: &mut (dyn AsyncRead + Unpin + Send),
     size: Option<u64>,
 ) -> Result<Copied, AgentError> {
-    let mut session =
-        Session::open(channel, Op::WriteFile, process, vec![path.to_string()], true).await?;
+    let mut session = Session::open(
+        channel,
+        Op::WriteFile,
+        process,
+        vec![path.to_string()],
+        true,
+    )
+    .await?;
     session.accepted().await?;
     let Session {
-        rd, wr, key, encoded, ..
+        rd,
+        wr,
+        key,
+        encoded,
+        ..
     } = &mut session;
     let (mut sent, mut sha) = (0u64, Sha256::new());
     let pump = async {
         let mut buf = vec![0u8; STDIN_CHUNK];
         loop {
-            let n = source
-                .read(&mut buf)
-                .await
-                .map_err(|e| AgentError::File {
-                    what: format!("reading the source: {e}"),
-                })?;
+            let n = source.read(&mut buf).await.map_err(|e| AgentError::File {
+                what: format!("reading the source: {e}"),
+            })?;
             if n == 0 {
                 break;
             }
             sha.update(&buf[..n]);
             sent += n as u64;
-            if wr.write_all(&frame::encode(frame::STDIN, &buf[..n])).await.is_err() {
+            if wr
+                .write_all(&frame::encode(frame::STDIN, &buf[..n]))
+                .await
+                .is_err()
+            {
                 // The agent stopped reading: its exit says why.
                 return Ok::<_, AgentError>(false);
             }
@@ -539,8 +552,14 @@ pub async fn read_file(
     path: &str,
     sink: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
 ) -> Result<Copied, AgentError> {
-    let mut session =
-        Session::open(channel, Op::ReadFile, process, vec![path.to_string()], false).await?;
+    let mut session = Session::open(
+        channel,
+        Op::ReadFile,
+        process,
+        vec![path.to_string()],
+        false,
+    )
+    .await?;
     session.accepted().await?;
     let (mut got, mut sha) = (0u64, Sha256::new());
     let payload = loop {
@@ -630,7 +649,14 @@ pub async fn run(
         mut rd,
         mut wr,
         encoded,
-    } = Session::open(channel, Op::Run, process, process.argv.clone(), stdin.is_some()).await?;
+    } = Session::open(
+        channel,
+        Op::Run,
+        process,
+        process.argv.clone(),
+        stdin.is_some(),
+    )
+    .await?;
     let started = Instant::now();
     // The agent's own bounds, plus slack: past this the agent itself is not answering.
     let stop_bound = process.kill_grace + AGENT_KILL_BOUND + RESULT_SLACK;

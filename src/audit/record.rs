@@ -34,7 +34,9 @@ pub struct Start {
     pub session: Option<String>,
     pub user: String,
     pub command: String,
-    pub verdict: Decision,
+    /// The check stage's decision (`verdict` in earlier logs).
+    #[serde(alias = "verdict")]
+    pub decision: Decision,
     pub rules: Vec<String>,
     pub profile: String,
     pub backend: crate::backend::BackendKind,
@@ -82,7 +84,9 @@ impl Direction {
 pub struct Finish {
     pub id: String,
     pub session: Option<String>,
-    pub container: Option<String>,
+    /// The sandbox it ran in (`container` in earlier logs).
+    #[serde(alias = "container")]
+    pub sandbox: Option<String>,
     pub outcome: Outcome,
     pub exit_code: Option<i64>,
     pub signal: Option<i32>,
@@ -170,7 +174,7 @@ impl Finish {
         Finish {
             id: id.to_string(),
             session,
-            container: None,
+            sandbox: None,
             outcome: Outcome::Error,
             exit_code: None,
             signal: None,

@@ -134,7 +134,7 @@ impl fmt::Display for Execution<'_> {
             .or_else(|| self.finish.and_then(|f| f.session.as_deref()))
             .unwrap_or("-");
         let verdict = match self.start {
-            Some(s) => serde_json::to_value(s.verdict)
+            Some(s) => serde_json::to_value(s.decision)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_else(|| "?".to_owned()),

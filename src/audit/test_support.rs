@@ -11,7 +11,7 @@ pub fn start(id: &str) -> RecordBody {
         session: Some("s1".to_owned()),
         user: "tester".to_owned(),
         command: format!("echo {id}"),
-        verdict: Decision::Allow,
+        decision: Decision::Allow,
         rules: vec![],
         profile: "default".to_owned(),
         backend: crate::backend::BackendKind::Docker,
@@ -24,7 +24,7 @@ pub fn start(id: &str) -> RecordBody {
 
 pub fn finish(id: &str) -> RecordBody {
     RecordBody::Finish(Finish {
-        container: Some("c1".to_owned()),
+        sandbox: Some("c1".to_owned()),
         outcome: super::Outcome::Completed,
         exit_code: Some(0),
         duration_ms: 1234,

@@ -79,7 +79,9 @@ pub enum BackendError {
     },
     #[error(transparent)]
     Agent(#[from] crate::agent::client::AgentError),
-    #[error("the working directory {workdir:?} does not exist in the sandbox, or is not a directory")]
+    #[error(
+        "the working directory {workdir:?} does not exist in the sandbox, or is not a directory"
+    )]
     Workdir { workdir: String },
     #[error("{what}")]
     Files { what: String },

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::agent::Mounts;
-pub use crate::profile::User;
 use crate::profile::SeccompPolicy;
+pub use crate::profile::User;
 
 /// The sandbox's network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,6 +70,8 @@ pub struct SandboxSpec {
     pub profile: String,
     pub elevated: bool,
     pub image: String,
+    /// The user its processes run as (the profile's).
+    pub user: User,
     pub read_only_root: bool,
     pub tmpfs: Vec<TmpfsMount>,
     pub binds: Vec<BindMount>,

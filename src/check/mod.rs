@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use normalize::{Analysis, Invocation, Signal};
 pub use rules::Severity;
-use rules::{Matcher, Rule, Sets};
+use rules::{Build, Matcher, Rule, Sets};
 
 /// What the check stage decided for a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -213,6 +213,13 @@ pub const BUILTIN_RULES: &[(&str, &str)] = &[
     ),
 ];
 
+fn builtin_sources() -> Vec<(String, String)> {
+    BUILTIN_RULES
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect()
+}
+
 /// A rule hit before the policy is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawHit {
@@ -236,22 +243,23 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// The builtin rules, compiled. Their examples are not re-run here (that is on every
-    /// command's path): the test suite runs them ([`Checker::builtin_verified`]), and so does
-    /// `stockade rules check`, so a shipped binary's rules have passed them.
+    /// The builtin rules, parsed; each field's regex set is compiled when a command first
+    /// needs it, and the examples are not re-run (both are on every command's path). The test
+    /// suite compiles every set and runs every example ([`Checker::builtin_verified`]), and so
+    /// does `stockade rules check`, so a shipped binary's rules have passed them.
     pub fn builtin() -> Result<Self, CheckError> {
-        let sources: Vec<(String, String)> = BUILTIN_RULES
-            .iter()
-            .map(|(n, t)| (n.to_string(), t.to_string()))
-            .collect();
-        Self::compile_sources(&sources)
+        Self::compile_sources(&builtin_sources(), Build::OnFirstUse)
     }
 
-    /// The builtin rules with every example checked, like any rule file.
+    /// The builtin rules with every set compiled, the examples not yet run (for
+    /// [`Checker::verify_examples`] to report every failure).
+    pub fn builtin_compiled() -> Result<Self, CheckError> {
+        Self::compile_sources(&builtin_sources(), Build::Now)
+    }
+
+    /// The builtin rules with every set compiled and every example checked, like any rule file.
     pub fn builtin_verified() -> Result<Self, CheckError> {
-        let checker = Self::builtin()?;
-        checker.check_examples()?;
-        Ok(checker)
+        Self::from_sources(&builtin_sources())
     }
 
     /// Rules from `*.toml` files in `dir` only (sorted by name).
@@ -277,18 +285,18 @@ impl Checker {
             .map(|(n, t)| (n.to_string(), t.to_string()))
             .collect();
         sources.extend(read_dir_sources(dir)?);
-        Self::compile_sources(&sources)
+        Self::compile_sources(&sources, Build::Now)
     }
 
     /// Compile rule files given as `(name, text)` and check every rule's examples.
     pub fn from_sources(sources: &[(String, String)]) -> Result<Self, CheckError> {
-        let checker = Self::compile_sources(sources)?;
+        let checker = Self::compile_sources(sources, Build::Now)?;
         checker.check_examples()?;
         Ok(checker)
     }
 
-    fn compile_sources(sources: &[(String, String)]) -> Result<Self, CheckError> {
-        let compiled = rules::compile(sources)?;
+    fn compile_sources(sources: &[(String, String)], build: Build) -> Result<Self, CheckError> {
+        let compiled = rules::compile(sources, build)?;
         let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
         let (mut any_program, mut signal_rules, mut requires_rules) =
             (Vec::new(), Vec::new(), Vec::new());

@@ -145,11 +145,11 @@ pub struct Rule {
 /// The regexes of all rules, one set per field.
 #[derive(Debug, Clone)]
 pub struct Sets {
-    pub args: RegexSet,
-    pub path: RegexSet,
-    pub write: RegexSet,
-    pub env: RegexSet,
-    pub text: RegexSet,
+    pub args: LazySet,
+    pub path: LazySet,
+    pub write: LazySet,
+    pub env: LazySet,
+    pub text: LazySet,
     /// The same patterns one by one, to find the matched fragment after a set says which.
     pub path_each: Vec<LazyRegex>,
     pub write_each: Vec<LazyRegex>,
@@ -164,10 +164,50 @@ pub struct Compiled {
     pub watched: HashSet<String>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 struct Patterns {
     list: Vec<String>,
     origin: Vec<(String, &'static str)>,
+}
+
+/// When the rules' regex sets are compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// At load: every pattern is checked there (rule files from outside, the test suite).
+    Now,
+    /// On first use, set by set: for the builtin rules, which the test suite compiles (with
+    /// [`Build::Now`]) and which cannot change after the build. A command then pays only for
+    /// the sets its invocations need.
+    OnFirstUse,
+}
+
+/// One field's patterns as a set, compiled at load or on first use ([`Build`]).
+#[derive(Debug, Clone)]
+pub struct LazySet {
+    patterns: Patterns,
+    set: std::sync::OnceLock<RegexSet>,
+}
+
+impl LazySet {
+    fn new(patterns: Patterns, build: Build) -> Result<LazySet, CheckError> {
+        let set = std::sync::OnceLock::new();
+        if build == Build::Now {
+            let _ = set.set(patterns.build()?);
+        }
+        Ok(LazySet { patterns, set })
+    }
+
+    pub fn matches(&self, text: &str) -> regex::SetMatches {
+        self.set
+            .get_or_init(|| {
+                // Proof: only the builtin rules are built on first use, and the test suite
+                // compiles every one of their sets (`Checker::builtin_verified`).
+                self.patterns
+                    .build()
+                    .expect("the builtin rules' sets compile (the test suite builds them)")
+            })
+            .matches(text)
+    }
 }
 
 /// A regex compiled when first used.
@@ -241,7 +281,7 @@ impl Patterns {
 }
 
 /// Parse and compile rule files given as `(name, text)` pairs.
-pub fn compile(sources: &[(String, String)]) -> Result<Compiled, CheckError> {
+pub fn compile(sources: &[(String, String)], build: Build) -> Result<Compiled, CheckError> {
     let mut sets: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut specs: Vec<RuleSpec> = Vec::new();
     for (name, text) in sources {
@@ -389,14 +429,14 @@ pub fn compile(sources: &[(String, String)]) -> Result<Compiled, CheckError> {
     }
     watched.remove("");
     let sets = Sets {
-        args: args.build()?,
-        path: path.build()?,
-        write: write.build()?,
-        env: env.build()?,
-        text: text.build()?,
         path_each: path.each(),
         write_each: write.each(),
         text_each: text.each(),
+        args: LazySet::new(args, build)?,
+        path: LazySet::new(path, build)?,
+        write: LazySet::new(write, build)?,
+        env: LazySet::new(env, build)?,
+        text: LazySet::new(text, build)?,
     };
     Ok(Compiled {
         rules,

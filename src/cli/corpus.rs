@@ -174,7 +174,7 @@ fn score(args: &CorpusRunArgs) -> anyhow::Result<u8> {
 
 /// `stockade corpus run --live`: 0 when every attempt was contained, 1 when not.
 async fn run_live(global: &GlobalArgs, args: &CorpusRunArgs) -> anyhow::Result<u8> {
-    let service = settings::service(global)?;
+    let service = settings::service(global).await?;
     let mut entries = Vec::new();
     let mut names = Vec::new();
     for (name, loaded) in corpora(&args.files)? {

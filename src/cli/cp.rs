@@ -13,11 +13,13 @@ use stockade::plan::validate_session_id;
 use super::{out_json, say, settings, GlobalArgs};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  stockade cp data.csv work:/workspace/data.csv\n  \
+#[command(
+    after_help = "Examples:\n  stockade cp data.csv work:/workspace/data.csv\n  \
     stockade cp work:/workspace/out.json ./out.json\n  \
     tar c src | stockade cp - work:/workspace/src.tar\n\n\
     The sandbox side is SESSION:/ABSOLUTE/PATH; a host path containing ':' can be written \
-    ./like:this. Only the profile's writable mounts (/workspace, /tmp) take files.")]
+    ./like:this. Only the profile's writable mounts (/workspace, /tmp) take files."
+)]
 pub struct CpArgs {
     /// Where from: a host file, `-` (stdin), or SESSION:/PATH
     pub from: String,
@@ -63,7 +65,7 @@ pub async fn run(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<u8> {
             "neither side names a sandbox: write one side as SESSION:/ABSOLUTE/PATH"
         ),
     };
-    let service = settings::service(global)?;
+    let service = settings::service(global).await?;
     let principal = settings::principal();
     let cancel = settings::cancel_on_signals();
     let options = ExecOptions {
@@ -78,7 +80,9 @@ pub async fn run(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<u8> {
                     reader: &mut stdin,
                     size: None,
                 };
-                service.copy(&principal, &request, &options, host, &cancel).await
+                service
+                    .copy(&principal, &request, &options, host, &cancel)
+                    .await
             } else {
                 let mut file = open_source(Path::new(host_side)).await?;
                 let size = file.metadata().await?.len();
@@ -86,21 +90,35 @@ pub async fn run(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<u8> {
                     reader: &mut file,
                     size: Some(size),
                 };
-                service.copy(&principal, &request, &options, host, &cancel).await
+                service
+                    .copy(&principal, &request, &options, host, &cancel)
+                    .await
             };
             copied
         }
         Direction::Out if host_side == "-" => {
             let mut stdout = tokio::io::stdout();
             service
-                .copy(&principal, &request, &options, Host::Sink(&mut stdout), &cancel)
+                .copy(
+                    &principal,
+                    &request,
+                    &options,
+                    Host::Sink(&mut stdout),
+                    &cancel,
+                )
                 .await
         }
         Direction::Out => {
             let dest = destination(Path::new(host_side), &request.path);
             let mut part = Partial::create(&dest).await?;
             let copied = service
-                .copy(&principal, &request, &options, Host::Sink(&mut part.file), &cancel)
+                .copy(
+                    &principal,
+                    &request,
+                    &options,
+                    Host::Sink(&mut part.file),
+                    &cancel,
+                )
                 .await;
             if copied.is_ok() {
                 part.keep().await?;
@@ -226,7 +244,15 @@ mod tests {
             remote("work:/workspace/a b"),
             Some(("work".into(), "/workspace/a b".into()))
         );
-        for host in ["./a:/b", "file.txt", "-", "work:relative", "/abs:/x", ":/x", "a b:/x"] {
+        for host in [
+            "./a:/b",
+            "file.txt",
+            "-",
+            "work:relative",
+            "/abs:/x",
+            ":/x",
+            "a b:/x",
+        ] {
             assert_eq!(remote(host), None, "{host}");
         }
     }

@@ -73,7 +73,7 @@ pub fn exit_code(result: &ExecResult) -> u8 {
 }
 
 pub async fn run(global: &GlobalArgs, args: &ExecArgs) -> anyhow::Result<u8> {
-    let service = settings::service(global)?;
+    let service = settings::service(global).await?;
     let principal = settings::principal();
     let cancel = settings::cancel_on_signals();
     // Not UTF-8: refused (the engine API carries text), but on record, shown lossily.
@@ -115,7 +115,14 @@ pub async fn run(global: &GlobalArgs, args: &ExecArgs) -> anyhow::Result<u8> {
         None if args.stdin => {
             let mut stdin = tokio::io::stdin();
             service
-                .exec(&principal, &request, &options, Some(&mut stdin), sink, &cancel)
+                .exec(
+                    &principal,
+                    &request,
+                    &options,
+                    Some(&mut stdin),
+                    sink,
+                    &cancel,
+                )
                 .await
         }
         None => {

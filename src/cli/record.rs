@@ -66,7 +66,7 @@ pub struct VerifyArgs {
 /// Records, writes the profile, optionally verifies; returns the exit status (0, or
 /// [`EXIT_FINDINGS`] when verification failed; stockade errors and refusals as for `exec`).
 pub async fn run_record(global: &GlobalArgs, args: &RecordArgs) -> anyhow::Result<u8> {
-    let service = settings::service(global)?;
+    let service = settings::service(global).await?;
     let principal = settings::principal();
     let req = RecordRequest {
         profile: args.profile.clone(),
@@ -127,7 +127,7 @@ pub async fn run_record(global: &GlobalArgs, args: &RecordArgs) -> anyhow::Resul
 /// Verifies a seccomp file against a workload; 0 when every check passed, else
 /// [`EXIT_FINDINGS`].
 pub async fn run_verify(global: &GlobalArgs, args: &VerifyArgs) -> anyhow::Result<u8> {
-    let service = settings::service(global)?;
+    let service = settings::service(global).await?;
     let json = match read_profile_file(&args.seccomp) {
         Ok(j) => j,
         Err(e) => return fail(e),

@@ -27,7 +27,7 @@ pub fn run(_global: &GlobalArgs, cmd: &RulesCmd) -> anyhow::Result<u8> {
         RulesCmd::Check { rules, json } => {
             let checker = match rules {
                 Some(dir) => Checker::builtin_with_dir_unverified(dir)?,
-                None => Checker::builtin()?,
+                None => Checker::builtin_compiled()?,
             };
             let report: ExampleReport = checker.verify_examples();
             if *json {

@@ -105,7 +105,10 @@ fn now_secs() -> i64 {
 /// `42s ago`, `5m ago`, `3h ago`, `2d ago`; `-` when unknown.
 fn ago(now: i64, then: Option<i64>) -> String {
     match then {
-        Some(t) => format!("{} ago", humanize(Duration::from_secs(now.saturating_sub(t).max(0) as u64))),
+        Some(t) => format!(
+            "{} ago",
+            humanize(Duration::from_secs(now.saturating_sub(t).max(0) as u64))
+        ),
         None => "-".to_string(),
     }
 }

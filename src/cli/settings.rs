@@ -114,13 +114,15 @@ pub fn docker(state_dir: &std::path::Path) -> anyhow::Result<DockerBackend> {
     ))
 }
 
-/// The service over Docker, its engine connection started in the background while the rules
-/// compile.
-pub fn service(global: &GlobalArgs) -> anyhow::Result<Service<DockerBackend>> {
+/// The service over Docker: the rules compile on a thread of their own while the engine
+/// connection is made.
+pub async fn service(global: &GlobalArgs) -> anyhow::Result<Service<DockerBackend>> {
     let settings = settings(global)?;
     let backend = docker(&settings.state_dir)?;
     backend.warm_up();
-    let checker = Checker::builtin().context("compiling the builtin rules")?;
+    let checker = tokio::task::spawn_blocking(Checker::builtin)
+        .await?
+        .context("compiling the builtin rules")?;
     Ok(Service::with_checker(
         backend,
         settings,
@@ -131,7 +133,10 @@ pub fn service(global: &GlobalArgs) -> anyhow::Result<Service<DockerBackend>> {
 /// Who runs the CLI, for the audit log: `STOCKADE_USER` (set by a front end that knows the
 /// agent or user), else the login name, else the uid.
 pub fn principal() -> Principal {
-    if let Some(user) = std::env::var("STOCKADE_USER").ok().filter(|u| !u.is_empty()) {
+    if let Some(user) = std::env::var("STOCKADE_USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
         return Principal::new(user);
     }
     let uid = nix::unistd::getuid();

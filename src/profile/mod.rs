@@ -733,6 +733,11 @@ fn load_seccomp(reference: &str, base_dir: Option<&Path>) -> Result<SeccompPolic
                 .to_string(),
         );
     }
+    // `builtin:seccomp/default.json` names a file shipped in the binary from any profile.
+    let (reference, base_dir) = match reference.strip_prefix("builtin:") {
+        Some(shipped) => (shipped, None),
+        None => (reference, base_dir),
+    };
     let (path, json) = match base_dir {
         None => match BUILTIN_SECCOMP.iter().find(|(p, _)| *p == reference) {
             Some((p, text)) => (PathBuf::from(format!("builtin:{p}")), text.to_string()),

@@ -115,3 +115,29 @@ fn bind_checks_see_through_dot_dot() {
     assert!(validate_bind(&bind("/srv/../var/run/docker.sock", "/data")).is_err());
     assert!(validate_bind(&bind("/var/lib/docker/volumes/x", "/data")).is_err());
 }
+
+#[test]
+fn a_profile_file_can_name_a_builtin_seccomp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = include_str!("../../profiles/default.toml")
+        .replace(
+            "\"seccomp/default.json\"",
+            "\"builtin:seccomp/default.json\"",
+        )
+        .replace("image = \"stockade/base\"", "image = \"myagent:1\"");
+    let path = dir.path().join("mine.toml");
+    std::fs::write(&path, text).unwrap();
+    let p = load(path.to_str().unwrap(), &ProfileDirs::default()).unwrap();
+    assert_eq!(p.image, "myagent:1");
+    let builtin = load("default", &ProfileDirs::default()).unwrap();
+    assert_eq!(p.seccomp.json, builtin.seccomp.json);
+    let missing = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("builtin:seccomp/default.json", "builtin:seccomp/nope.json");
+    std::fs::write(&path, missing).unwrap();
+    let err = load(path.to_str().unwrap(), &ProfileDirs::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("not a built-in seccomp file"),
+        "{err}"
+    );
+}

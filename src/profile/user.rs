@@ -46,11 +46,7 @@ pub fn parse(user: &str) -> Result<(u32, u32), String> {
 }
 
 /// Checks the profile's user. `Ok((user, warnings))` when it may run.
-pub fn check(
-    user: &str,
-    elevated: bool,
-    runtime: &Runtime,
-) -> Result<(User, Vec<String>), String> {
+pub fn check(user: &str, elevated: bool, runtime: &Runtime) -> Result<(User, Vec<String>), String> {
     let (uid, gid) = parse(user)?;
     if uid == 0 && !elevated {
         return Err("root (uid 0) is only allowed in a profile with `elevated = true`".to_string());

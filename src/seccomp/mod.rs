@@ -38,8 +38,7 @@ pub use load::{load_profile_json, LoadOptions, MAX_PROFILE_BYTES};
 pub use model::{Action, ArgCond, CmpOp, Filter, Rule, SeccompProfile};
 pub use record::{
     read_profile_file, record, recording_profile, traced_command, RecordError, RecordRequest,
-    Recording,
-    MAX_TRACE_BYTES, RECORDING_SECCOMP,
+    Recording, MAX_TRACE_BYTES, RECORDING_SECCOMP,
 };
 pub use recorded::{classify, Classified, NotRecorded, RecordedSet, CLONE_NAMESPACE_MASK};
 pub use resolve::{resolve, ResolvedProfile, ResolvedRule, Verdict};

@@ -313,7 +313,15 @@ async fn run_traced<B: Backend>(
     };
     let never = Cancel::never();
     let report = service
-        .exec_with(&principal, p, &request, &ExecOptions::default(), None, sink, &never)
+        .exec_with(
+            &principal,
+            p,
+            &request,
+            &ExecOptions::default(),
+            None,
+            sink,
+            &never,
+        )
         .await;
     ensure_ran("the recording run", &report)?;
     if report.exit_code == Some(EXIT_NOT_FOUND) && report.stderr.contains(STRACE_MISSING) {

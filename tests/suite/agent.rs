@@ -81,7 +81,7 @@ fn a_result_that_does_not_verify_is_refused() {
             f.extend_from_slice(payload);
             f
         };
-        let mut hello = vec![0, 2];
+        let mut hello = stockade_proto::PROTOCOL.to_be_bytes().to_vec();
         hello.extend_from_slice(&[7u8; 16]);
         hello.extend_from_slice(&5u32.to_be_bytes());
         hello.extend_from_slice(b"0.1.0");

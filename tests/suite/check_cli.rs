@@ -63,7 +63,7 @@ fn check_json_carries_every_hit() {
     assert_eq!(o.status.code(), Some(11));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json verdict");
     assert_eq!(v["decision"], "deny");
-    let ids: Vec<&str> = v["hits"]
+    let ids: Vec<&str> = v["rules"]
         .as_array()
         .unwrap()
         .iter()
@@ -73,7 +73,7 @@ fn check_json_carries_every_hit() {
         ids.contains(&"ns.nsenter") && ids.contains(&"obf.decoded-exec"),
         "{ids:?}"
     );
-    let hit = &v["hits"][0];
+    let hit = &v["rules"][0];
     for field in ["id", "category", "severity", "decision", "fragment", "why"] {
         assert!(hit.get(field).is_some(), "missing {field}");
     }
@@ -112,13 +112,13 @@ fn jsonl_keeps_fields_and_flags_bad_lines() {
         .collect();
     assert_eq!(lines.len(), 5);
     assert_eq!(lines[0]["id"], 1);
-    assert_eq!(lines[0]["verdict"], "allow");
+    assert_eq!(lines[0]["decision"], "allow");
     assert_eq!(lines[0]["rules"], serde_json::json!([]));
-    assert_eq!(lines[1]["verdict"], "deny");
+    assert_eq!(lines[1]["decision"], "deny");
     assert_eq!(lines[1]["rules"], serde_json::json!(["ns.nsenter"]));
     assert!(lines[2]["error"].is_string());
     assert!(lines[3]["error"].as_str().unwrap().contains("command"));
-    assert_eq!(lines[4]["verdict"], "warn");
+    assert_eq!(lines[4]["decision"], "warn");
     assert_ne!(
         o.status.code(),
         Some(0),

@@ -37,6 +37,10 @@ macro_rules! require_docker {
     };
 }
 
+/// The tools every test build of the base image includes (each build gives the same image, so
+/// tests that build it never change what the others run in).
+pub const TEST_INCLUDE: [&str; 1] = ["python3"];
+
 /// Builds the base image once per test binary, so parallel tests do not race to build it.
 pub fn ensure_base_image() {
     static BUILT: OnceLock<()> = OnceLock::new();
@@ -44,7 +48,8 @@ pub fn ensure_base_image() {
         let env = Env::new();
         let out = env
             .cmd()
-            .args(["image", "build"])
+            .args(["image", "build", "--include"])
+            .args(TEST_INCLUDE)
             .output()
             .expect("run stockade image build");
         assert!(
@@ -135,6 +140,7 @@ impl Env {
                 String::from_utf8_lossy(&out.stderr)
             )
         });
+        validate_result(&value);
         (out.status.code().unwrap_or(-1), value)
     }
 
@@ -145,7 +151,10 @@ impl Env {
 
     /// Removes every session container this environment created.
     pub fn cleanup_sessions(&self) {
-        let _ = self.cmd().args(["session", "prune"]).output();
+        let _ = self
+            .cmd()
+            .args(["session", "prune", "--idle", "0s"])
+            .output();
     }
 }
 
@@ -155,6 +164,23 @@ impl Drop for Env {
             self.cleanup_sessions();
         }
     }
+}
+
+/// Checks one `exec --json` result against docs/exec-result.schema.json.
+pub fn validate_result(value: &serde_json::Value) {
+    static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+    let validator = SCHEMA.get_or_init(|| {
+        let text = include_str!("../../docs/exec-result.schema.json");
+        jsonschema::validator_for(&serde_json::from_str(text).unwrap()).unwrap()
+    });
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "not an exec result: {errors:?}\n{value:#}"
+    );
 }
 
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
@@ -262,5 +288,76 @@ pub fn output_within(cmd: &mut Command, bound: std::time::Duration) -> Output {
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Runs stockade to completion and returns its output and peak resident memory (KiB).
+///
+/// The peak is the kernel's `VmHWM` of the process after it exec'd, sampled until it exits
+/// (it only grows, so the last sample is the peak up to then). `wait4`'s `ru_maxrss` would
+/// not do: it also counts the test process's memory, shared with the child before its exec.
+pub fn run_measured(mut cmd: Command) -> (std::process::Output, u64) {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let hwm = std::fs::read_to_string(&status_path)
+                    .ok()
+                    .filter(|s| !s.contains("Name:\tall"))
+                    .and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("VmHWM:"))
+                            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+                    });
+                peak = peak.max(hwm.unwrap_or(0));
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    (out, sampler.join().unwrap())
+}
+
+/// Waits for a spawned child's output (read as it comes, so a full pipe never stalls it); a
+/// child that hangs fails the test (after a generous bound: a does-not-hang check, never a
+/// speed claim).
+pub fn wait_output(child: &mut std::process::Child) -> Output {
+    use std::io::Read;
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() >= until {
+            let _ = child.kill();
+            panic!("the child still ran after 180 s: it hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
 }

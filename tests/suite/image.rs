@@ -9,7 +9,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use stockade::image::{self, ImageError};
+use stockade::backend::docker::image::{self, ImageError};
 
 const TEST_LABEL: &str = "org.stockade.test";
 
@@ -91,9 +91,13 @@ async fn base_image_builds_offline_and_runs() {
     };
     let reference = image::base_image_ref();
     let started = Instant::now();
-    let id = image::build_base_image(&docker, &mut |line| eprintln!("{line}"))
-        .await
-        .expect("build base image");
+    let id = image::build_base_image(
+        &docker,
+        &super::common::TEST_INCLUDE.map(String::from),
+        &mut |line| eprintln!("{line}"),
+    )
+    .await
+    .expect("build base image");
     eprintln!("build+import: {:.2} s", started.elapsed().as_secs_f64());
 
     let inspected = docker.inspect_image(&reference).await.expect("inspect");

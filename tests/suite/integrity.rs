@@ -1047,3 +1047,24 @@ fn shared_memory_a_command_leaves_is_removed_with_it() {
     let (_, v) = session_json(&env, &s, &[], "grep -c . /proc/sysvipc/shm");
     assert_eq!(v["stdout"], "1\n", "only the header line: {v}");
 }
+
+#[test]
+fn a_oneshots_agent_is_pid_1_and_out_of_its_commands_reach() {
+    require_docker!();
+    let env = Env::new();
+    // The kernel delivers no signal to a namespace's init from inside it unless the init
+    // handles it: neither KILL nor STOP reaches the agent, and the command's result stands.
+    let (code, v) = env.exec_json(
+        &[],
+        "ps -o user=,args= -p 1; kill -KILL 1; kill -STOP 1; kill -TERM 1; sleep 0.2; echo still",
+    );
+    assert_eq!(code, 0, "{v}");
+    let out = v["stdout"].as_str().unwrap();
+    assert!(
+        out.starts_with("sandbox  /run/stockade-agent serve"),
+        "{out}"
+    );
+    assert!(out.ends_with("still\n"), "{out}");
+    assert_eq!(v["runner"], "agent", "{v}");
+    assert!(v["stdout_sha256"].is_string(), "{v}");
+}

@@ -67,10 +67,14 @@ fn the_canaries_notice_a_foreign_container_and_a_touched_canary_file() {
         .enable_all()
         .build()
         .unwrap();
-    let backend = runtime
-        .block_on(stockade::engine::Engine::connect(Duration::from_secs(10)))
-        .map(stockade::backend::DockerBackend::new)
-        .unwrap();
+    let backend = stockade::backend::docker::DockerBackend::new(
+        stockade::backend::docker::engine::DEFAULT_HOST,
+        Duration::from_secs(10),
+        stockade::backend::docker::DockerOptions {
+            state_dir: std::env::temp_dir(),
+            agent: false,
+        },
+    );
     let canary = CanaryFile::create().unwrap();
     let before = runtime.block_on(Snapshot::take(&backend, &canary)).unwrap();
     let name = unique("canary-foreign");
@@ -79,7 +83,7 @@ fn the_canaries_notice_a_foreign_container_and_a_touched_canary_file() {
             "create",
             "--name",
             &name,
-            &stockade::image::base_image_ref(),
+            &stockade::backend::docker::image::base_image_ref(),
             "true",
         ])
         .output()

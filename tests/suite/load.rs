@@ -78,7 +78,11 @@ fn concurrent_sessions_get_their_own_output_and_one_valid_audit_chain() {
     let verify = env.cmd().args(["audit", "verify"]).output().unwrap();
     assert!(verify.status.success(), "{}", common::stdout(&verify));
 
-    let prune = env.cmd().args(["session", "prune"]).output().unwrap();
+    let prune = env
+        .cmd()
+        .args(["session", "prune", "--idle", "0s"])
+        .output()
+        .unwrap();
     assert!(prune.status.success(), "{}", stderr(&prune));
     for s in &sessions {
         let left = common::containers_with_label(&format!("org.stockade.session={s}"));

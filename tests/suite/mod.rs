@@ -6,6 +6,7 @@ mod bad_input;
 mod check_cli;
 mod check_corpus;
 mod check_props;
+mod contract;
 mod engine_faults;
 mod exec;
 mod faults;

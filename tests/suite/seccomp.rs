@@ -581,53 +581,35 @@ proptest! {
 // ---- CLI handlers ----
 
 #[test]
-fn cli_handlers_report_through_exit_codes() {
-    use stockade::profile::ProfileDirs;
-    use stockade::seccomp::cli::{
-        run_diff, run_lint, DiffArgs, LintArgs, ResolveArgs, EXIT_FINDINGS,
-    };
-    let dirs = ProfileDirs::default();
+fn lint_and_diff_report_through_exit_codes() {
+    let env = super::common::Env::new();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seccomp");
     let docker = dir.join("docker-default.json").display().to_string();
     let podman = dir.join("podman-default.json").display().to_string();
-    let resolve = ResolveArgs {
-        arch: Some(Arch::X86_64),
-        kernel: Some("6.1".into()),
-        ..ResolveArgs::default()
+    let target = ["--arch", "x86_64", "--kernel", "6.1"];
+    let run = |args: &[&str]| {
+        let out = env.cmd().args(args).args(target).output().unwrap();
+        out.status.code().unwrap()
     };
     let lint = |profile: &str, cap_add: &[&str]| {
-        let mut resolve = resolve.clone();
-        resolve.cap_add = cap_add.iter().map(|s| s.to_string()).collect();
-        let args = LintArgs {
-            profile: profile.to_string(),
-            json: true,
-            resolve,
-        };
-        run_lint(&args, &dirs).unwrap()
+        let mut args = vec!["profile", "lint", "--json", profile];
+        for cap in cap_add {
+            args.extend(["--cap-add", cap]);
+        }
+        run(&args)
     };
     assert_eq!(lint(&docker, &[]), 0);
-    assert_eq!(lint(&docker, &["sys_admin"]), EXIT_FINDINGS);
-    assert_eq!(lint(&podman, &[]), EXIT_FINDINGS);
-    let diff = |a: &str, b: &str| {
-        let args = DiffArgs {
-            a: a.to_string(),
-            b: b.to_string(),
-            json: false,
-            resolve: resolve.clone(),
-        };
-        run_diff(&args, &dirs).unwrap()
-    };
+    assert_eq!(lint(&docker, &["sys_admin"]), 1);
+    assert_eq!(lint(&podman, &[]), 1);
+    let diff = |a: &str, b: &str| run(&["profile", "diff", a, b]);
     assert_eq!(diff(&docker, &docker), 0);
-    assert_eq!(diff(&docker, &podman), EXIT_FINDINGS);
+    assert_eq!(diff(&docker, &podman), 1);
     // Sandbox profiles by name: the built-in default lints without criticals, and differs from
     // Docker's default seccomp file with Docker's capabilities by the capabilities it drops.
     assert_eq!(lint("default", &[]), 0);
     assert_eq!(diff("default", "default"), 0);
-    assert_eq!(diff(&docker, "default"), EXIT_FINDINGS);
-    let args = LintArgs {
-        profile: "/nonexistent.json".into(),
-        json: false,
-        resolve,
-    };
-    assert!(run_lint(&args, &dirs).is_err());
+    assert_eq!(diff(&docker, "default"), 1);
+    // A file that is not there is stockade's error, not a finding.
+    assert_eq!(lint("/nonexistent.json", &[]), 125);
+    assert_eq!(run(&["profile", "lint", "--bogus", "default"]), 125);
 }

@@ -12,7 +12,7 @@ use crate::backend::{BackendError, ProcessSpec, Ran, Runner, Sandbox, Stdin, Str
 use crate::cancel::Cancel;
 
 /// What the agent may say before it is ready (its error, if it fails); more is not read.
-const MAX_AGENT_SAYS: usize = 4096;
+pub(super) const MAX_AGENT_SAYS: usize = 4096;
 
 fn unavailable(reason: String) -> AgentError {
     AgentError::Unavailable { reason }
@@ -27,7 +27,10 @@ impl DockerBackend {
         process: &ProcessSpec,
         cancel: &Cancel,
     ) -> Result<(), AgentError> {
-        let engine = self.engine().await.map_err(|e| unavailable(e.to_string()))?;
+        let engine = self
+            .engine()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
         let launch = Launch::prepare(channel)?;
         let docker = &engine.docker;
         let exec = engine
@@ -121,8 +124,7 @@ impl DockerBackend {
                         return Err(AgentError::Unavailable { reason }.into());
                     }
                     if attempt == 0 {
-                        if let Err(e) = self.launch_agent(sandbox, channel, process, cancel).await
-                        {
+                        if let Err(e) = self.launch_agent(sandbox, channel, process, cancel).await {
                             if cancel.fired().is_some() {
                                 return Err(e.into());
                             }

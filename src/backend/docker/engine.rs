@@ -57,23 +57,47 @@ impl Engine {
             host: host.clone(),
             reason,
         };
-        let docker = Docker::connect_with_host(&host)
-            .map_err(|e| unreachable(e.to_string()))?
-            // bollard counts whole seconds; never let a sub-second setting become "no timeout".
-            .with_timeout(call_timeout.max(Duration::from_secs(1)));
         let no_answer = || {
             unreachable(format!(
                 "no answer within {}s; the engine may be wedged or restarting",
                 call_timeout.as_secs()
             ))
         };
-        let docker = match tokio::time::timeout(call_timeout, docker.negotiate_version()).await {
-            Ok(Ok(d)) => d,
-            // bollard's own per-request timeout (the same bound) may fire first.
-            Ok(Err(bollard::errors::Error::RequestTimeoutError)) | Err(_) => {
-                return Err(no_answer())
+        // bollard counts whole seconds; never let a sub-second setting become "no timeout".
+        let seconds = call_timeout.max(Duration::from_secs(1)).as_secs();
+        let docker = match host.strip_prefix("unix://") {
+            // `/_ping` names the API version in a header, in well under a millisecond;
+            // `/version` (bollard's negotiation) takes ~10 ms on every call.
+            Some(path) => {
+                let server = tokio::time::timeout(call_timeout, ping_api_version(path))
+                    .await
+                    .map_err(|_| no_answer())?
+                    .map_err(unreachable)?;
+                let ours = bollard::API_DEFAULT_VERSION;
+                let version = if server < (ours.major_version, ours.minor_version) {
+                    bollard::ClientVersion {
+                        major_version: server.0,
+                        minor_version: server.1,
+                    }
+                } else {
+                    *ours
+                };
+                Docker::connect_with_unix(&host, seconds, &version)
+                    .map_err(|e| unreachable(e.to_string()))?
             }
-            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            None => {
+                let docker = Docker::connect_with_host(&host)
+                    .map_err(|e| unreachable(e.to_string()))?
+                    .with_timeout(Duration::from_secs(seconds));
+                match tokio::time::timeout(call_timeout, docker.negotiate_version()).await {
+                    Ok(Ok(d)) => d,
+                    // bollard's own per-request timeout (the same bound) may fire first.
+                    Ok(Err(bollard::errors::Error::RequestTimeoutError)) | Err(_) => {
+                        return Err(no_answer())
+                    }
+                    Ok(Err(e)) => return Err(unreachable(e.to_string())),
+                }
+            }
         };
         let version = docker.client_version();
         let (major, minor) = (version.major_version, version.minor_version);
@@ -106,6 +130,49 @@ impl Engine {
     }
 }
 
+/// Largest `/_ping` answer read: its headers are a few hundred bytes.
+const MAX_PING_BYTES: usize = 8 * 1024;
+
+/// The API version the engine on the Unix socket `path` speaks, from the `Api-Version` header
+/// of its `/_ping` answer (a request the Engine API documents for exactly this).
+async fn ping_api_version(path: &str) -> Result<(usize, usize), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while answer.len() < MAX_PING_BYTES {
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    parse_api_version(&String::from_utf8_lossy(&answer))
+        .ok_or_else(|| "the engine's /_ping answer names no API version".to_string())
+}
+
+/// `Api-Version: 1.41` among an HTTP answer's headers.
+fn parse_api_version(answer: &str) -> Option<(usize, usize)> {
+    let headers = answer.split("\r\n\r\n").next()?;
+    let value = headers.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("api-version")
+            .then(|| value.trim())
+    })?;
+    let (major, minor) = value.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
 /// The HTTP status of an engine error, if it was one.
 pub fn status_of(err: &EngineError) -> Option<u16> {
     match err {
@@ -114,5 +181,27 @@ pub fn status_of(err: &EngineError) -> Option<u16> {
             ..
         } => Some(*status_code),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_version_comes_from_the_ping_headers() {
+        let answer = "HTTP/1.0 200 OK\r\nApi-Version: 1.41\r\nDocker-Experimental: false\r\n\r\nOK";
+        assert_eq!(parse_api_version(answer), Some((1, 41)));
+        assert_eq!(
+            parse_api_version("HTTP/1.0 200 OK\r\napi-version:1.53\r\n\r\n"),
+            Some((1, 53))
+        );
+        for bad in [
+            "",
+            "HTTP/1.0 200 OK\r\n\r\nApi-Version: 1.41",
+            "HTTP/1.0 200 OK\r\nApi-Version: one\r\n\r\n",
+        ] {
+            assert_eq!(parse_api_version(bad), None, "{bad:?}");
+        }
     }
 }

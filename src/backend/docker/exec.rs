@@ -254,12 +254,9 @@ impl DockerBackend {
                 }
             }
         };
-        tokio::time::timeout(engine.call_timeout, read)
-            .await
-            .ok()?;
+        tokio::time::timeout(engine.call_timeout, read).await.ok()?;
         parse_counters(&text)
     }
-
 }
 
 fn feed(chunk: bollard::container::LogOutput, streams: &mut Streams) {

@@ -18,8 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
+    RemoveContainerOptions,
 };
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 
 use self::engine::{status_of, Engine};
 use super::{
@@ -85,8 +88,7 @@ impl DockerBackend {
     /// The connection, made on first use. A failure is not kept: the next call tries again.
     async fn engine(&self) -> Result<&Engine, BackendError> {
         let c = &self.connection;
-        Ok(c
-            .engine
+        Ok(c.engine
             .get_or_try_init(|| Engine::connect(&c.host, c.call_timeout))
             .await?)
     }
@@ -143,7 +145,10 @@ impl DockerBackend {
             SandboxKind::Session { name } => name.clone(),
             SandboxKind::Oneshot { .. } => String::new(),
         };
-        let theirs = found.get(labels::LABEL_VERSION).cloned().unwrap_or_default();
+        let theirs = found
+            .get(labels::LABEL_VERSION)
+            .cloned()
+            .unwrap_or_default();
         if theirs != env!("CARGO_PKG_VERSION") {
             return Err(BackendError::SessionVersion {
                 session,
@@ -176,8 +181,22 @@ impl DockerBackend {
     }
 
     async fn create_and_start(&self, spec: &SandboxSpec) -> Result<Sandbox, BackendError> {
+        let oneshot = matches!(spec.kind, SandboxKind::Oneshot { .. });
+        if oneshot && spec.agent.is_some() {
+            match self.create_with_agent(spec).await {
+                Ok(sandbox) => return Ok(sandbox),
+                // The agent could not start as the first process: the sandbox is made the
+                // usual way, and the run says how the agent fared there.
+                Err(e) => tracing::debug!(error = %e, "the one-shot's agent did not start"),
+            }
+        }
+        let id = self.create(spec, &spec::Main::Keeper).await?;
+        self.start(&id).await?;
+        Ok(self.sandbox(id, spec, None))
+    }
+
+    async fn create(&self, spec: &SandboxSpec, main: &spec::Main) -> Result<String, BackendError> {
         let engine = self.engine().await?;
-        let docker = &engine.docker;
         let options = CreateContainerOptions {
             name: Some(spec.name.clone()),
             ..Default::default()
@@ -185,17 +204,82 @@ impl DockerBackend {
         let created = engine
             .call(
                 "create container",
-                docker.create_container(Some(options), spec::render(spec)),
+                engine
+                    .docker
+                    .create_container(Some(options), spec::render(spec, main)),
             )
             .await?;
+        Ok(created.id)
+    }
+
+    /// Starts a created container; one that does not start is removed.
+    async fn start(&self, id: &str) -> Result<(), BackendError> {
+        let engine = self.engine().await?;
         if let Err(e) = engine
-            .call("start container", docker.start_container(&created.id, None))
+            .call("start container", engine.docker.start_container(id, None))
             .await
         {
-            let _ = self.remove_container(&created.id).await;
+            let _ = self.remove_container(id).await;
             return Err(e.into());
         }
-        Ok(self.sandbox(created.id, spec, None))
+        Ok(())
+    }
+
+    /// A one-shot whose first process is the agent, its key written to the container's stdin
+    /// and its proof awaited before the sandbox is handed out. On failure nothing is left.
+    async fn create_with_agent(&self, spec: &SandboxSpec) -> Result<Sandbox, BackendError> {
+        let channel = self.channel_for(&spec.kind);
+        let launch = crate::agent::client::Launch::prepare(&channel)?;
+        let main = spec::Main::Agent {
+            argv: launch.argv(),
+        };
+        let id = self.create(spec, &main).await?;
+        let launched = async {
+            let engine = self.engine().await?;
+            let options = AttachContainerOptions {
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                stream: true,
+                ..Default::default()
+            };
+            let attached = engine
+                .call(
+                    "attach container",
+                    engine.docker.attach_container(&id, Some(options)),
+                )
+                .await?;
+            self.start(&id).await?;
+            let bollard::container::AttachContainerResults {
+                mut output,
+                mut input,
+            } = attached;
+            input
+                .write_all(launch.key_line().as_bytes())
+                .await
+                .map_err(|e| BackendError::Files {
+                    what: format!("cannot hand the agent its key: {e}"),
+                })?;
+            let _ = input.shutdown().await;
+            let exited = async move {
+                let mut said = String::new();
+                while let Some(Ok(chunk)) = output.next().await {
+                    if said.len() < agent::MAX_AGENT_SAYS {
+                        said.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                    }
+                }
+                said
+            };
+            launch.complete(&channel, exited, &Cancel::never()).await?;
+            Ok::<(), BackendError>(())
+        };
+        match launched.await {
+            Ok(()) => Ok(self.sandbox(id, spec, None)),
+            Err(e) => {
+                let _ = self.remove_container(&id).await;
+                Err(e)
+            }
+        }
     }
 
     /// Force-removes a container (its processes are killed by the engine).
@@ -333,7 +417,10 @@ impl Backend for DockerBackend {
         let created = match self.create_and_start(spec).await {
             // Another process created the session container first: use theirs.
             Err(BackendError::Engine(e)) if session && status_of(&e) == Some(409) => {
-                return self.find_session(spec).await?.ok_or(BackendError::Engine(e))
+                return self
+                    .find_session(spec)
+                    .await?
+                    .ok_or(BackendError::Engine(e))
             }
             other => other?,
         };
@@ -376,7 +463,11 @@ impl Backend for DockerBackend {
         Ok(ran)
     }
 
-    async fn kill_all(&self, sandbox: &Sandbox, process: &ProcessSpec) -> Result<bool, BackendError> {
+    async fn kill_all(
+        &self,
+        sandbox: &Sandbox,
+        process: &ProcessSpec,
+    ) -> Result<bool, BackendError> {
         self.kill_tree(sandbox, process).await
     }
 

@@ -9,11 +9,23 @@ use super::labels;
 use crate::agent::AGENT_IN_CONTAINER;
 use crate::backend::{Network, SandboxSpec, User};
 
-/// The container's own process tree: docker-init as PID 1 and a keeper as its child, which only
-/// waits. It runs as root (with no capabilities) so that the sandbox user cannot kill it and end
-/// a session. With the agent mounted the keeper is the agent binary, so no image needs `sleep`.
+/// A session's process tree: docker-init as PID 1 and a keeper as its child, which only waits.
+/// It runs as root (with no capabilities) so that the sandbox user cannot kill it and end the
+/// session. With the agent mounted the keeper is the agent binary, so no image needs `sleep`.
 pub const KEEPER_CMD: &[&str] = &["sleep", "infinity"];
 pub const KEEPER_USER: User = User::ROOT;
+
+/// What the container's first process (the child of docker-init) is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Main {
+    /// The keeper, which only waits; the agent is started later with an exec.
+    Keeper,
+    /// The agent itself, as PID 1 and the sandbox user, with this command line, reading its
+    /// key on the container's stdin: a one-shot sandbox saves the exec that would start it
+    /// (one engine round trip and a runtime exec, about a sixth of a one-shot's time). It ends
+    /// with the container, which lives for one command.
+    Agent { argv: Vec<String> },
+}
 
 fn tmpfs_options(spec: &SandboxSpec) -> HashMap<String, String> {
     spec.tmpfs
@@ -46,15 +58,28 @@ fn binds(spec: &SandboxSpec) -> Vec<String> {
     binds
 }
 
-/// The create request for `spec`'s container (its name is `spec.name`).
-pub fn render(spec: &SandboxSpec) -> ContainerCreateBody {
+/// The create request for `spec`'s container (its name is `spec.name`), whose first process
+/// is `main`.
+pub fn render(spec: &SandboxSpec, main: &Main) -> ContainerCreateBody {
     let mut security_opt = vec![format!("seccomp={}", spec.seccomp.json)];
     if spec.no_new_privileges {
         security_opt.push("no-new-privileges".to_string());
     }
-    let keeper: Vec<String> = match spec.agent {
-        Some(_) => vec![AGENT_IN_CONTAINER.into(), "keep".into()],
-        None => KEEPER_CMD.iter().map(|s| s.to_string()).collect(),
+    // The agent as the first process is PID 1 itself: the kernel delivers no signal from
+    // inside the sandbox that it does not handle (no SIGKILL, no SIGSTOP), and as the sandbox
+    // user it runs nothing else (an init as that user would be open to its /proc/1/mem).
+    let (cmd, user, stdin): (Vec<String>, User, bool) = match (main, &spec.agent) {
+        (Main::Agent { argv }, Some(_)) => (argv.clone(), spec.user, true),
+        (_, Some(_)) => (
+            vec![AGENT_IN_CONTAINER.into(), "keep".into()],
+            KEEPER_USER,
+            false,
+        ),
+        (_, None) => (
+            KEEPER_CMD.iter().map(|s| s.to_string()).collect(),
+            KEEPER_USER,
+            false,
+        ),
     };
     let network = match &spec.network {
         Network::None => "none".to_string(),
@@ -76,19 +101,21 @@ pub fn render(spec: &SandboxSpec) -> ContainerCreateBody {
         memory_swap: Some(spec.limits.memory_bytes),
         nano_cpus: Some(spec.limits.nano_cpus),
         binds: (!binds.is_empty()).then_some(binds),
-        init: Some(true),
+        init: Some(!stdin),
         ..Default::default()
     };
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        cmd: Some(keeper),
-        user: Some(KEEPER_USER.to_string()),
+        cmd: Some(cmd),
+        user: Some(user.to_string()),
         working_dir: Some("/".to_string()),
         labels: Some(labels::of(spec).into_iter().collect()),
         network_disabled: Some(spec.network == Network::None),
-        attach_stdin: Some(false),
-        attach_stdout: Some(false),
-        attach_stderr: Some(false),
+        attach_stdin: Some(stdin),
+        attach_stdout: Some(stdin),
+        attach_stderr: Some(stdin),
+        open_stdin: stdin.then_some(true),
+        stdin_once: stdin.then_some(true),
         tty: Some(false),
         host_config: Some(host_config),
         ..Default::default()
@@ -112,7 +139,7 @@ mod tests {
             hostname: "/state/agent/hostname".into(),
         };
         let spec = sandbox_spec(&profile, Some("s1"), "x", "5ea7e1d", Some(&mounts));
-        let body = render(&spec);
+        let body = render(&spec, &Main::Keeper);
         let labels: HashMap<String, String> = [
             ("org.stockade.managed", "1"),
             ("org.stockade.profile", "default"),
@@ -186,7 +213,7 @@ mod tests {
     fn without_the_agent_the_keeper_is_sleep_and_nothing_is_mounted() {
         let profile = load("elevated", &ProfileDirs::default()).unwrap();
         let spec = sandbox_spec(&profile, None, "abc", "5ea7e1d", None);
-        let body = render(&spec);
+        let body = render(&spec, &Main::Keeper);
         assert_eq!(body.cmd, Some(vec!["sleep".into(), "infinity".into()]));
         let host = body.host_config.unwrap();
         assert_eq!(host.binds, None);
@@ -210,5 +237,46 @@ mod tests {
         assert_eq!(labels["org.stockade.kind"], "oneshot");
         assert_eq!(labels["org.stockade.exec"], "abc");
         assert!(!labels.contains_key("org.stockade.agent"));
+    }
+
+    #[test]
+    fn a_oneshot_can_start_with_the_agent_as_its_first_process() {
+        let profile = load("default", &ProfileDirs::default()).unwrap();
+        let mounts = crate::agent::Mounts {
+            binary: "/state/agent/stockade-agent".into(),
+            run_dir: "/state/run/x/run".into(),
+            hostname: "/state/agent/hostname".into(),
+        };
+        let spec = sandbox_spec(&profile, None, "x", "5ea7e1d", Some(&mounts));
+        let argv: Vec<String> = [
+            "/run/stockade-agent",
+            "serve",
+            "--launch",
+            "/run/stockade/l.sock",
+        ]
+        .map(String::from)
+        .to_vec();
+        let with = render(&spec, &Main::Agent { argv: argv.clone() });
+        let mut expected = render(&spec, &Main::Keeper);
+        expected.cmd = Some(argv);
+        expected.user = Some("65532:65532".into());
+        expected.open_stdin = Some(true);
+        expected.stdin_once = Some(true);
+        expected.attach_stdin = Some(true);
+        expected.attach_stdout = Some(true);
+        expected.attach_stderr = Some(true);
+        expected.host_config.as_mut().unwrap().init = Some(false);
+        assert_eq!(with, expected);
+        // Without the agent mounted there is no agent to start.
+        let bare = sandbox_spec(&profile, None, "x", "5ea7e1d", None);
+        assert_eq!(
+            render(
+                &bare,
+                &Main::Agent {
+                    argv: vec!["x".into()]
+                }
+            ),
+            render(&bare, &Main::Keeper)
+        );
     }
 }

@@ -255,7 +255,11 @@ fn permission_bits(mode: u32) -> u32 {
 
 /// Adds every file under `dir` (recursively, symlinks as symlinks and followed), except the
 /// [`RUNTIME_SKIP`] directories right under it. Returns the ELF files added, for `ldd`.
-fn add_host_dir(tree: &mut Tree, dir: &Path, budget: &mut usize) -> Result<Vec<PathBuf>, ImageError> {
+fn add_host_dir(
+    tree: &mut Tree,
+    dir: &Path,
+    budget: &mut usize,
+) -> Result<Vec<PathBuf>, ImageError> {
     let mut elves = Vec::new();
     let mut pending = vec![(tree.add_host_path(dir)?, 0usize)];
     while let Some((dir, depth)) = pending.pop() {
@@ -273,10 +277,12 @@ fn add_host_dir(tree: &mut Tree, dir: &Path, budget: &mut usize) -> Result<Vec<P
             if depth == 0 && RUNTIME_SKIP.iter().any(|s| entry.file_name() == *s) {
                 continue;
             }
-            *budget = budget.checked_sub(1).ok_or_else(|| ImageError::TooManyFiles {
-                dir: dir.clone(),
-                limit: MAX_RUNTIME_FILES,
-            })?;
+            *budget = budget
+                .checked_sub(1)
+                .ok_or_else(|| ImageError::TooManyFiles {
+                    dir: dir.clone(),
+                    limit: MAX_RUNTIME_FILES,
+                })?;
             let meta = fs::symlink_metadata(&path).map_err(|source| ImageError::HostRead {
                 path: path.clone(),
                 source,
@@ -330,7 +336,9 @@ fn shebang(path: &Path) -> Option<PathBuf> {
     let line = line.split(|b| *b == b'\n').next()?;
     let line = std::str::from_utf8(line).ok()?;
     let interpreter = line.split_whitespace().next()?;
-    interpreter.starts_with('/').then(|| PathBuf::from(interpreter))
+    interpreter
+        .starts_with('/')
+        .then(|| PathBuf::from(interpreter))
 }
 
 /// Asks the host's own `binary` (environment cleared) for one line per path.
@@ -413,7 +421,10 @@ fn include_tool(
     }
     let mut budget = MAX_RUNTIME_FILES;
     for dir in runtime_dirs(name, &binary) {
-        progress(&format!("including {name}'s runtime files from {}", dir.display()));
+        progress(&format!(
+            "including {name}'s runtime files from {}",
+            dir.display()
+        ));
         elves.extend(add_host_dir(tree, &dir, &mut budget)?);
     }
     Ok(elves)
