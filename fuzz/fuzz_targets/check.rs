@@ -8,7 +8,7 @@ use stockade::check::{parse, Checker, Policy};
 
 fn checker() -> &'static Checker {
     static C: OnceLock<Checker> = OnceLock::new();
-    C.get_or_init(|| Checker::builtin().expect("builtin rules load"))
+    C.get_or_init(|| Checker::builtin_verified().expect("builtin rules load"))
 }
 
 fuzz_target!(|data: &[u8]| {

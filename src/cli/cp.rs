@@ -267,4 +267,15 @@ mod tests {
         let file = dir.path().join("named");
         assert_eq!(destination(&file, "/workspace/out.json"), file);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn a_sandbox_side_is_exactly_session_colon_path(arg in "[a-z0-9:/._ -]{0,40}") {
+            if let Some((session, path)) = remote(&arg) {
+                proptest::prop_assert!(validate_session_id(&session).is_ok());
+                proptest::prop_assert!(path.starts_with('/'));
+                proptest::prop_assert_eq!(format!("{session}:{path}"), arg);
+            }
+        }
+    }
 }

@@ -100,50 +100,6 @@ struct RawFilter {
     min_kernel: Option<String>,
 }
 
-/// errno names Podman profiles use, and those worth printing.
-const ERRNO_NAMES: &[(&str, u16)] = &[
-    ("EPERM", 1),
-    ("ENOENT", 2),
-    ("ESRCH", 3),
-    ("EINTR", 4),
-    ("EIO", 5),
-    ("ENXIO", 6),
-    ("E2BIG", 7),
-    ("ENOEXEC", 8),
-    ("EBADF", 9),
-    ("ECHILD", 10),
-    ("EAGAIN", 11),
-    ("ENOMEM", 12),
-    ("EACCES", 13),
-    ("EFAULT", 14),
-    ("EBUSY", 16),
-    ("EEXIST", 17),
-    ("EXDEV", 18),
-    ("ENODEV", 19),
-    ("ENOTDIR", 20),
-    ("EISDIR", 21),
-    ("EINVAL", 22),
-    ("ENFILE", 23),
-    ("EMFILE", 24),
-    ("ENOTTY", 25),
-    ("ENOSPC", 28),
-    ("ESPIPE", 29),
-    ("EROFS", 30),
-    ("EPIPE", 32),
-    ("ERANGE", 34),
-    ("ENOSYS", 38),
-    ("EOPNOTSUPP", 95),
-    ("EAFNOSUPPORT", 97),
-];
-
-/// The symbolic name of an errno value, if it is one of the common ones.
-pub(crate) fn errno_name(value: u16) -> Option<&'static str> {
-    ERRNO_NAMES
-        .iter()
-        .find(|(_, v)| *v == value)
-        .map(|(n, _)| *n)
-}
-
 /// libseccomp native architecture names accepted in `includes.arches` / `excludes.arches`
 /// (moby profiles/seccomp `goToNative` / `nativeToSeccomp`, plus `x32`).
 const NATIVE_ARCHES: &[&str] = &[
@@ -370,7 +326,10 @@ fn parse_action(
 ) -> Result<Action, SeccompError> {
     let by_name = match errno_name {
         None | Some("") => None,
-        Some(n) => match ERRNO_NAMES.iter().find(|(name, _)| *name == n) {
+        Some(n) => match super::model::ERRNO_NAMES
+            .iter()
+            .find(|(name, _)| *name == n)
+        {
             Some((_, v)) => Some(u32::from(*v)),
             None => return Err(invalid(at, format!("unknown errno name {n:?}"))),
         },

@@ -66,7 +66,7 @@ impl fmt::Display for Action {
             Action::KillProcess => f.write_str("kill-process"),
             Action::KillThread => f.write_str("kill-thread"),
             Action::Trap => f.write_str("trap"),
-            Action::Errno(e) => match super::load::errno_name(*e) {
+            Action::Errno(e) => match errno_name(*e) {
                 Some(name) => write!(f, "errno {e} ({name})"),
                 None => write!(f, "errno {e}"),
             },
@@ -188,4 +188,48 @@ pub struct SeccompProfile {
     /// Names known on no architecture, kept only under `allow_unknown_syscalls`; resolution
     /// skips them.
     pub unknown_names: Vec<String>,
+}
+
+/// errno names Podman profiles use, and those worth printing.
+pub(crate) const ERRNO_NAMES: &[(&str, u16)] = &[
+    ("EPERM", 1),
+    ("ENOENT", 2),
+    ("ESRCH", 3),
+    ("EINTR", 4),
+    ("EIO", 5),
+    ("ENXIO", 6),
+    ("E2BIG", 7),
+    ("ENOEXEC", 8),
+    ("EBADF", 9),
+    ("ECHILD", 10),
+    ("EAGAIN", 11),
+    ("ENOMEM", 12),
+    ("EACCES", 13),
+    ("EFAULT", 14),
+    ("EBUSY", 16),
+    ("EEXIST", 17),
+    ("EXDEV", 18),
+    ("ENODEV", 19),
+    ("ENOTDIR", 20),
+    ("EISDIR", 21),
+    ("EINVAL", 22),
+    ("ENFILE", 23),
+    ("EMFILE", 24),
+    ("ENOTTY", 25),
+    ("ENOSPC", 28),
+    ("ESPIPE", 29),
+    ("EROFS", 30),
+    ("EPIPE", 32),
+    ("ERANGE", 34),
+    ("ENOSYS", 38),
+    ("EOPNOTSUPP", 95),
+    ("EAFNOSUPPORT", 97),
+];
+
+/// The symbolic name of an errno value, if it is one of the common ones.
+pub(crate) fn errno_name(value: u16) -> Option<&'static str> {
+    ERRNO_NAMES
+        .iter()
+        .find(|(_, v)| *v == value)
+        .map(|(n, _)| *n)
 }

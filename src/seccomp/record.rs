@@ -224,9 +224,7 @@ pub async fn record<B: Backend>(
     let kernel = host_kernel();
     let caps = effective_caps(&base);
     // The recording profile as dockerd applied it: its argument rules carry over.
-    let recording = load_profile_json(&recording_profile.seccomp.json, &LoadOptions::default())
-        .map(|p| resolve(&p, &caps, arch, kernel))
-        .map_err(|source| RecordError::Invalid { source })?;
+    let recording = resolve(&recording_profile.seccomp.parsed, &caps, arch, kernel);
     let classified = classify(&trace, arch);
     let baseline = runtime_baseline(arch);
     let mut set = RecordedSet::new(&classified, &baseline, &recording);

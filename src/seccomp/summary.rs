@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::lint_profile::effective_caps;
-use super::{host_kernel, load_profile_json, resolve, Action, Arch, LoadOptions, SeccompError};
+use super::{host_kernel, resolve, Action, Arch, SeccompError};
 use crate::profile::Profile;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,10 +25,9 @@ pub struct SeccompSummary {
 
 /// Resolves `p`'s seccomp profile for its effective capabilities on this host.
 pub fn summarize(p: &Profile) -> Result<SeccompSummary, SeccompError> {
-    let sp = load_profile_json(&p.seccomp.json, &LoadOptions::default())?;
     let caps = effective_caps(p);
     let arch = Arch::host();
-    let r = resolve(&sp, &caps, arch, host_kernel());
+    let r = resolve(&p.seccomp.parsed, &caps, arch, host_kernel());
     let allowed = r.allowed();
     let unconditional = r.allowed_unconditionally();
     Ok(SeccompSummary {

@@ -204,4 +204,13 @@ mod tests {
             assert_eq!(parse_api_version(bad), None, "{bad:?}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_ping_answer_is_parsed_without_panic(answer in ".{0,300}", major in 0usize..100, minor in 0usize..1000) {
+            let _ = parse_api_version(&answer);
+            let built = format!("HTTP/1.1 200 OK\r\nX: y\r\nApi-Version: {major}.{minor}\r\n\r\n{answer}");
+            proptest::prop_assert_eq!(parse_api_version(&built), Some((major, minor)));
+        }
+    }
 }
