@@ -640,6 +640,47 @@ impl<B: Backend> Service<B> {
         Ok((lock, sandbox))
     }
 
+    /// Makes session `session`'s sandbox ready under the profile `options` selects (created,
+    /// or found), without running anything in it: what `POST /v1/sandboxes` does.
+    pub async fn open_session(
+        &self,
+        session: &str,
+        options: &ExecOptions,
+        cancel: &Cancel,
+    ) -> Result<Sandbox, ExecError> {
+        let profile = self.select_profile(options)?;
+        if profile.elevated && !self.config.allow_elevation {
+            return Err(ExecError::ElevationRefused);
+        }
+        let channel = Channel::session(&self.state_dir, session);
+        let mounts = if self.backend.uses_agent() {
+            Some(channel.mounts(agent::install(&self.state_dir)?))
+        } else {
+            None
+        };
+        let request = ExecRequest {
+            command: plan::CommandLine::Argv(vec!["true".to_string()]),
+            session: Some(session.to_string()),
+            ..Default::default()
+        };
+        let id = new_exec_id();
+        let plan = plan::plan(
+            &profile,
+            &request,
+            &id,
+            &plan::state_id(&self.state_dir),
+            mounts.as_ref(),
+        )?;
+        if mounts.is_some() {
+            channel.prepare()?;
+        }
+        let (_lock, sandbox) = tokio::select! {
+            held = self.hold_session(&plan, session, cancel) => held?,
+            reason = cancel.wait() => return Err(ExecError::Interrupted { reason, started: false }),
+        };
+        Ok(sandbox)
+    }
+
     /// After an interrupted setup, a one-shot sandbox may exist although its id was never
     /// seen: removes it by name. True when it is gone.
     async fn remove_by_name(&self, plan: &Plan) -> bool {

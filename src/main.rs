@@ -46,10 +46,17 @@ fn main() -> ExitCode {
         }
     }
     init_tracing(parsed.global.verbose);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The server runs many executions at once; a command line runs one.
+    let runtime = if matches!(parsed.command, Command::Serve(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             cli::say(format_args!("cannot start the async runtime: {e}"));
@@ -81,6 +88,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Audit(cmd) => cli::audit::run(global, cmd),
         Command::Image(cmd) => cli::image::run(global, cmd).await,
         Command::Profile(cmd) => cli::profile::run(global, cmd).await,
+        Command::Serve(args) => cli::serve::run(global, args).await,
+        Command::Token(cmd) => cli::token::run(global, cmd),
+        Command::Grants(cmd) => cli::grants::run(global, cmd).await,
     }
 }
 

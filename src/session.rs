@@ -91,7 +91,7 @@ pub async fn lock(
 }
 
 /// Takes the lock only if no command holds it.
-fn try_lock(state_dir: &Path, session: &str) -> Result<Option<SessionLock>, SessionError> {
+pub fn try_lock(state_dir: &Path, session: &str) -> Result<Option<SessionLock>, SessionError> {
     let (_, file) = lock_file(state_dir, session)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(SessionLock { _lock: lock })),

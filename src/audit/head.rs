@@ -18,10 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::AuditError;
 use crate::state::open_private_file_at;
 
-/// File name of the head next to `audit.jsonl`.
+/// File name of the head next to `audit.jsonl` (each log `NAME.jsonl` has `NAME.head`).
 pub const HEAD_FILE: &str = "audit.head";
-/// Temporary name the next head is written under before the rename.
-const HEAD_TMP_FILE: &str = "audit.head.tmp";
 /// A head is two short fields; anything longer is not one.
 const MAX_HEAD_BYTES: u64 = 4096;
 
@@ -35,9 +33,18 @@ pub struct Head {
     pub hash: String,
 }
 
-/// The head path belonging to a log path (`.../audit.jsonl` -> `.../audit.head`).
+/// The head path belonging to a log path (`.../audit.jsonl` -> `.../audit.head`,
+/// `.../auth.jsonl` -> `.../auth.head`).
 pub fn head_path_for(log: &Path) -> PathBuf {
-    log.with_file_name(HEAD_FILE)
+    log.with_extension("head")
+}
+
+/// The head's file name for the log file `log_name`.
+pub fn head_name(log_name: &str) -> String {
+    format!(
+        "{}.head",
+        log_name.strip_suffix(".jsonl").unwrap_or(log_name)
+    )
 }
 
 /// Parses an open head file.
@@ -72,18 +79,28 @@ pub fn parse(mut file: File, path: &Path) -> Result<Head, AuditError> {
     Ok(head)
 }
 
-/// Reads the head inside the (checked) state directory; `None` if there is none yet.
-pub fn read_at(dir: BorrowedFd<'_>, dir_path: &Path) -> Result<Option<Head>, AuditError> {
-    match open_private_file_at(dir, dir_path, HEAD_FILE, OFlag::O_RDONLY) {
-        Ok(file) => parse(file, &dir_path.join(HEAD_FILE)).map(Some),
+/// Reads the head `name` inside the (checked) state directory; `None` if there is none yet.
+pub fn read_at(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    name: &str,
+) -> Result<Option<Head>, AuditError> {
+    match open_private_file_at(dir, dir_path, name, OFlag::O_RDONLY) {
+        Ok(file) => parse(file, &dir_path.join(name)).map(Some),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Atomically replaces the head: temp file, fsync, rename over, fsync the directory.
-pub fn write_at(dir: BorrowedFd<'_>, dir_path: &Path, head: &Head) -> Result<(), AuditError> {
-    let tmp_path = dir_path.join(HEAD_TMP_FILE);
+/// Atomically replaces the head `name`: temp file, fsync, rename over, fsync the directory.
+pub fn write_at(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    name: &str,
+    head: &Head,
+) -> Result<(), AuditError> {
+    let tmp_name = format!("{name}.tmp");
+    let tmp_path = dir_path.join(&tmp_name);
     let io_err = |op, source| AuditError::Io {
         op,
         path: tmp_path.clone(),
@@ -92,13 +109,13 @@ pub fn write_at(dir: BorrowedFd<'_>, dir_path: &Path, head: &Head) -> Result<(),
     // Writers hold the log's exclusive lock, so a fixed temp name cannot collide; a leftover
     // from a killed writer is truncated (after the same owner/mode/symlink checks).
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC;
-    let mut tmp = open_private_file_at(dir, dir_path, HEAD_TMP_FILE, flags)?;
+    let mut tmp = open_private_file_at(dir, dir_path, &tmp_name, flags)?;
     let mut text = serde_json::to_vec(head).map_err(|source| AuditError::Serialize { source })?;
     text.push(b'\n');
     tmp.write_all(&text).map_err(|e| io_err("write", e))?;
     tmp.sync_all().map_err(|e| io_err("fsync", e))?;
     drop(tmp);
-    renameat(dir, HEAD_TMP_FILE, dir, HEAD_FILE)
+    renameat(dir, tmp_name.as_str(), dir, name)
         .map_err(|errno| io_err("rename", std::io::Error::from(errno)))?;
     sync_dir(dir, dir_path)
 }

@@ -18,6 +18,8 @@ use crate::state::{open_private_dir, open_private_file_at, StateError};
 
 /// File name of the log inside the state directory.
 pub const LOG_FILE: &str = "audit.jsonl";
+/// The log of authentication events (`stockade serve`): the same chain, its own file.
+pub const AUTH_LOG_FILE: &str = "auth.jsonl";
 
 /// The audit log of one state directory. Cheap to hold; every [`append`](Self::append) opens
 /// the file anew (re-checking owner, mode and type) and locks it, so any number of handles in
@@ -27,6 +29,8 @@ pub struct AuditLog {
     dir: OwnedFd,
     dir_path: PathBuf,
     path: PathBuf,
+    name: &'static str,
+    head_name: String,
 }
 
 /// The last complete record in the log and the hash of its line.
@@ -48,14 +52,21 @@ impl AuditLog {
     /// to group/others; the error names the path and the fix. The head file is read too, so
     /// a damaged one is reported before any command runs.
     pub fn open(state_dir: &Path) -> Result<Self, AuditError> {
+        Self::open_named(state_dir, LOG_FILE)
+    }
+
+    /// The log `name` (such as [`AUTH_LOG_FILE`]) in `state_dir`, with the same checks.
+    pub fn open_named(state_dir: &Path, name: &'static str) -> Result<Self, AuditError> {
         let dir = open_private_dir(state_dir)?;
         let log = AuditLog {
-            path: state_dir.join(LOG_FILE),
+            path: state_dir.join(name),
             dir_path: state_dir.to_owned(),
             dir,
+            name,
+            head_name: head::head_name(name),
         };
         drop(log.open_file()?);
-        head::read_at(log.dir.as_fd(), &log.dir_path)?;
+        head::read_at(log.dir.as_fd(), &log.dir_path, &log.head_name)?;
         Ok(log)
     }
 
@@ -66,7 +77,7 @@ impl AuditLog {
 
     /// Path of the head file next to it.
     pub fn head_path(&self) -> PathBuf {
-        self.dir_path.join(head::HEAD_FILE)
+        self.dir_path.join(&self.head_name)
     }
 
     /// Appends one record and returns it as written (with its seq, ts and prev). When this
@@ -158,7 +169,7 @@ impl AuditLog {
             head::sync_dir(self.dir.as_fd(), &self.dir_path)?;
         }
         // The head is written only after the log is durable, so it never points past it.
-        head::write_at(self.dir.as_fd(), &self.dir_path, &new_head)?;
+        head::write_at(self.dir.as_fd(), &self.dir_path, &self.head_name, &new_head)?;
         Ok(record)
     }
 
@@ -167,7 +178,7 @@ impl AuditLog {
         Ok(open_private_file_at(
             self.dir.as_fd(),
             &self.dir_path,
-            LOG_FILE,
+            self.name,
             flags,
         )?)
     }
@@ -208,7 +219,7 @@ impl AuditLog {
     /// The log's end must be what the head recorded, or one record past it (an append killed
     /// after its fsync but before the head rename).
     fn check_head(&self, last: Option<&LastRecord>) -> Result<(), AuditError> {
-        let head = head::read_at(self.dir.as_fd(), &self.dir_path)?;
+        let head = head::read_at(self.dir.as_fd(), &self.dir_path, &self.head_name)?;
         let log_seq = last.map_or(0, |l| l.record.seq);
         let consistent = match (&head, last) {
             (None, None) => true,

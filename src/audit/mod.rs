@@ -20,11 +20,13 @@ use serde::{Deserialize, Serialize};
 use crate::state::StateError;
 
 pub use head::{head_path_for, Head, HEAD_FILE};
-pub use log::{AuditLog, LOG_FILE};
-pub use record::{Direction, Finish, Outcome, Record, RecordBody, Recovered, Start, Transfer};
+pub use log::{AuditLog, AUTH_LOG_FILE, LOG_FILE};
+pub use record::{
+    AuthEvent, AuthKind, Direction, Finish, Outcome, Record, RecordBody, Recovered, Start, Transfer,
+};
 pub use scan::{line_hash, MAX_LINE_BYTES, ZERO_HASH};
-pub use tail::{executions, format_human, tail, Execution};
-pub use time::now_rfc3339;
+pub use tail::{executions, format_auth, format_human, tail, Execution};
+pub use time::{format_rfc3339, now_rfc3339};
 pub use verify::{verify, Finding, FindingKind, Severity, VerifyReport};
 
 /// What the exec path does when the `start` record cannot be written.

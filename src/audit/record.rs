@@ -25,6 +25,46 @@ pub enum RecordBody {
     Start(Start),
     Finish(Finish),
     Recovered(Recovered),
+    /// An authentication event of `stockade serve` (in `auth.jsonl`).
+    Auth(AuthEvent),
+}
+
+/// What happened at the server's door, or to a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuthKind {
+    /// A request was authenticated.
+    Success,
+    /// A request's token was missing, unknown, revoked or expired.
+    Failure,
+    /// A client was locked out (the failure that locked it), or refused while locked out.
+    Lockout,
+    TokenCreated,
+    TokenRotated,
+    TokenRevoked,
+    /// A token's expiry passed (recorded when it is first presented after).
+    TokenExpired,
+    /// A principal's grant was revoked: its tokens and sandboxes went with it.
+    GrantRevoked,
+}
+
+/// One authentication event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthEvent {
+    pub event: AuthKind,
+    /// The principal (token name), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// Who asked: `ip:ADDR`, `uid:N` (the Unix socket), or `cli` for the token commands.
+    pub client: String,
+    /// Why a request was refused (`unknown`, `revoked`, `expired`, `missing`, `too_long`,
+    /// `locked_out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The request's method and path (query left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// Written (durably) before the command runs. `id` ties it to its `finish`.

@@ -87,6 +87,8 @@ pub fn executions(records: &[Record]) -> Vec<Execution<'_>> {
                 });
                 continue;
             }
+            // The auth log's records are shown by `format_auth`, not as executions.
+            RecordBody::Auth(_) => continue,
         };
         match out.iter_mut().rev().find(|e| e.id == Some(id)) {
             Some(e) => {
@@ -190,6 +192,27 @@ fn shorten(command: &str) -> String {
     let mut short: String = flat.chars().take(COMMAND_DISPLAY_CHARS - 1).collect();
     short.push('…');
     short
+}
+
+/// One line of `audit tail --auth`: time, event, principal, client, reason, request.
+pub fn format_auth(record: &Record) -> Option<String> {
+    let RecordBody::Auth(a) = &record.body else {
+        return None;
+    };
+    let event = serde_json::to_value(a.event)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let line = format!(
+        "{}  {:<14}  {:<16}  {:<22}  {:<10}  {}",
+        record.ts,
+        event,
+        a.principal.as_deref().unwrap_or("-"),
+        a.client,
+        a.reason.as_deref().unwrap_or("-"),
+        a.request.as_deref().unwrap_or("")
+    );
+    Some(crate::display::one_line(&line))
 }
 
 #[cfg(test)]

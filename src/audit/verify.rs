@@ -450,6 +450,7 @@ impl Walk {
             RecordBody::Start(s) => {
                 self.open.insert(s.id.clone(), (seq, n));
             }
+            RecordBody::Auth(_) => {}
             RecordBody::Finish(fin) => {
                 if self.open.remove(&fin.id).is_none() {
                     self.notice(

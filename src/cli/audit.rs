@@ -9,7 +9,8 @@ use super::{out, out_json, settings, GlobalArgs};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCmd {
-    /// Verify the hash chain; report tampering, truncation and unfinished executions
+    /// Verify the hash chains of the exec log and the auth log; report tampering, truncation
+    /// and unfinished executions
     Verify {
         #[arg(long)]
         json: bool,
@@ -20,6 +21,9 @@ pub enum AuditCmd {
         n: usize,
         #[arg(long)]
         json: bool,
+        /// The auth log (`stockade serve`'s authentications and token events) instead
+        #[arg(long)]
+        auth: bool,
     },
 }
 
@@ -30,14 +34,52 @@ pub fn run(global: &GlobalArgs, cmd: &AuditCmd) -> anyhow::Result<u8> {
         AuditCmd::Verify { json } => {
             let report =
                 audit::verify(&path).with_context(|| format!("verifying {}", path.display()))?;
-            if *json {
-                out_json(&report)?;
+            let auth_path = state_dir.join(audit::AUTH_LOG_FILE);
+            let auth = if auth_path.exists() {
+                Some(
+                    audit::verify(&auth_path)
+                        .with_context(|| format!("verifying {}", auth_path.display()))?,
+                )
             } else {
-                print!("{report}");
+                None
+            };
+            let ok = report.ok() && auth.as_ref().map_or(true, |a| a.ok());
+            if *json {
+                // The exec log's report, as before, with the auth log's beside it.
+                let mut value = serde_json::to_value(&report)?;
+                if let Some(obj) = value.as_object_mut() {
+                    obj.insert("auth".into(), serde_json::to_value(&auth)?);
+                    obj.insert("ok".into(), ok.into());
+                }
+                out_json(&value)?;
+            } else {
+                out(&report);
+                if let Some(a) = &auth {
+                    out(a);
+                }
             }
-            Ok(if report.ok() { 0 } else { 1 })
+            Ok(if ok { 0 } else { 1 })
         }
-        AuditCmd::Tail { n, json } => {
+        AuditCmd::Tail {
+            n,
+            json,
+            auth: true,
+        } => {
+            let records = audit::tail(&state_dir.join(audit::AUTH_LOG_FILE), *n)?;
+            for r in &records {
+                if *json {
+                    out(json_escaped(&serde_json::to_string(r)?));
+                } else if let Some(line) = audit::format_auth(r) {
+                    out(line);
+                }
+            }
+            Ok(0)
+        }
+        AuditCmd::Tail {
+            n,
+            json,
+            auth: false,
+        } => {
             if *json {
                 for r in audit::tail(&path, *n)? {
                     out(json_escaped(&serde_json::to_string(&r)?));

@@ -6,13 +6,16 @@ pub mod check;
 pub mod corpus;
 pub mod cp;
 pub mod exec;
+pub mod grants;
 pub mod image;
 pub mod lint;
 pub mod profile;
 pub mod record;
 pub mod rules;
+pub mod serve;
 pub mod session;
 pub mod settings;
+pub mod token;
 
 use std::path::PathBuf;
 
@@ -75,6 +78,14 @@ pub enum Command {
     /// Sandbox profiles
     #[command(subcommand)]
     Profile(profile::ProfileCmd),
+    /// Serve the HTTP API (docs/api.md)
+    Serve(serve::ServeArgs),
+    /// API tokens
+    #[command(subcommand)]
+    Token(token::TokenCmd),
+    /// What each API principal holds, and revoking it
+    #[command(subcommand)]
+    Grants(grants::GrantsCmd),
 }
 
 /// Parses a duration flag (`30s`, `2m`, `1h`, `500ms`).

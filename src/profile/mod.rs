@@ -194,6 +194,14 @@ pub const UNSAFE_PERMISSIVE_SECCOMP: &str = "permissive_seccomp";
 pub const UNSAFE_DANGEROUS_CAPABILITIES: &str = "dangerous_capabilities";
 
 impl Profile {
+    /// What [`load`] takes to load this profile again: its file's path, or a built-in's name.
+    pub fn reference(&self) -> String {
+        match self.source.strip_prefix("builtin:") {
+            Some(name) => name.to_string(),
+            None => self.source.clone(),
+        }
+    }
+
     /// The capabilities a process in the sandbox ends up with: Docker's defaults, minus drops,
     /// plus adds (the order dockerd applies them).
     pub fn effective_caps(&self) -> BTreeSet<String> {
