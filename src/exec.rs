@@ -715,8 +715,11 @@ impl<B: Backend> Service<B> {
                 if oneshot {
                     let _ = self.backend.remove(&sandbox.id).await;
                 }
+                if let BackendError::Reset { failed: None, .. } = &e {
+                    result.sandbox_reset = true;
+                }
                 // A broken agent while cancelled: what was asked for happened.
-                if let (BackendError::Agent(_), Some(reason)) = (&e, cancel.fired()) {
+                if let (BackendError::Agent(_), Some(reason)) = (e.cause(), cancel.fired()) {
                     return Err(ExecError::Interrupted {
                         reason,
                         started: true,

@@ -20,6 +20,9 @@ use crate::exec::{new_exec_id, ExecError, ExecOptions};
 use crate::plan::{self, CommandLine, ExecRequest};
 use crate::service::{Principal, Service};
 
+/// Largest file a copy out takes (a sparse file in the sandbox's tmpfs can claim any size).
+pub const MAX_COPY_BYTES: u64 = 1 << 30;
+
 /// Longest path a copy takes (Linux's PATH_MAX).
 pub const MAX_PATH_BYTES: usize = 4096;
 

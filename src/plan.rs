@@ -81,7 +81,7 @@ impl CommandLine {
     pub fn text(&self) -> String {
         match self {
             CommandLine::Shell(text) => text.clone(),
-            CommandLine::Argv(argv) => shell_words::join(argv),
+            CommandLine::Argv(argv) => argv.iter().map(|w| quote_word(w)).collect::<Vec<_>>().join(" "),
         }
     }
 
@@ -92,6 +92,22 @@ impl CommandLine {
             Ok([one]) => CommandLine::Shell(one),
             Err(words) => CommandLine::Argv(words),
         }
+    }
+}
+
+/// One argv word as a shell would read it back as exactly that word: left bare only when it
+/// holds nothing a shell gives meaning to (no braces, globs, `~`, `=`, `$`, quotes, spaces,
+/// comments), single-quoted otherwise. `shell_words::quote` leaves `{a,b}` and `x=y` bare, which
+/// a shell brace-expands or reads as an assignment, so the judged text would not be the argv.
+pub fn quote_word(word: &str) -> std::borrow::Cow<'_, str> {
+    let bare = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_./:@%+,-".contains(&b));
+    if bare {
+        std::borrow::Cow::Borrowed(word)
+    } else {
+        std::borrow::Cow::Owned(format!("'{}'", word.replace('\'', r"'\''")))
     }
 }
 

@@ -200,3 +200,46 @@ fn bad_requests_are_refused() {
     req.timeout = Some(Duration::from_secs(25 * 3600));
     assert!(matches!(refused(&req), PlanError::Timeout { .. }));
 }
+
+#[test]
+fn argv_words_that_a_shell_would_expand_are_quoted() {
+    let cases = [
+        (vec!["bash", "-c", "{chmod,4755,/workspace/sh}"], "bash -c '{chmod,4755,/workspace/sh}'"),
+        (vec!["A=1", "env"], "'A=1' env"),
+        (vec!["ls", "~root", "*", "a?", "[x]", "#c", ""], "ls '~root' '*' 'a?' '[x]' '#c' ''"),
+        (vec!["echo", "it's"], r"echo 'it'\''s'"),
+        (vec!["git", "log", "--format=%H", "a,b", "-1"], "git log '--format=%H' a,b -1"),
+    ];
+    for (argv, text) in cases {
+        let words: Vec<String> = argv.iter().map(|w| w.to_string()).collect();
+        assert_eq!(CommandLine::Argv(words).text(), text);
+    }
+}
+
+/// The judged text of an argv is what a shell would run: every rule's `matches` example, run
+/// as `bash -c EXAMPLE` in argv form, is still caught by that rule.
+#[test]
+fn every_rule_example_wrapped_in_an_argv_is_still_caught() {
+    let checker = crate::check::Checker::builtin().unwrap();
+    let mut checked = 0;
+    for (i, rule) in checker.rules().iter().enumerate() {
+        for example in &rule.matches {
+            for shell in ["bash", "sh"] {
+                let argv = vec![shell.to_string(), "-c".to_string(), example.clone()];
+                let text = CommandLine::Argv(argv).text();
+                let hit = checker.raw_hits(&text).iter().any(|h| h.rule == i);
+                assert!(hit, "rule {} missed its example in argv form: {text}", rule.id);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} examples");
+}
+
+proptest::proptest! {
+    #[test]
+    fn an_argv_text_splits_back_to_the_same_words(words in proptest::collection::vec("[^\u{0}]{0,12}", 1..6)) {
+        let text = CommandLine::Argv(words.clone()).text();
+        proptest::prop_assert_eq!(shell_words::split(&text).unwrap(), words);
+    }
+}

@@ -122,7 +122,8 @@ pub fn read(
     )
 }
 
-/// Writes the stdin frames to the file `request.argv[0]`, created (0644) or truncated.
+/// Writes the stdin frames to the file `request.argv[0]`: into a new file beside it, renamed
+/// over it only once whole, so a failed or interrupted copy leaves the old file as it was.
 pub fn write(
     held: &Held,
     mut conn: UnixStream,
@@ -132,21 +133,8 @@ pub fn write(
     let started = Instant::now();
     conn.set_read_timeout(Some(Duration::from_millis(request.timeout_ms.max(1))))?;
     conn.write_all(&frame::encode(frame::ACCEPTED, b""))?;
-    let path = OsStr::from_bytes(&request.argv[0]);
-    let opened = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path);
-    let mut file = match opened.and_then(|f| {
-        if f.metadata()?.is_file() {
-            Ok(f)
-        } else {
-            Err(std::io::Error::from_raw_os_error(libc::EINVAL))
-        }
-    }) {
+    let path = std::path::Path::new(OsStr::from_bytes(&request.argv[0]));
+    let mut file = match Partial::create(path) {
         Ok(f) => f,
         Err(e) => {
             let status = Status::NotStarted(errno(&e));
@@ -173,11 +161,11 @@ pub fn write(
             frame::STDIN => {
                 sha.update(&payload);
                 received += payload.len() as u64;
-                if let Err(e) = file.write_all(&payload) {
+                if let Err(e) = file.file.write_all(&payload) {
                     break Status::Failed(errno(&e));
                 }
             }
-            frame::STDIN_EOF => match file.sync_all() {
+            frame::STDIN_EOF => match file.keep() {
                 Ok(()) => break Status::Exited(0),
                 Err(e) => break Status::Failed(errno(&e)),
             },
@@ -193,4 +181,59 @@ pub fn write(
         digest(sha, received),
         started,
     )
+}
+
+/// A file being written beside its destination (same directory, so the rename is atomic),
+/// removed unless kept.
+struct Partial {
+    file: std::fs::File,
+    temp: std::path::PathBuf,
+    dest: std::path::PathBuf,
+    kept: bool,
+}
+
+impl Partial {
+    fn create(dest: &std::path::Path) -> std::io::Result<Partial> {
+        // Only a regular file (or nothing) is replaced: not a directory, a FIFO or a device.
+        match std::fs::metadata(dest) {
+            Ok(m) if !m.is_file() => return Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let name = dest
+            .file_name()
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".stockade-{}.part", std::process::id()));
+        let temp = dest.with_file_name(temp_name);
+        let _ = std::fs::remove_file(&temp);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+            .open(&temp)?;
+        Ok(Partial {
+            file,
+            temp,
+            dest: dest.to_path_buf(),
+            kept: false,
+        })
+    }
+
+    fn keep(&mut self) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::rename(&self.temp, &self.dest)?;
+        self.kept = true;
+        Ok(())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
 }

@@ -575,11 +575,31 @@ pub async fn read_file(
             frame::STDOUT => {
                 sha.update(&payload);
                 got += payload.len() as u64;
-                sink.write_all(&payload)
-                    .await
-                    .map_err(|e| AgentError::File {
-                        what: format!("writing the copy: {e}"),
-                    })?;
+                if got > crate::files::MAX_COPY_BYTES {
+                    return Err(AgentError::File {
+                        what: format!(
+                            "{path} is larger than the {} MiB a copy takes; split it inside the sandbox (split -b 512M)",
+                            crate::files::MAX_COPY_BYTES >> 20
+                        ),
+                    });
+                }
+                // A reader that stops reading must not hold the session (and its lock).
+                match tokio::time::timeout(process.timeout, sink.write_all(&payload)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        return Err(AgentError::File {
+                            what: format!("writing the copy: {e}"),
+                        })
+                    }
+                    Err(_) => {
+                        return Err(AgentError::File {
+                            what: format!(
+                                "writing the copy: the destination took no data for {}s",
+                                process.timeout.as_secs()
+                            ),
+                        })
+                    }
+                }
             }
             frame::EXIT => break payload,
             frame::HEARTBEAT => {}

@@ -52,6 +52,8 @@ pub enum Run {
     KillIncomplete,
     /// The backend fails mid-run.
     Fail(String),
+    /// The backend fails mid-run and resets the sandbox, since the command's end is unknown.
+    FailAndReset(String),
 }
 
 impl Default for Run {
@@ -171,7 +173,7 @@ impl Backend for FakeBackend {
 
     async fn run(
         &self,
-        _sandbox: &Sandbox,
+        sandbox: &Sandbox,
         process: &ProcessSpec,
         _stdin: Stdin<'_>,
         streams: &mut Streams,
@@ -209,6 +211,15 @@ impl Backend for FakeBackend {
                 ..ended(Some(0))
             },
             Run::Fail(what) => return Err(BackendError::Protocol { what }),
+            Run::FailAndReset(what) => {
+                self.record(Call::Reset {
+                    name: sandbox.name.clone(),
+                });
+                return Err(BackendError::Reset {
+                    source: Box::new(BackendError::Protocol { what }),
+                    failed: None,
+                });
+            }
         };
         Ok(Ran {
             ended,

@@ -87,6 +87,26 @@ pub enum BackendError {
     Files { what: String },
     #[error("unexpected engine behaviour: {what}")]
     Protocol { what: String },
+    /// `source` broke the run before the command could be confirmed ended, so the sandbox was
+    /// reset (or resetting it failed: `failed`).
+    #[error("{source}; {}", match failed {
+        None => "the command could not be confirmed ended, so the sandbox was reset (a session's /workspace and other tmpfs contents are gone)".to_string(),
+        Some(why) => format!("the command could not be confirmed ended and resetting the sandbox failed ({why}): remove it with `stockade session rm`"),
+    })]
+    Reset {
+        source: Box<BackendError>,
+        failed: Option<String>,
+    },
+}
+
+impl BackendError {
+    /// The error beneath any reset that followed it.
+    pub fn cause(&self) -> &BackendError {
+        match self {
+            BackendError::Reset { source, .. } => source.cause(),
+            other => other,
+        }
+    }
 }
 
 /// How a process ended.

@@ -97,19 +97,36 @@ pub async fn run(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<u8> {
             copied
         }
         Direction::Out if host_side == "-" => {
-            let mut stdout = tokio::io::stdout();
+            use std::io::IsTerminal as _;
+            // On a terminal the file's bytes are shown, not obeyed (no escape sequences).
+            let mut terminal;
+            let mut stdout;
+            let sink: &mut (dyn tokio::io::AsyncWrite + Unpin + Send) =
+                if std::io::stdout().is_terminal() {
+                    terminal = Blocking(stockade::display::TerminalSafe::new(std::io::stdout()));
+                    &mut terminal
+                } else {
+                    stdout = tokio::io::stdout();
+                    &mut stdout
+                };
             service
-                .copy(
-                    &principal,
-                    &request,
-                    &options,
-                    Host::Sink(&mut stdout),
-                    &cancel,
-                )
+                .copy(&principal, &request, &options, Host::Sink(sink), &cancel)
                 .await
         }
         Direction::Out => {
             let dest = destination(Path::new(host_side), &request.path);
+            if let Some(mut special) = special_destination(&dest).await? {
+                let copied = service
+                    .copy(
+                        &principal,
+                        &request,
+                        &options,
+                        Host::Sink(&mut special),
+                        &cancel,
+                    )
+                    .await;
+                return finish(copied, args.json);
+            }
             let mut part = Partial::create(&dest).await?;
             let copied = service
                 .copy(
@@ -183,6 +200,69 @@ fn destination(to: &Path, sandbox_path: &str) -> PathBuf {
     }
 }
 
+/// A destination that is not a plain file: a symbolic link is refused (the copy would land
+/// wherever it points); a FIFO, a character device or a socket is written to as it is, never
+/// replaced by a file. `None` for a regular file or nothing yet.
+async fn special_destination(dest: &Path) -> anyhow::Result<Option<tokio::fs::File>> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let meta = match tokio::fs::symlink_metadata(dest).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", dest.display())),
+    };
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        anyhow::bail!(
+            "{} is a symbolic link; stockade does not write through links: name the file it points to, or remove the link",
+            dest.display()
+        );
+    }
+    if kind.is_file() {
+        return Ok(None);
+    }
+    if kind.is_fifo() || kind.is_char_device() {
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+            .open(dest)
+            .await
+            .with_context(|| format!("cannot open {}", dest.display()))?;
+        return Ok(Some(file));
+    }
+    anyhow::bail!(
+        "{} is not a regular file, a FIFO or a character device; name a file to write",
+        dest.display()
+    )
+}
+
+/// A blocking writer (a terminal) as an async one; a CLI writes little enough to a terminal
+/// that blocking the task is harmless.
+struct Blocking<W: std::io::Write>(W);
+
+impl<W: std::io::Write + Unpin> tokio::io::AsyncWrite for Blocking<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(self.0.write(buf))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(self.0.flush())
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(self.0.flush())
+    }
+}
+
 /// A copy being written next to its destination, renamed over it only once whole: a failed
 /// or interrupted copy leaves the destination as it was.
 struct Partial {
@@ -237,6 +317,7 @@ impl Drop for Partial {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt as _;
 
     #[test]
     fn the_sandbox_side_is_session_colon_absolute_path() {
@@ -255,6 +336,33 @@ mod tests {
         ] {
             assert_eq!(remote(host), None, "{host}");
         }
+    }
+
+    #[tokio::test]
+    async fn links_are_refused_and_devices_written_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = special_destination(&link).await.unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(special_destination(&target).await.unwrap().is_none());
+        assert!(special_destination(&dir.path().join("new")).await.unwrap().is_none());
+        assert!(special_destination(Path::new("/dev/null")).await.unwrap().is_some());
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Opened for writing only once a reader is there.
+        let reader = std::thread::spawn({
+            let fifo = fifo.clone();
+            move || std::fs::read(fifo).unwrap()
+        });
+        let mut w = special_destination(&fifo).await.unwrap().unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut w, b"via fifo").await.unwrap();
+        drop(w);
+        assert_eq!(reader.join().unwrap(), b"via fifo");
+        assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
     }
 
     #[test]

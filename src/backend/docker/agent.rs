@@ -137,7 +137,11 @@ impl DockerBackend {
                     // The command may still be running: end it from outside, and reset the
                     // sandbox if that cannot be confirmed.
                     if !self.kill_tree(sandbox, process).await.unwrap_or(false) {
-                        let _ = self.reset_container(sandbox).await;
+                        let failed = self.reset_container(sandbox).await.err();
+                        return Err(BackendError::Reset {
+                            source: Box::new(e.into()),
+                            failed: failed.map(|f| f.to_string()),
+                        });
                     }
                     return Err(e.into());
                 }
