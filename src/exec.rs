@@ -242,7 +242,7 @@ impl<B: Backend> Service<B> {
     /// Picks and loads the profile, enforcing the elevation rules.
     pub fn select_profile(&self, options: &ExecOptions) -> Result<Profile, ExecError> {
         let name = self.profile_name(options);
-        let profile = profile::load(&name, &self.profile_dirs)?;
+        let profile = self.profiles.load(&name, &self.profile_dirs)?;
         if options.elevated && !profile.elevated {
             return Err(ExecError::NotElevatedProfile { profile: name });
         }

@@ -269,12 +269,18 @@ async fn a_kill_that_cannot_be_confirmed_resets_the_sandbox() {
 
 #[tokio::test]
 async fn a_run_that_broke_and_reset_the_sandbox_says_so() {
-    let f = flow(Acquire::Ready, Run::FailAndReset("the agent went away".into()));
+    let f = flow(
+        Acquire::Ready,
+        Run::FailAndReset("the agent went away".into()),
+    );
     let result = f.exec(&in_session("true", "s1")).await;
     assert_eq!(result.outcome, Outcome::Error);
     assert!(result.sandbox_reset);
     let error = result.error.clone().unwrap();
-    assert!(error.contains("the agent went away") && error.contains("reset"), "{error}");
+    assert!(
+        error.contains("the agent went away") && error.contains("reset"),
+        "{error}"
+    );
     let (_, finish) = f.audited(result.audit_id.as_deref().unwrap());
     assert!(finish.sandbox_reset);
     validate(&result);

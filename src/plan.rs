@@ -81,7 +81,11 @@ impl CommandLine {
     pub fn text(&self) -> String {
         match self {
             CommandLine::Shell(text) => text.clone(),
-            CommandLine::Argv(argv) => argv.iter().map(|w| quote_word(w)).collect::<Vec<_>>().join(" "),
+            CommandLine::Argv(argv) => argv
+                .iter()
+                .map(|w| quote_word(w))
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 

@@ -204,11 +204,20 @@ fn bad_requests_are_refused() {
 #[test]
 fn argv_words_that_a_shell_would_expand_are_quoted() {
     let cases = [
-        (vec!["bash", "-c", "{chmod,4755,/workspace/sh}"], "bash -c '{chmod,4755,/workspace/sh}'"),
+        (
+            vec!["bash", "-c", "{chmod,4755,/workspace/sh}"],
+            "bash -c '{chmod,4755,/workspace/sh}'",
+        ),
         (vec!["A=1", "env"], "'A=1' env"),
-        (vec!["ls", "~root", "*", "a?", "[x]", "#c", ""], "ls '~root' '*' 'a?' '[x]' '#c' ''"),
+        (
+            vec!["ls", "~root", "*", "a?", "[x]", "#c", ""],
+            "ls '~root' '*' 'a?' '[x]' '#c' ''",
+        ),
         (vec!["echo", "it's"], r"echo 'it'\''s'"),
-        (vec!["git", "log", "--format=%H", "a,b", "-1"], "git log '--format=%H' a,b -1"),
+        (
+            vec!["git", "log", "--format=%H", "a,b", "-1"],
+            "git log '--format=%H' a,b -1",
+        ),
     ];
     for (argv, text) in cases {
         let words: Vec<String> = argv.iter().map(|w| w.to_string()).collect();
@@ -228,7 +237,11 @@ fn every_rule_example_wrapped_in_an_argv_is_still_caught() {
                 let argv = vec![shell.to_string(), "-c".to_string(), example.clone()];
                 let text = CommandLine::Argv(argv).text();
                 let hit = checker.raw_hits(&text).iter().any(|h| h.rule == i);
-                assert!(hit, "rule {} missed its example in argv form: {text}", rule.id);
+                assert!(
+                    hit,
+                    "rule {} missed its example in argv form: {text}",
+                    rule.id
+                );
                 checked += 1;
             }
         }

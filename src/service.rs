@@ -38,6 +38,8 @@ pub struct Service<B: Backend> {
     pub checker: Arc<Checker>,
     pub config: Config,
     pub profile_dirs: ProfileDirs,
+    /// Profiles as loaded, reused while their files are unchanged.
+    pub profiles: crate::profile::ProfileCache,
     pub state_dir: PathBuf,
 }
 
@@ -50,6 +52,7 @@ impl<B: Backend> Service<B> {
             checker: Arc::new(Checker::builtin()?),
             config: settings.config,
             profile_dirs: settings.profile_dirs,
+            profiles: Default::default(),
             state_dir: settings.state_dir,
         })
     }
@@ -61,6 +64,7 @@ impl<B: Backend> Service<B> {
             checker,
             config: settings.config,
             profile_dirs: settings.profile_dirs,
+            profiles: Default::default(),
             state_dir: settings.state_dir,
         }
     }

@@ -360,3 +360,22 @@ fn concurrent_threads_with_separate_handles() {
 
 // Many processes appending at once: tests/suite/exec.rs
 // `sixteen_parallel_execs_leave_32_chained_records` runs 16 real `stockade exec` processes.
+
+#[test]
+fn a_batch_is_chained_like_single_appends() {
+    let (_tmp, log) = log_with(1);
+    let written = log
+        .append_all(vec![start("b1"), start("b2"), finish("b1")])
+        .unwrap();
+    assert_eq!(written.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4, 5]);
+    assert!(log.append_all(Vec::new()).unwrap().is_empty());
+    log.append(finish("b2")).unwrap();
+    let lines = read_lines(log.path());
+    let records = parse_all(log.path());
+    assert_eq!(records.len(), 6);
+    for i in 1..lines.len() {
+        assert_eq!(records[i].prev, line_hash(&lines[i - 1]));
+    }
+    assert_eq!(head_of(&log).seq, 6);
+    assert!(verify(log.path()).unwrap().findings.is_empty());
+}

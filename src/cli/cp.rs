@@ -348,8 +348,14 @@ mod tests {
         let err = special_destination(&link).await.unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert!(special_destination(&target).await.unwrap().is_none());
-        assert!(special_destination(&dir.path().join("new")).await.unwrap().is_none());
-        assert!(special_destination(Path::new("/dev/null")).await.unwrap().is_some());
+        assert!(special_destination(&dir.path().join("new"))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(special_destination(Path::new("/dev/null"))
+            .await
+            .unwrap()
+            .is_some());
         let fifo = dir.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         // Opened for writing only once a reader is there.
@@ -358,10 +364,15 @@ mod tests {
             move || std::fs::read(fifo).unwrap()
         });
         let mut w = special_destination(&fifo).await.unwrap().unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut w, b"via fifo").await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut w, b"via fifo")
+            .await
+            .unwrap();
         drop(w);
         assert_eq!(reader.join().unwrap(), b"via fifo");
-        assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
     }
 

@@ -55,7 +55,6 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<u8> {
         listen,
         socket: args.socket.clone(),
         allow_non_loopback: args.allow_non_loopback,
-        limits: Limits::default(),
     };
     let stop = settings::cancel_on_signals();
     server::serve(server, &options, stop, |addresses| {

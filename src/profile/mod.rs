@@ -15,11 +15,13 @@ use crate::check::Policy;
 use crate::seccomp;
 
 mod binds;
+mod cache;
 mod user;
 
 pub use user::User;
 
 pub use binds::{RUNTIME_DIRS, RUNTIME_SOCKETS};
+pub use cache::ProfileCache;
 
 /// Profiles shipped inside the binary: (name, TOML text).
 const BUILTIN_PROFILES: &[(&str, &str)] = &[

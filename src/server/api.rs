@@ -83,21 +83,32 @@ pub fn router<B: Backend>(server: Arc<Server<B>>) -> Router {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// A JSON body, its errors in the API's shape.
+/// A JSON body, its errors in the API's shape. Read as JSON whatever its `Content-Type` says
+/// (`curl -d` sends a form type): every route needs a bearer token, a header a browser does
+/// not send cross-origin without a preflight, so a lenient type opens no CSRF route.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(JsonBody(v)),
-            Err(rejection) => Err(ApiError::new(
-                rejection.status(),
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| {
+                let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    "too_large"
+                } else {
+                    "bad_request"
+                };
+                ApiError::new(rejection.status(), code, rejection.body_text())
+            })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
                 "bad_request",
-                rejection.body_text(),
-            )),
-        }
+                format!("the body is not the JSON this route takes: {e}"),
+            )
+        })
     }
 }
 
@@ -857,19 +868,26 @@ async fn put_file<B: Backend>(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if size.is_some_and(|n| n > max) {
-        return Err(ApiError::new(
+    let too_large = || {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("a file is at most {max} bytes"),
-        ));
+        )
+    };
+    if size.is_some_and(|n| n > max) {
+        return Err(too_large());
     }
-    // Counted as it streams: a body without a length is cut at the cap, as an error.
+    // Counted as it streams: a body without a length is cut at the cap, and refused as too
+    // large (not as a backend failure: the copy fails only because the source was cut).
     let mut seen = 0u64;
+    let over_cap = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cut = over_cap.clone();
     let stream = body.into_data_stream().map(move |chunk| {
         let chunk = chunk.map_err(std::io::Error::other)?;
         seen += chunk.len() as u64;
         if seen > max {
+            cut.store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(std::io::Error::other(format!(
                 "the file is over {max} bytes"
             )));
@@ -904,7 +922,13 @@ async fn put_file<B: Backend>(
         .await;
     guard.defuse();
     drop(slot);
-    let copied = copied.map_err(copy_error)?;
+    let copied = copied.map_err(|e| {
+        if over_cap.load(std::sync::atomic::Ordering::Relaxed) {
+            too_large()
+        } else {
+            copy_error(e)
+        }
+    })?;
     Ok((StatusCode::CREATED, Json(copied)).into_response())
 }
 

@@ -55,8 +55,79 @@ pub struct Auth {
     tokens: Tokens,
     cache: Mutex<Option<(Option<Stamp>, Arc<TokenFile>)>>,
     limiter: Mutex<Limiter>,
-    log: AuditLog,
+    log: LogWriter,
     budget: Mutex<Budget>,
+}
+
+/// Auth events queued for the auth log: a request does not wait for their fsyncs (a success
+/// is answered while its record is written), and records queued together are written in one
+/// append. The queue is bounded: when it is full, requests wait for the writer.
+struct LogWriter {
+    log: Arc<AuditLog>,
+    queue: Mutex<Option<std::sync::mpsc::SyncSender<AuthEvent>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Events waiting for the auth log at most.
+const LOG_QUEUE: usize = 4096;
+/// Events written in one append at most.
+const LOG_BATCH: usize = 256;
+
+impl LogWriter {
+    fn start(log: Arc<AuditLog>) -> std::io::Result<LogWriter> {
+        let (queue, events) = std::sync::mpsc::sync_channel::<AuthEvent>(LOG_QUEUE);
+        let writer_log = log.clone();
+        let writer = std::thread::Builder::new()
+            .name("auth-log".into())
+            .spawn(move || {
+                while let Ok(first) = events.recv() {
+                    let mut batch = vec![RecordBody::Auth(first)];
+                    while batch.len() < LOG_BATCH {
+                        match events.try_recv() {
+                            Ok(e) => batch.push(RecordBody::Auth(e)),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = writer_log.append_all(batch) {
+                        tracing::error!(error = %e, "cannot write the auth audit log");
+                    }
+                }
+            })?;
+        Ok(LogWriter {
+            log,
+            queue: Mutex::new(Some(queue)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    fn record(&self, event: AuthEvent) {
+        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let event = match queue {
+            Some(queue) => match queue.send(event) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(event)) => event,
+            },
+            None => event,
+        };
+        // The writer is gone (closing): written here, in the caller's time.
+        if let Err(e) = self.log.append(RecordBody::Auth(event)) {
+            tracing::error!(error = %e, "cannot write the auth audit log");
+        }
+    }
+
+    /// Writes everything queued, then stops the writer.
+    fn close(&self) {
+        drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl Auth {
@@ -67,7 +138,8 @@ impl Auth {
             tokens,
             cache: Mutex::new(None),
             limiter: Mutex::new(Limiter::default()),
-            log: AuditLog::open_named(state_dir, AUTH_LOG_FILE)?,
+            log: LogWriter::start(Arc::new(AuditLog::open_named(state_dir, AUTH_LOG_FILE)?))
+                .map_err(ServeError::Thread)?,
             budget: Mutex::new(Budget {
                 minute: Instant::now(),
                 written: 0,
@@ -95,9 +167,12 @@ impl Auth {
     }
 
     fn record(&self, event: AuthEvent) {
-        if let Err(e) = self.log.append(RecordBody::Auth(event)) {
-            tracing::error!(error = %e, "cannot write the auth audit log");
-        }
+        self.log.record(event);
+    }
+
+    /// Writes every auth event still queued (at shutdown, before exiting).
+    pub fn close(&self) {
+        self.log.close();
     }
 
     fn record_failure(&self, mut event: AuthEvent) {

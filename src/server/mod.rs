@@ -80,7 +80,6 @@ pub struct ServeOptions {
     /// Accept a TCP address other than loopback (without TLS: put a terminating proxy in
     /// front).
     pub allow_non_loopback: bool,
-    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +101,8 @@ pub enum ServeError {
     Audit(#[from] crate::audit::AuditError),
     #[error("no token exists yet: create one with `stockade token create --name NAME` (it is printed once)")]
     NoTokens,
+    #[error("cannot start the auth log writer: {0}")]
+    Thread(std::io::Error),
 }
 
 /// An execution running now, for kill requests, deletions and the shutdown.
@@ -370,6 +371,7 @@ pub async fn serve<B: Backend>(
         let _ = std::fs::remove_file(path);
     }
     server.drain().await;
+    server.auth.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
     Ok(())
 }
