@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -78,6 +78,7 @@ pub fn router<B: Backend>(server: Arc<Server<B>>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .merge(files)
         .fallback(|| async { ApiError::not_found("such route (see /v1/openapi.json)") })
+        .layer(axum::middleware::map_response(super::error::shape_errors))
         .with_state(server)
 }
 
@@ -111,6 +112,36 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
         })
     }
 }
+
+/// axum's `Query` and `Path` extractors, their rejections in the API's error shape.
+macro_rules! api_extractor {
+    ($name:ident, $inner:ident, $what:literal) => {
+        pub struct $name<T>(pub T);
+
+        impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S>
+            for $name<T>
+        {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                match axum::extract::$inner::<T>::from_request_parts(parts, state).await {
+                    Ok(axum::extract::$inner(v)) => Ok($name(v)),
+                    Err(rejection) => Err(ApiError::new(
+                        rejection.status(),
+                        "bad_request",
+                        format!("{}: {}", $what, rejection.body_text()),
+                    )),
+                }
+            }
+        }
+    };
+}
+
+api_extractor!(ApiQuery, Query, "the query string");
+api_extractor!(ApiPath, Path, "the path");
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
@@ -337,7 +368,7 @@ struct ListQuery {
 async fn list_sandboxes<B: Backend>(
     State(server): State<Arc<Server<B>>>,
     auth: Authed,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
     if q.all && !auth.is_admin() {
         return Err(ApiError::forbidden("?all=true needs an admin token"));
@@ -354,7 +385,7 @@ async fn list_sandboxes<B: Backend>(
 async fn get_sandbox<B: Backend>(
     State(server): State<Arc<Server<B>>>,
     auth: Authed,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let record = owned(&server, &auth, &id)?;
     Ok(Json(view(&server, record).await).into_response())
@@ -375,7 +406,7 @@ pub(crate) async fn remove_sandbox<B: Backend>(server: &Server<B>, id: &str) {
 async fn delete_sandbox<B: Backend>(
     State(server): State<Arc<Server<B>>>,
     auth: Authed,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     owned(&server, &auth, &id)?;
     remove_sandbox(&server, &id).await;
@@ -683,7 +714,7 @@ async fn run_exec<B: Backend>(
 async fn exec_in_sandbox<B: Backend>(
     State(server): State<Arc<Server<B>>>,
     auth: Authed,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ExecBody>,
 ) -> ApiResult<Response> {
@@ -732,8 +763,8 @@ struct WaitQuery {
 async fn poll_exec<B: Backend>(
     State(server): State<Arc<Server<B>>>,
     auth: Authed,
-    Path((id, exec_id)): Path<(String, String)>,
-    Query(q): Query<WaitQuery>,
+    ApiPath((id, exec_id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> ApiResult<Response> {
     let job = job_of(&server, &auth, &id, &exec_id)?;
     let wait = q
@@ -771,8 +802,8 @@ struct StdinQuery {
 async fn exec_stdin<B: Backend>(
     State(server): State<Arc<Server<B>>>,
     auth: Authed,
-    Path((id, exec_id)): Path<(String, String)>,
-    Query(q): Query<StdinQuery>,
+    ApiPath((id, exec_id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<StdinQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let job = job_of(&server, &auth, &id, &exec_id)?;
@@ -814,7 +845,7 @@ async fn exec_stdin<B: Backend>(
 async fn kill_exec<B: Backend>(
     State(server): State<Arc<Server<B>>>,
     auth: Authed,
-    Path((id, exec_id)): Path<(String, String)>,
+    ApiPath((id, exec_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     let job = job_of(&server, &auth, &id, &exec_id)?;
     job.canceller.cancel(Reason::Killed);
@@ -857,8 +888,8 @@ fn copy_error(e: CopyError) -> ApiError {
 async fn put_file<B: Backend>(
     State(server): State<Arc<Server<B>>>,
     auth: Authed,
-    Path(id): Path<String>,
-    Query(q): Query<PathQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PathQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -935,8 +966,8 @@ async fn put_file<B: Backend>(
 async fn get_file<B: Backend>(
     State(server): State<Arc<Server<B>>>,
     auth: Authed,
-    Path(id): Path<String>,
-    Query(q): Query<PathQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PathQuery>,
 ) -> ApiResult<Response> {
     let record = owned(&server, &auth, &id)?;
     let (canceller, cancel) = Cancel::new();
@@ -1081,8 +1112,8 @@ impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CappedWriter<'_
 async fn list_files<B: Backend>(
     State(server): State<Arc<Server<B>>>,
     auth: Authed,
-    Path(id): Path<String>,
-    Query(q): Query<PathQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PathQuery>,
 ) -> ApiResult<Response> {
     let record = owned(&server, &auth, &id)?;
     if !q.path.starts_with('/') || q.path.contains('\0') || q.path.len() > 4096 {
@@ -1176,7 +1207,7 @@ const MAX_AUDIT_RECORDS: usize = 1000;
 async fn audit_tail<B: Backend>(
     State(server): State<Arc<Server<B>>>,
     auth: Authed,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Response> {
     let limit = q.limit.unwrap_or(100).min(MAX_AUDIT_RECORDS);
     let file = match q.log.as_deref().unwrap_or("exec") {
@@ -1287,7 +1318,7 @@ async fn list_grants<B: Backend>(
 async fn revoke_grant<B: Backend>(
     State(server): State<Arc<Server<B>>>,
     auth: Authed,
-    Path(principal): Path<String>,
+    ApiPath(principal): ApiPath<String>,
 ) -> ApiResult<Response> {
     if !auth.is_admin() {
         return Err(ApiError::forbidden("grants need an admin token"));
