@@ -75,7 +75,7 @@ doc = {
     "/v1/version": {"get": {"summary": "Versions", "responses": {"200": {"description": "versions", **J({"type": "object", "properties": {"version": {"type": "string"}, "api": {"type": "string"}, "agent_protocol": {"type": "integer"}, "backend": {"type": "string"}}})}, **auth_errs}}},
     "/v1/sandboxes": {
       "post": {"summary": "Create a sandbox (a warm session) owned by the caller", "requestBody": {"required": True, **J(ref("CreateSandbox"))},
-               "responses": {"201": {"description": "created", **J(ref("Sandbox"))}, **errs(400, 401, 403, 413, 415, 422, 429, 502, 503)}},
+               "responses": {"201": {"description": "created", **J(ref("Sandbox"))}, **errs(400, 401, 403, 413, 422, 429, 502, 503)}},
       "get": {"summary": "The caller's sandboxes (admin: ?all=true for everyone's)", "parameters": [{"name": "all", "in": "query", "schema": {"type": "boolean"}}],
               "responses": {"200": {"description": "sandboxes", **J({"type": "object", "properties": {"sandboxes": {"type": "array", "items": ref("Sandbox")}}})}, **errs(400, 401, 403, 429)}}},
     "/v1/sandboxes/{id}": {
@@ -87,7 +87,7 @@ doc = {
       "post": {"summary": "Run a command in the sandbox. With Accept: application/x-ndjson, one JSON event per line ({type: stdout|stderr, data} then {type: exit, ...result}); with background: true, 202 and an exec_id",
                "requestBody": {"required": True, **J(ref("ExecRequest"))},
                "responses": {"200": {"description": "the result (or the event stream)", "content": {"application/json": {"schema": ref("ExecResult")}, "application/x-ndjson": {"schema": {"type": "string"}}}},
-                             "202": {"description": "started in the background", **J(ref("Job"))}, **errs(400, 401, 404, 413, 415, 422, 429, 503)}}},
+                             "202": {"description": "started in the background", **J(ref("Job"))}, **errs(400, 401, 404, 413, 422, 429, 503)}}},
     "/v1/sandboxes/{id}/execs/{exec_id}": {
       "parameters": [id_param, exec_param, {"name": "wait", "in": "query", "schema": {"type": "string"}, "description": "Wait this long for the end (at most 60s): 10s, 500ms or seconds"}],
       "get": {"summary": "A background execution: its state, its output so far, its result when done", "responses": {"200": {"description": "the state", **J(ref("Poll"))}, **errs(400, 401, 404, 429)}}},
@@ -108,7 +108,7 @@ doc = {
       "get": {"summary": "List a directory in the sandbox", "responses": {"200": {"description": "the entries", **J(ref("Listing"))}, **errs(400, 401, 404, 422, 429, 503)}}},
     "/v1/exec": {
       "post": {"summary": "Run a command in a one-shot sandbox (removed afterwards)", "requestBody": {"required": True, **J(ref("ExecRequest"))},
-               "responses": {"200": {"description": "the result (or the event stream)", "content": {"application/json": {"schema": ref("ExecResult")}, "application/x-ndjson": {"schema": {"type": "string"}}}}, **errs(400, 401, 413, 415, 422, 429, 503)}}},
+               "responses": {"200": {"description": "the result (or the event stream)", "content": {"application/json": {"schema": ref("ExecResult")}, "application/x-ndjson": {"schema": {"type": "string"}}}}, **errs(400, 401, 413, 422, 429, 503)}}},
     "/v1/audit": {
       "get": {"summary": "Recent audit records (a non-admin sees its own executions; log=auth is admin only)",
               "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}}, {"name": "log", "in": "query", "schema": {"enum": ["exec", "auth"]}}],
