@@ -267,7 +267,31 @@ impl<B: Backend> Service<B> {
             return allow_all();
         }
         let policy = profile.map(|p| p.policy.clone()).unwrap_or_default();
-        self.checker.check(&request.command.text(), &policy)
+        let mut verdict = self.checker.check(&request.command.text(), &policy);
+        // What else the command may run as code is judged as shell text too: the values of
+        // the environment asked for (`eval "$X"`, `bash -c "$X"`) and a stdin given in advance
+        // (`bash` reading it). The decision is the strictest.
+        let values = request
+            .env
+            .iter()
+            .filter_map(|e| e.split_once('=').map(|(_, v)| v.to_string()));
+        let stdin = request
+            .stdin_given
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned());
+        for text in values.chain(stdin) {
+            if text.trim().is_empty() {
+                continue;
+            }
+            let more = self.checker.check(&text, &policy);
+            verdict.decision = verdict.decision.max(more.decision);
+            for hit in more.rules {
+                if !verdict.rules.iter().any(|h| h.id == hit.id) {
+                    verdict.rules.push(hit);
+                }
+            }
+        }
+        verdict
     }
 
     /// Runs one request and returns its result, whatever happens: a refusal, a failure and an
@@ -319,7 +343,14 @@ impl<B: Backend> Service<B> {
             id: id.clone(),
             session: request.session.clone(),
             user: principal.name.clone(),
+            via: principal.via.map(str::to_string),
             command,
+            workdir: request.workdir.clone(),
+            env: request.env.clone(),
+            stdin_sha256: request
+                .stdin_given
+                .as_ref()
+                .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b))),
             decision: verdict.decision,
             rules: verdict.rule_ids(),
             profile: self.profile_name(options),
@@ -375,7 +406,14 @@ impl<B: Backend> Service<B> {
             id: exec_id.clone(),
             session: request.session.clone(),
             user: principal.name.clone(),
+            via: principal.via.map(str::to_string),
             command,
+            workdir: request.workdir.clone(),
+            env: request.env.clone(),
+            stdin_sha256: request
+                .stdin_given
+                .as_ref()
+                .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b))),
             decision: verdict.decision,
             rules: verdict.rule_ids(),
             profile: profile.name.clone(),

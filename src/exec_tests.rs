@@ -143,6 +143,49 @@ async fn a_denied_command_never_acquires_a_sandbox_and_is_audited() {
     assert_eq!(finish.outcome, Outcome::Denied);
 }
 
+/// Code can reach the command other than as its text: through an environment value it
+/// evaluates, or through a stdin given in advance that a shell reads. Both are judged.
+#[tokio::test]
+async fn env_values_and_a_given_stdin_are_judged_and_recorded() {
+    for request in [
+        ExecRequest {
+            command: CommandLine::Shell("eval \"$X\"".into()),
+            env: vec!["X=nsenter -t 1 -m sh".into()],
+            ..Default::default()
+        },
+        ExecRequest {
+            command: CommandLine::Argv(vec!["bash".into()]),
+            stdin: true,
+            stdin_given: Some(b"nsenter -t 1 -m sh\n".to_vec()),
+            ..Default::default()
+        },
+    ] {
+        let f = flow(Acquire::Ready, Run::default());
+        let result = f.exec(&request).await;
+        assert_eq!(result.outcome, Outcome::Denied, "{request:?}");
+        assert!(result.rules.iter().any(|r| r.id == "ns.nsenter"));
+        assert!(!f.fake.acquired());
+        let (start, _) = f.audited(result.audit_id.as_deref().unwrap());
+        assert_eq!(start.env, request.env);
+        assert_eq!(start.stdin_sha256.is_some(), request.stdin_given.is_some());
+    }
+    // Plain values stay allowed.
+    let f = flow(Acquire::Ready, Run::default());
+    let request = ExecRequest {
+        command: CommandLine::Shell("echo \"$LANG\"".into()),
+        env: vec!["LANG=C.UTF-8".into(), "TZ=".into()],
+        workdir: Some("/workspace".into()),
+        stdin: true,
+        stdin_given: Some(b"a,b,c\n1,2,3\n".to_vec()),
+        ..Default::default()
+    };
+    let result = f.exec(&request).await;
+    assert_eq!(result.outcome, Outcome::Completed, "{:?}", result.error);
+    let (start, _) = f.audited(result.audit_id.as_deref().unwrap());
+    assert_eq!(start.workdir.as_deref(), Some("/workspace"));
+    assert_eq!(start.via, None);
+}
+
 #[tokio::test]
 async fn an_argv_is_judged_as_its_quoted_form() {
     let f = flow(Acquire::Ready, Run::default());

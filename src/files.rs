@@ -118,6 +118,10 @@ impl<B: Backend> Service<B> {
                 id: id.clone(),
                 session: Some(request.session.clone()),
                 user: principal.name.clone(),
+                via: principal.via.map(str::to_string),
+                workdir: None,
+                env: Vec::new(),
+                stdin_sha256: None,
                 command: format!(
                     "cp {} {}",
                     direction.as_str(),

@@ -125,6 +125,9 @@ pub struct ExecRequest {
     pub env: Vec<String>,
     /// Whether the caller feeds the command's stdin.
     pub stdin: bool,
+    /// The stdin, when the caller gives all of it in advance (the API's `stdin`): judged by
+    /// the check stage with the command (`bash` reading it runs it) and its digest recorded.
+    pub stdin_given: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

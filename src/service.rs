@@ -16,11 +16,27 @@ use crate::profile::ProfileDirs;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub name: String,
+    /// The face that authenticated it, when that is not the local CLI (`api` for a token of
+    /// `stockade serve`): recorded as `via`, so a token named like a host account is never
+    /// taken for that account.
+    pub via: Option<&'static str>,
 }
 
 impl Principal {
+    /// A local user.
     pub fn new(name: impl Into<String>) -> Principal {
-        Principal { name: name.into() }
+        Principal {
+            name: name.into(),
+            via: None,
+        }
+    }
+
+    /// A principal of the HTTP API (a token's name).
+    pub fn api(name: impl Into<String>) -> Principal {
+        Principal {
+            name: name.into(),
+            via: Some("api"),
+        }
     }
 }
 

@@ -73,7 +73,19 @@ pub struct Start {
     pub id: String,
     pub session: Option<String>,
     pub user: String,
+    /// The face `user` was authenticated by when not the local CLI (`api`: a token's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     pub command: String,
+    /// The working directory asked for (absent: the profile's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// The environment entries asked for, `NAME=VALUE`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// SHA-256 of the stdin given in advance (the API's `stdin`), judged with the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_sha256: Option<String>,
     /// The check stage's decision (`verdict` in earlier logs).
     #[serde(alias = "verdict")]
     pub decision: Decision,

@@ -90,6 +90,7 @@ pub async fn run(global: &GlobalArgs, args: &ExecArgs) -> anyhow::Result<u8> {
         workdir: args.workdir.clone(),
         env: args.env.clone(),
         stdin: args.stdin,
+        stdin_given: None,
     };
     let options = ExecOptions {
         profile: args.profile.clone(),

@@ -338,6 +338,12 @@ pub fn list(dirs: &ProfileDirs) -> Vec<String> {
     names.into_iter().collect()
 }
 
+/// Whether `name` is a profile name (looked up in the profile directories and the built-in
+/// profiles), not a path to a file: what a remote caller may name.
+pub fn is_name(name: &str) -> bool {
+    is_valid_name(name) && !name.ends_with(".toml")
+}
+
 fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64

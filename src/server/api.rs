@@ -78,6 +78,13 @@ pub fn router<B: Backend>(server: Arc<Server<B>>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .merge(files)
         .fallback(|| async { ApiError::not_found("such route (see /v1/openapi.json)") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method (see /v1/openapi.json)",
+            )
+        })
         .layer(axum::middleware::map_response(super::error::shape_errors))
         .with_state(server)
 }
@@ -186,6 +193,10 @@ enum Span {
 
 fn text_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
+    // A query string carries numbers as text: bare digits are seconds there too.
+    if let Ok(seconds) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
     crate::profile::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
@@ -281,6 +292,33 @@ fn exec_error(e: crate::exec::ExecError) -> ApiError {
     }
 }
 
+/// The longest `timeout` a caller of the API may ask for.
+const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 256
+}
+
+/// The longest `ttl` or `idle_timeout` a sandbox may be given.
+const MAX_SANDBOX_SPAN: Duration = Duration::from_secs(365 * 86_400);
+
+/// A caller names a profile the server offers, never a file on the server: a path would let a
+/// token read host files through parse errors, or load a profile a sandbox wrote.
+fn check_profile_name(profile: Option<&str>) -> ApiResult<()> {
+    match profile {
+        Some(p) if !crate::profile::is_name(p) => Err(ApiError::bad_request(
+            "`profile` is the name of a profile this server offers (letters, digits, '-', '_', \
+             '.'; at most 64), not a path",
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn create_sandbox<B: Backend>(
     State(server): State<Arc<Server<B>>>,
     auth: Authed,
@@ -303,6 +341,7 @@ async fn create_sandbox<B: Backend>(
             ),
         ));
     }
+    check_profile_name(body.profile.as_deref())?;
     let options = ExecOptions {
         profile: body.profile.clone(),
         ..Default::default()
@@ -313,14 +352,31 @@ async fn create_sandbox<B: Backend>(
         .map_err(exec_error)?;
     let now = tokens::now_secs();
     let ttl = body.ttl.map(Span::get);
-    if ttl.is_some_and(|t| t.is_zero()) {
-        return Err(ApiError::bad_request("ttl must be more than zero"));
+    for (field, span) in [
+        ("ttl", ttl),
+        ("idle_timeout", body.idle_timeout.map(Span::get)),
+    ] {
+        match span {
+            Some(t) if t.is_zero() => {
+                return Err(ApiError::bad_request(format!(
+                    "{field} must be more than zero"
+                )))
+            }
+            Some(t) if t > MAX_SANDBOX_SPAN => {
+                return Err(ApiError::bad_request(format!(
+                    "{field} must be at most {} days",
+                    MAX_SANDBOX_SPAN.as_secs() / 86_400
+                )))
+            }
+            _ => {}
+        }
     }
     let record = SandboxRecord {
         id: sandboxes::new_id(),
         owner: owner.clone(),
         profile: profile.reference(),
         created: now,
+        // Both at most MAX_SANDBOX_SPAN: no overflow.
         expires: ttl.map(|t| now.saturating_add(t.as_secs() as i64)),
         idle_timeout: body.idle_timeout.map(|d| d.get().as_secs().max(1)),
         labels: body.labels,
@@ -508,6 +564,25 @@ fn prepare(body: &ExecBody, session: Option<&str>, profile: Option<String>) -> A
             "stdin_open keeps stdin open for POST .../stdin: it needs background: true",
         ));
     }
+    match body.timeout.map(Span::get) {
+        Some(t) if t.is_zero() => {
+            return Err(ApiError::bad_request(
+                "timeout must be more than zero (leave it out for the profile's)",
+            ))
+        }
+        Some(t) if t > MAX_EXEC_TIMEOUT => {
+            return Err(ApiError::bad_request(format!(
+                "timeout must be at most {} s through the API",
+                MAX_EXEC_TIMEOUT.as_secs()
+            )))
+        }
+        _ => {}
+    }
+    if let Some(bad) = body.env.keys().find(|k| !is_env_name(k)) {
+        return Err(ApiError::bad_request(format!(
+            "env: {bad:?} is not a variable name (letters, digits and '_', not starting with a digit)"
+        )));
+    }
     Ok(Prepared {
         request: ExecRequest {
             command,
@@ -516,6 +591,7 @@ fn prepare(body: &ExecBody, session: Option<&str>, profile: Option<String>) -> A
             workdir: body.workdir.clone(),
             env: body.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             stdin: stdin.is_some() || body.stdin_open,
+            stdin_given: stdin.clone(),
         },
         options: ExecOptions {
             profile,
@@ -610,6 +686,7 @@ async fn run_exec<B: Backend>(
         Some(r) => (Some(r.id.as_str()), Some(r.profile.clone())),
         None => (None, body.profile.clone()),
     };
+    check_profile_name(body.profile.as_deref())?;
     if sandbox.is_some() && body.profile.is_some() {
         return Err(ApiError::bad_request(
             "a sandbox's profile is fixed when it is created; `profile` is for POST /v1/exec",
@@ -650,14 +727,24 @@ async fn run_exec<B: Backend>(
             slot,
             cancel,
         );
-        let id = job.id.clone();
-        let keep = server.limits.max_kept_results;
+        let kept = job.clone();
+        let limits = execs::KeepLimits {
+            results: server.limits.max_kept_results,
+            bytes: server.limits.max_kept_bytes,
+            per_owner: server.limits.max_kept_per_principal,
+        };
         let background = server.clone();
         tokio::spawn(async move {
+            let mut bytes = 0;
             if let Ok(result) = handle.await {
+                bytes = result.stdout.len() + result.stderr.len();
                 let _ = done_tx.send(Some(Arc::new(result)));
             }
-            background.background.finished(&id, keep);
+            // The result holds the output now: the buffer the polls read is let go.
+            *kept.output.lock().unwrap_or_else(|e| e.into_inner()) = SoFar::default();
+            background
+                .background
+                .finished(&kept.id, &kept.owner, bytes, limits);
         });
         return Ok((
             StatusCode::ACCEPTED,
@@ -671,6 +758,8 @@ async fn run_exec<B: Backend>(
     }
 
     let mut guard = OnDrop(Some(canceller));
+    let mut slot = slot;
+    let counted = slot.count();
     if wants_stream(&headers) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let handle = spawn_exec(
@@ -687,16 +776,23 @@ async fn run_exec<B: Backend>(
                 let _ = tx.send(Event::Exit(Box::new(result)));
             }
         });
-        // The guard lives in the body: dropped with it when the client goes away.
-        let events = futures_util::stream::unfold((rx, guard), |(mut rx, mut guard)| async move {
-            let event = rx.recv().await?;
-            if matches!(event, Event::Exit(_)) {
-                guard.defuse();
-            }
-            let mut line = serde_json::to_vec(&event).unwrap_or_default();
-            line.push(b'\n');
-            Some((Ok::<_, std::convert::Infallible>(line), (rx, guard)))
-        });
+        // The guard lives in the body: dropped with it when the client goes away. So does the
+        // principal's count: what is queued for a client that does not read stays counted.
+        let events = futures_util::stream::unfold(
+            (rx, guard, counted),
+            |(mut rx, mut guard, counted)| async move {
+                let event = rx.recv().await?;
+                if matches!(event, Event::Exit(_)) {
+                    guard.defuse();
+                }
+                let mut line = serde_json::to_vec(&event).unwrap_or_default();
+                line.push(b'\n');
+                Some((
+                    Ok::<_, std::convert::Infallible>(line),
+                    (rx, guard, counted),
+                ))
+            },
+        );
         return Ok((
             [(header::CONTENT_TYPE, "application/x-ndjson")],
             Body::from_stream(events),
@@ -708,7 +804,18 @@ async fn run_exec<B: Backend>(
         .await
         .map_err(|e| ApiError::internal(format!("the execution's task failed: {e}")))?;
     guard.defuse();
-    Ok(Json(result).into_response())
+    // The result stays counted until the client has taken it.
+    let body = serde_json::to_vec(&result).unwrap_or_default();
+    let once = futures_util::stream::unfold((Some(body), counted), |(body, counted)| async move {
+        // Asked for the next piece: the body has been taken; the count goes with `None`.
+        let body = body?;
+        Some((Ok::<_, std::convert::Infallible>(body), (None, counted)))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(once),
+    )
+        .into_response())
 }
 
 async fn exec_in_sandbox<B: Backend>(
@@ -775,12 +882,15 @@ async fn poll_exec<B: Backend>(
     let mut done = job.done.clone();
     let _ = tokio::time::timeout(wait, done.wait_for(Option::is_some)).await;
     let result = done.borrow().clone();
-    let (stdout, stderr) = {
-        let so_far = job.output.lock().unwrap_or_else(|e| e.into_inner());
-        (
-            String::from_utf8_lossy(&so_far.stdout).into_owned(),
-            String::from_utf8_lossy(&so_far.stderr).into_owned(),
-        )
+    let (stdout, stderr) = match &result {
+        Some(r) => (r.stdout.clone(), r.stderr.clone()),
+        None => {
+            let so_far = job.output.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                String::from_utf8_lossy(&so_far.stdout).into_owned(),
+                String::from_utf8_lossy(&so_far.stderr).into_owned(),
+            )
+        }
     };
     Ok(Json(serde_json::json!({
         "exec_id": job.id,
@@ -1234,7 +1344,11 @@ async fn audit_tail<B: Backend>(
         let mine: std::collections::HashSet<String> = records
             .iter()
             .filter_map(|r| match &r.body {
-                RecordBody::Start(s) if s.user == auth.principal.name => Some(s.id.clone()),
+                RecordBody::Start(s)
+                    if s.user == auth.principal.name && s.via.as_deref() == Some("api") =>
+                {
+                    Some(s.id.clone())
+                }
                 _ => None,
             })
             .collect();

@@ -170,6 +170,20 @@ impl Auth {
         self.log.record(event);
     }
 
+    /// The principals with a token that works now (`None` when the token file cannot be read:
+    /// nothing is concluded from that).
+    pub fn active_principals(&self) -> Option<std::collections::HashSet<String>> {
+        let file = self.current().ok()?;
+        let now = tokens::now_secs();
+        Some(
+            file.tokens
+                .iter()
+                .filter(|t| t.active(now))
+                .map(|t| t.name.clone())
+                .collect(),
+        )
+    }
+
     /// Writes every auth event still queued (at shutdown, before exiting).
     pub fn close(&self) {
         self.log.close();
@@ -238,7 +252,10 @@ impl Auth {
             return Err(locked(left.as_secs().max(1)));
         }
         let presented = authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
+            // The scheme is case-insensitive (RFC 9110, section 11.1).
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .map(str::trim)
             .unwrap_or_default();
         let file = self
@@ -251,7 +268,7 @@ impl Auth {
                     .unwrap_or_else(|e| e.into_inner())
                     .succeeded(client);
                 let authed = Authed {
-                    principal: Principal::new(token.name.clone()),
+                    principal: Principal::api(token.name.clone()),
                     scope: token.scope,
                     client: client.clone(),
                 };

@@ -152,10 +152,27 @@ pub struct Job {
 }
 
 /// The background executions, finished ones kept (oldest forgotten first) for their polls.
+/// What is kept is bounded three ways: a count, the bytes of the kept output, and a count per
+/// principal, so that one principal's results cannot push another's out before they are read.
 #[derive(Default)]
 pub struct Background {
     jobs: Mutex<HashMap<String, Arc<Job>>>,
-    finished: Mutex<VecDeque<String>>,
+    finished: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    /// (exec id, owner, bytes kept), oldest first.
+    order: VecDeque<(String, String, usize)>,
+    bytes: usize,
+}
+
+/// How much of finished background executions is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepLimits {
+    pub results: usize,
+    pub bytes: usize,
+    pub per_owner: usize,
 }
 
 impl Background {
@@ -174,18 +191,47 @@ impl Background {
             .cloned()
     }
 
-    /// Records that `id` finished; forgets the oldest finished beyond `keep`.
-    pub fn finished(&self, id: &str, keep: usize) {
-        let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
-        finished.push_back(id.to_string());
-        while finished.len() > keep {
-            if let Some(old) = finished.pop_front() {
-                self.jobs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&old);
+    /// Records that `id` of `owner` finished with `bytes` of output kept; forgets the oldest
+    /// finished results beyond `limits` (the owner's own oldest first when it is over its
+    /// share).
+    pub fn finished(&self, id: &str, owner: &str, bytes: usize, limits: KeepLimits) {
+        let mut kept = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        kept.order
+            .push_back((id.to_string(), owner.to_string(), bytes));
+        kept.bytes += bytes;
+        let mut forget = Vec::new();
+        let owned = kept.order.iter().filter(|(_, o, _)| o == owner).count();
+        if owned > limits.per_owner {
+            if let Some(at) = kept.order.iter().position(|(_, o, _)| o == owner) {
+                if let Some((old, _, b)) = kept.order.remove(at) {
+                    kept.bytes -= b;
+                    forget.push(old);
+                }
             }
         }
+        while kept.order.len() > limits.results
+            || (kept.bytes > limits.bytes && kept.order.len() > 1)
+        {
+            match kept.order.pop_front() {
+                Some((old, _, b)) => {
+                    kept.bytes -= b;
+                    forget.push(old);
+                }
+                None => break,
+            }
+        }
+        drop(kept);
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        for old in forget {
+            jobs.remove(&old);
+        }
+    }
+
+    /// Finished results kept now: (count, bytes).
+    #[cfg(test)]
+    pub fn kept(&self) -> (usize, usize) {
+        let kept = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        (kept.order.len(), kept.bytes)
     }
 }
 
@@ -199,6 +245,49 @@ pub fn new_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(id: &str, owner: &str) -> Arc<Job> {
+        let (canceller, _) = crate::cancel::Cancel::new();
+        let (_, done) = watch::channel(None);
+        Arc::new(Job {
+            id: id.to_string(),
+            owner: owner.to_string(),
+            sandbox: None,
+            canceller,
+            output: Arc::default(),
+            done,
+            stdin: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    #[test]
+    fn kept_results_are_bounded_by_count_bytes_and_owner() {
+        let limits = KeepLimits {
+            results: 10,
+            bytes: 1000,
+            per_owner: 3,
+        };
+        let bg = Background::default();
+        // One principal floods: only its own newest three stay, others' are untouched.
+        bg.insert(job("alice-1", "alice"));
+        bg.finished("alice-1", "alice", 10, limits);
+        for i in 0..20 {
+            let id = format!("mallory-{i}");
+            bg.insert(job(&id, "mallory"));
+            bg.finished(&id, "mallory", 10, limits);
+        }
+        assert!(bg.get("alice-1").is_some());
+        assert!(bg.get("mallory-16").is_none() && bg.get("mallory-17").is_some());
+        assert_eq!(bg.kept(), (4, 40));
+        // Bytes: big results push the oldest out, down to the newest one.
+        for (i, owner) in ["b", "c", "d"].iter().enumerate() {
+            let id = format!("big-{i}");
+            bg.insert(job(&id, owner));
+            bg.finished(&id, owner, 600, limits);
+        }
+        assert!(bg.get("big-2").is_some() && bg.get("big-1").is_none());
+        assert!(bg.kept().1 <= 1000 || bg.kept().0 == 1, "{:?}", bg.kept());
+    }
 
     #[test]
     fn split_utf8_is_held_back_and_bad_bytes_replaced() {

@@ -53,6 +53,10 @@ pub struct Limits {
     pub max_wait: Duration,
     /// Finished background executions kept for their poll, oldest forgotten first.
     pub max_kept_results: usize,
+    /// The output those kept results hold, at most.
+    pub max_kept_bytes: usize,
+    /// Kept results of one principal, at most (its own oldest forgotten first).
+    pub max_kept_per_principal: usize,
     /// How long a shutdown waits for running executions to end.
     pub drain_timeout: Duration,
 }
@@ -67,6 +71,8 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             max_wait: Duration::from_secs(60),
             max_kept_results: 1024,
+            max_kept_bytes: 256 << 20,
+            max_kept_per_principal: 64,
             drain_timeout: Duration::from_secs(60),
         }
     }
@@ -101,6 +107,8 @@ pub enum ServeError {
     Audit(#[from] crate::audit::AuditError),
     #[error("no token exists yet: create one with `stockade token create --name NAME` (it is printed once)")]
     NoTokens,
+    #[error(transparent)]
+    Agent(#[from] crate::agent::InstallError),
     #[error("cannot start the auth log writer: {0}")]
     Thread(std::io::Error),
 }
@@ -132,7 +140,18 @@ pub struct Server<B: Backend> {
 pub(crate) struct RunSlot<B: Backend> {
     server: Arc<Server<B>>,
     id: u64,
-    owner: String,
+    /// The principal's count of executions, given back with the slot unless it was handed to
+    /// the response ([`RunSlot::count`]).
+    counted: Option<Counted<B>>,
+}
+
+impl<B: Backend> RunSlot<B> {
+    /// The principal's count of this execution, to be given back only when what the response
+    /// holds (a stream, a result) has been delivered or dropped: a client that does not read
+    /// keeps using its principal's budget, so such clients cannot pile up results in memory.
+    pub(crate) fn count(&mut self) -> Option<Counted<B>> {
+        self.counted.take()
+    }
 }
 
 impl<B: Backend> Drop for RunSlot<B> {
@@ -145,6 +164,21 @@ impl<B: Backend> Drop for RunSlot<B> {
         running.remove(&self.id);
         let empty = running.is_empty();
         drop(running);
+        self.server.metrics.in_flight.dec();
+        if empty {
+            self.server.idle.notify_waiters();
+        }
+    }
+}
+
+/// One execution in a principal's count.
+pub(crate) struct Counted<B: Backend> {
+    server: Arc<Server<B>>,
+    owner: String,
+}
+
+impl<B: Backend> Drop for Counted<B> {
+    fn drop(&mut self) {
         let mut counts = self
             .server
             .per_principal
@@ -156,10 +190,6 @@ impl<B: Backend> Drop for RunSlot<B> {
                 counts.remove(&self.owner);
             }
         }
-        self.server.metrics.in_flight.dec();
-        if empty {
-            self.server.idle.notify_waiters();
-        }
     }
 }
 
@@ -170,6 +200,12 @@ impl<B: Backend> Server<B> {
         let auth = auth::Auth::new(&service.state_dir)?;
         if !auth.has_tokens()? {
             return Err(ServeError::NoTokens);
+        }
+        // The agent's files are written here, once, before anything listens: installs racing
+        // in one process share a temporary file name (it carries the pid), so sandboxes created
+        // at once on a fresh state directory would fail with ENOENT from the losing rename.
+        if service.backend.uses_agent() {
+            crate::agent::install(&service.state_dir)?;
         }
         let registry = sandboxes::Registry::new(&service.state_dir);
         let (shutdown, stopping) = Cancel::new();
@@ -238,7 +274,10 @@ impl<B: Backend> Server<B> {
         Ok(RunSlot {
             server: self.clone(),
             id,
-            owner: owner.to_string(),
+            counted: Some(Counted {
+                server: self.clone(),
+                owner: owner.to_string(),
+            }),
         })
     }
 
@@ -333,11 +372,22 @@ pub async fn serve<B: Backend>(
                 for id in api::reap(&server).await {
                     tracing::info!(sandbox = %id, "removed an expired or idle sandbox");
                 }
+                // A revoked or expired token ends what its principal still runs.
+                if let Some(active) = server.auth.active_principals() {
+                    server.cancel_where(Reason::Killed, |owner, _| !active.contains(owner));
+                }
             }
         })
     };
     let header_timeout = server.limits.header_timeout;
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // At most MAX_CONNECTIONS at once: past that, new ones wait in the listen backlog.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit,
+            _ = stop.wait() => break,
+        };
+        let Ok(permit) = permit else { break };
         let accepted = tokio::select! {
             conn = accept_tcp(tcp.as_ref()) => conn,
             conn = accept_unix(unix.as_ref()) => conn,
@@ -347,7 +397,8 @@ pub async fn serve<B: Backend>(
             continue;
         };
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+        let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+            let mut request = request.map(|body| axum::body::Body::new(IdleBody::new(body)));
             request.extensions_mut().insert(client.clone());
             let app = app.clone();
             async move {
@@ -361,6 +412,7 @@ pub async fn serve<B: Backend>(
             .serve_connection(io, service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _permit = permit;
             let _ = conn.await;
         });
     }
@@ -374,6 +426,72 @@ pub async fn serve<B: Backend>(
     server.auth.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
     Ok(())
+}
+
+/// Connections served at once, at most.
+const MAX_CONNECTIONS: usize = 1024;
+/// A request body that sends nothing for this long is cut off (a slow client cannot hold a
+/// sandbox, or a connection, by trickling its upload).
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request body whose every frame must arrive within [`BODY_IDLE_TIMEOUT`] of the last (or
+/// of the handler's first read).
+struct IdleBody<B> {
+    inner: B,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> IdleBody<B> {
+    fn new(inner: B) -> IdleBody<B> {
+        IdleBody {
+            inner,
+            deadline: None,
+        }
+    }
+}
+
+impl<B> http_body::Body for IdleBody<B>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.deadline = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let deadline = self
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(BODY_IDLE_TIMEOUT)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                        "the request body sent nothing for {} s",
+                        BODY_IDLE_TIMEOUT.as_secs()
+                    )
+                    .into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A connection, boxed over its transport, and who is on the other end.
