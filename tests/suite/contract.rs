@@ -500,3 +500,89 @@ fn the_builtin_corpus_and_rules_need_no_checkout() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains(", 0 failed"), "{}", stdout(&out));
 }
+
+/// An attacker's argv cannot hide a command in words a shell would expand: it is judged as the
+/// shell would run it, and denied before any sandbox exists.
+#[test]
+fn an_argv_with_braces_is_judged_as_the_shell_expands_it() {
+    require_docker!();
+    let env = Env::new();
+    for words in [
+        &["bash", "-c", "{nsenter,-t,1,-m,sh}"][..],
+        &["sh", "-c", "{chmod,4755,/workspace/sh}"][..],
+    ] {
+        let out = exec_words(&env, &["--json"], words);
+        assert_eq!(out.status.code(), Some(126), "{words:?}: {}", stdout(&out));
+        let v = json_of(&out);
+        assert_eq!(v["outcome"], "denied");
+        assert_eq!(v["sandbox"], serde_json::Value::Null);
+    }
+}
+
+/// A copy that fails halfway leaves the file it would have replaced as it was, in the sandbox
+/// and on the host; a copy out never writes through a host symlink and never replaces a device.
+#[test]
+fn cp_never_leaves_half_a_file_and_never_writes_through_a_link() {
+    require_docker!();
+    let env = Env::new();
+    let s = unique("cpsafe");
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::write(&small, b"the old contents\n").unwrap();
+    let target = format!("{s}:/tmp/keep");
+    let out = env
+        .cmd()
+        .args(["cp", small.to_str().unwrap(), &target])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // 80 MiB into a 64 MiB tmpfs: the write fails partway.
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![0x5a; 80 << 20]).unwrap();
+    let out = env
+        .cmd()
+        .args(["cp", big.to_str().unwrap(), &target])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let inside = env.exec(&["-s", &s], "cat /tmp/keep; ls -A /tmp");
+    assert_eq!(
+        stdout(&inside),
+        "the old contents\nkeep\n",
+        "{}",
+        stderr(&inside)
+    );
+
+    // A host symlink as the destination is refused; what it points to is untouched.
+    let pointed = dir.path().join("pointed");
+    std::fs::write(&pointed, b"mine").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&pointed, &link).unwrap();
+    let out = env
+        .cmd()
+        .args(["cp", &target, link.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&pointed).unwrap(), b"mine");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    // A character device is written to, not replaced by a file.
+    let out = env
+        .cmd()
+        .args(["cp", &target, "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    env.cleanup_sessions();
+}
