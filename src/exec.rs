@@ -257,6 +257,40 @@ impl<B: Backend> Service<B> {
         }
     }
 
+    /// The `start` record of a request: who asked, what, and the verdict (the profile's
+    /// fields are the caller's to fill).
+    fn start_record(
+        &self,
+        id: &str,
+        principal: &Principal,
+        request: &ExecRequest,
+        command: String,
+        verdict: &Verdict,
+        options: &ExecOptions,
+    ) -> Start {
+        Start {
+            id: id.to_string(),
+            session: request.session.clone(),
+            user: principal.name.clone(),
+            via: principal.via.map(str::to_string),
+            command,
+            workdir: request.workdir.clone(),
+            env: request.env.clone(),
+            stdin_sha256: request
+                .stdin_given
+                .as_ref()
+                .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b))),
+            decision: verdict.decision,
+            rules: verdict.rule_ids(),
+            profile: String::new(),
+            backend: self.backend.kind(),
+            elevated: false,
+            check_bypassed: options.bypass_check,
+            unsafe_opt_outs: Vec::new(),
+            transfer: None,
+        }
+    }
+
     fn verdict(
         &self,
         request: &ExecRequest,
@@ -340,25 +374,9 @@ impl<B: Backend> Service<B> {
         };
         let id = new_exec_id();
         let start = Start {
-            id: id.clone(),
-            session: request.session.clone(),
-            user: principal.name.clone(),
-            via: principal.via.map(str::to_string),
-            command,
-            workdir: request.workdir.clone(),
-            env: request.env.clone(),
-            stdin_sha256: request
-                .stdin_given
-                .as_ref()
-                .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b))),
-            decision: verdict.decision,
-            rules: verdict.rule_ids(),
             profile: self.profile_name(options),
-            backend: self.backend.kind(),
             elevated: options.elevated,
-            check_bypassed: options.bypass_check,
-            unsafe_opt_outs: Vec::new(),
-            transfer: None,
+            ..self.start_record(&id, principal, request, command, &verdict, options)
         };
         if audit.append(RecordBody::Start(start)).is_ok() {
             result.audit_id = Some(id.clone());
@@ -403,25 +421,10 @@ impl<B: Backend> Service<B> {
             }
         };
         let start = Start {
-            id: exec_id.clone(),
-            session: request.session.clone(),
-            user: principal.name.clone(),
-            via: principal.via.map(str::to_string),
-            command,
-            workdir: request.workdir.clone(),
-            env: request.env.clone(),
-            stdin_sha256: request
-                .stdin_given
-                .as_ref()
-                .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b))),
-            decision: verdict.decision,
-            rules: verdict.rule_ids(),
             profile: profile.name.clone(),
-            backend: self.backend.kind(),
             elevated: profile.elevated,
-            check_bypassed: options.bypass_check,
             unsafe_opt_outs: profile.unsafe_opt_outs.clone(),
-            transfer: None,
+            ..self.start_record(&exec_id, principal, request, command, &verdict, options)
         };
         let started = Instant::now();
         let mut finish = Finish::new(&exec_id, request.session.clone());
