@@ -125,3 +125,51 @@ pub async fn shape_errors(response: Response) -> Response {
     }
     Response::from_parts(parts, body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn rejections_get_the_error_shape_and_keep_their_headers() {
+        let plain = Response::builder()
+            .status(StatusCode::METHOD_NOT_ALLOWED)
+            .header(header::ALLOW, "GET,HEAD")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let shaped = shape_errors(plain).await;
+        assert_eq!(shaped.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(shaped.headers()[header::ALLOW], "GET,HEAD");
+        assert_eq!(
+            body_of(shaped).await,
+            serde_json::json!({"error": {"code": "method_not_allowed", "message": "Method Not Allowed"}})
+        );
+        let text = (
+            StatusCode::BAD_REQUEST,
+            "Failed to deserialize query string",
+        )
+            .into_response();
+        assert_eq!(
+            body_of(shape_errors(text).await).await,
+            serde_json::json!({"error": {"code": "bad_request", "message": "Failed to deserialize query string"}})
+        );
+        // The API's own errors and successes pass unchanged.
+        let own = ApiError {
+            retry_after: Some(7),
+            ..ApiError::too_many("locked_out", "wait")
+        };
+        let passed = shape_errors(own.into_response()).await;
+        assert_eq!(passed.headers()["retry-after"], "7");
+        assert_eq!(body_of(passed).await["error"]["code"], "locked_out");
+        let ok = shape_errors((StatusCode::OK, "ok\n").into_response()).await;
+        let bytes = axum::body::to_bytes(ok.into_body(), 16).await.unwrap();
+        assert_eq!(&bytes[..], b"ok\n");
+    }
+}

@@ -18,3 +18,4 @@ mod profiles;
 mod proxy;
 mod record;
 mod seccomp;
+mod serve;
