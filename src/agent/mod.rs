@@ -115,8 +115,12 @@ fn replace_file(dir: &Path, path: &Path, bytes: &[u8], mode: u32) -> Result<(), 
         source,
     };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    // Unique per process and per call: installs running at once in one process (a server's
+    // first requests) must not write through each other's temporary file.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(
-        "{}.{}.tmp",
+        "{}.{}-{call}.tmp",
         name.unwrap_or_default(),
         std::process::id()
     ));

@@ -2369,3 +2369,108 @@ fn serve_python_stdlib_client_drives_the_api() {
     assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
     assert!(common::stderr(&out).contains("FAIL"));
 }
+
+/// What a hostile token holder tries through the API itself: naming a server file as its
+/// profile, code hidden in env values and stdin, limits past the server's, names a shell would
+/// split, and spellings of the auth header.
+#[test]
+fn serve_refuses_what_an_attacker_sends_through_the_api() {
+    require_docker!();
+    let env = Env::new();
+    let alice = token(&env, "alice", "exec");
+    let server = Server::start(&env, &[]);
+
+    // A profile is a name the server offers, never a path (a parse error would echo the file,
+    // and a sandbox can write a profile under /proc/PID/root).
+    for profile in ["/etc/shadow", "../default", "x.toml", "/proc/self/environ"] {
+        let resp = server.post(
+            "/v1/exec",
+            &alice,
+            &json!({"argv": ["true"], "profile": profile}),
+        );
+        assert_error(&resp, 400, "bad_request");
+        assert!(!resp.text().contains("root:"), "{}", resp.text());
+        let resp = server.post("/v1/sandboxes", &alice, &json!({"profile": profile}));
+        assert_error(&resp, 400, "bad_request");
+    }
+
+    // Code reaching the command through stdin or an env value is judged like its text.
+    let v = server
+        .post(
+            "/v1/exec",
+            &alice,
+            &json!({"argv": ["bash"], "stdin": "nsenter -t 1 -m sh\n"}),
+        )
+        .expect(200);
+    assert_eq!(v["outcome"], "denied", "{v}");
+    let v = server
+        .post(
+            "/v1/exec",
+            &alice,
+            &json!({"command": "eval \"$LANG\"", "env": {"LANG": "nsenter -t 1 -m sh"}}),
+        )
+        .expect(200);
+    assert_eq!(v["outcome"], "denied", "{v}");
+
+    // Limits past the server's, and env names a shell would not take, are refused up front.
+    for body in [
+        json!({"argv": ["true"], "timeout": 0}),
+        json!({"argv": ["true"], "timeout": "2h"}),
+        json!({"argv": ["true"], "env": {"A B": "x"}}),
+        json!({"argv": ["true"], "env": {"A=B": "x"}}),
+    ] {
+        assert_error(&server.post("/v1/exec", &alice, &body), 400, "bad_request");
+    }
+    for body in [json!({"ttl": u64::MAX}), json!({"idle_timeout": "9999d"})] {
+        assert_error(
+            &server.post("/v1/sandboxes", &alice, &body),
+            400,
+            "bad_request",
+        );
+    }
+
+    // `?wait=` takes bare seconds, as documented; the auth scheme is case-insensitive; a JSON
+    // body is read whatever its content type says (curl -d sends a form type).
+    let id = server.sandbox(&alice);
+    let job = server
+        .post(
+            &format!("/v1/sandboxes/{id}/exec"),
+            &alice,
+            &json!({"command": "echo bg", "background": true}),
+        )
+        .expect(202);
+    let exec_id = job["exec_id"].as_str().unwrap();
+    let resp = server.curl(
+        Via::Tcp,
+        "GET",
+        &format!("/v1/sandboxes/{id}/execs/{exec_id}?wait=30"),
+        None,
+        &["-H", &format!("authorization: bearer {alice}")],
+    );
+    let polled = resp.expect(200);
+    assert_eq!(polled["state"], "done", "{polled}");
+    assert_eq!(polled["result"]["stdout"], "bg\n");
+    let resp = server.curl(
+        Via::Tcp,
+        "POST",
+        &format!("/v1/sandboxes/{id}/exec"),
+        Some(&alice),
+        &["-d", r#"{"argv": ["echo", "form"]}"#],
+    );
+    assert_eq!(resp.expect(200)["stdout"], "form\n");
+
+    // The exec records of the API say so: a token named like a host account is not taken for it.
+    let starts: Vec<Value> = env
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "start")
+        .collect();
+    assert!(!starts.is_empty());
+    assert!(starts
+        .iter()
+        .all(|s| s["via"] == "api" && s["user"] == "alice"));
+    assert!(starts
+        .iter()
+        .any(|s| s["env"][0] == "LANG=nsenter -t 1 -m sh"));
+    assert!(starts.iter().any(|s| s["stdin_sha256"].is_string()));
+}
