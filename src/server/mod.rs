@@ -111,6 +111,8 @@ pub enum ServeError {
     Agent(#[from] crate::agent::InstallError),
     #[error("cannot start the auth log writer: {0}")]
     Thread(std::io::Error),
+    #[error("the default profile cannot be used: {0}")]
+    Profile(String),
 }
 
 /// An execution running now, for kill requests, deletions and the shutdown.
@@ -201,12 +203,17 @@ impl<B: Backend> Server<B> {
         if !auth.has_tokens()? {
             return Err(ServeError::NoTokens);
         }
-        // The agent's files are written here, once, before anything listens: installs racing
-        // in one process share a temporary file name (it carries the pid), so sandboxes created
-        // at once on a fresh state directory would fail with ENOENT from the losing rename.
+        // The agent's files are written here, once, before anything listens, rather than by
+        // the first requests at once.
         if service.backend.uses_agent() {
             crate::agent::install(&service.state_dir)?;
         }
+        // The default profile and the exec log must be usable before the port is bound: a
+        // server that listens and then fails every command helps no one.
+        service
+            .select_profile(&crate::exec::ExecOptions::default())
+            .map_err(|e| ServeError::Profile(e.to_string()))?;
+        crate::audit::AuditLog::open(&service.state_dir)?;
         let registry = sandboxes::Registry::new(&service.state_dir);
         let (shutdown, stopping) = Cancel::new();
         let server = Server {

@@ -2474,3 +2474,35 @@ fn serve_refuses_what_an_attacker_sends_through_the_api() {
         .any(|s| s["env"][0] == "LANG=nsenter -t 1 -m sh"));
     assert!(starts.iter().any(|s| s["stdin_sha256"].is_string()));
 }
+
+/// What would fail every command is found before the port is bound: no token, or a default
+/// profile that does not load.
+#[test]
+fn serve_checks_tokens_and_the_default_profile_before_listening() {
+    let env = Env::new();
+    let out = common::output_within(
+        &mut env.cmd().args(["serve", "--listen", "127.0.0.1:0"]),
+        HANG,
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        common::stderr(&out).contains("token create"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(!common::stderr(&out).contains("listening"));
+
+    token(&env, "alice", "exec");
+    env.write_config("default_profile = \"no-such-profile\"\n");
+    let out = common::output_within(
+        &mut env.cmd().args(["serve", "--listen", "127.0.0.1:0"]),
+        HANG,
+    );
+    assert_eq!(out.status.code(), Some(125));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("default profile") && err.contains("no-such-profile"),
+        "{err}"
+    );
+    assert!(!err.contains("listening"), "{err}");
+}
