@@ -2480,10 +2480,7 @@ fn serve_refuses_what_an_attacker_sends_through_the_api() {
 #[test]
 fn serve_checks_tokens_and_the_default_profile_before_listening() {
     let env = Env::new();
-    let out = common::output_within(
-        &mut env.cmd().args(["serve", "--listen", "127.0.0.1:0"]),
-        HANG,
-    );
+    let out = common::output_within(env.cmd().args(["serve", "--listen", "127.0.0.1:0"]), HANG);
     assert_eq!(out.status.code(), Some(125));
     assert!(
         common::stderr(&out).contains("token create"),
@@ -2494,10 +2491,7 @@ fn serve_checks_tokens_and_the_default_profile_before_listening() {
 
     token(&env, "alice", "exec");
     env.write_config("default_profile = \"no-such-profile\"\n");
-    let out = common::output_within(
-        &mut env.cmd().args(["serve", "--listen", "127.0.0.1:0"]),
-        HANG,
-    );
+    let out = common::output_within(env.cmd().args(["serve", "--listen", "127.0.0.1:0"]), HANG);
     assert_eq!(out.status.code(), Some(125));
     let err = common::stderr(&out);
     assert!(
