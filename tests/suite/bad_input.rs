@@ -113,7 +113,7 @@ fn a_non_utf8_argument_is_refused_and_audited_lossily() {
         stderr(&out)
     );
     let (start, finish) = last_execution(&env);
-    assert_eq!(start["command"], "echo caf\u{fffd}");
+    assert_eq!(start["command"], "echo 'caf\u{fffd}'");
     assert_eq!(finish["outcome"], "error");
 }
 

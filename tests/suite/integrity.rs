@@ -187,7 +187,7 @@ fn the_agents_key_and_listener_are_out_of_the_sandboxs_reach() {
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     let (code, v) = env.exec_json(
         &["--session", &s],
-        "cat /workspace/loot 2>/dev/null; ps -eo user=,comm= | grep -c '^sandbox *bash$' || true",
+        "cat /workspace/loot 2>/dev/null; ps -eo user=,comm= > /tmp/ps.txt; grep -c '^sandbox *bash$' /tmp/ps.txt || true",
     );
     assert_eq!(code, 0, "{v}");
     let new_key = std::fs::read_to_string(env.session_dir(&s).join("key")).unwrap();
@@ -513,8 +513,10 @@ fn limits_are_credited_to_their_command(env: &Env, no_agent: bool) {
     let (code, v) = run("f(){ f|f& }; f; sleep 1");
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["pids_limit_hit"], true, "the bomb that exited 0: {v}");
-    // Only this command's own shell is left of bash.
-    let (code, v) = run("ps -eo user=,comm= | grep -c '^sandbox *bash$' || true");
+    // Only this command's own shell is left of bash (counted without a pipeline: a forked
+    // pipeline member is `bash` until it execs, and ps may see it so).
+    let (code, v) =
+        run("ps -eo user=,comm= > /tmp/ps.txt; grep -c '^sandbox *bash$' /tmp/ps.txt || true");
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(
         v["pids_limit_hit"], false,
