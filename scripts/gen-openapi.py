@@ -53,7 +53,8 @@ doc = {
           "stdin_open": {"type": "boolean", "description": "Background only: stdin stays open for POST .../stdin"},
           "timeout": span, "background": {"type": "boolean"},
           "profile": {"type": "string", "description": "POST /v1/exec only"},
-          "interleaved": {"type": "boolean"}}},
+          "interleaved": {"type": "boolean"},
+          "secrets": {"type": "array", "maxItems": 32, "items": {"type": "string", "pattern": "^[A-Z_][A-Z0-9_]{0,63}$"}, "description": "Secrets (stockade secret set NAME) put in the command's environment; redacted from the result, the stream and the audit log"}}},
       "Job": {"type": "object", "required": ["exec_id", "state"], "properties": {"exec_id": {"type": "string"}, "sandbox": {"type": ["string", "null"]}, "state": {"enum": ["running", "killing", "done"]}}},
       "Poll": {"type": "object", "required": ["exec_id", "state", "stdout", "stderr", "result"], "properties": {
           "exec_id": {"type": "string"}, "sandbox": {"type": ["string", "null"]}, "state": {"enum": ["running", "done"]},

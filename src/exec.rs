@@ -35,6 +35,9 @@ pub struct ExecOptions {
     /// stockade's own probes (recording, live escape attempts) skip the check; audited as
     /// `check_bypassed`. No face offers it.
     pub bypass_check: bool,
+    /// Secrets to put in the command's environment (as `NAME=VALUE`, by their names),
+    /// redacted from everything returned, streamed and recorded.
+    pub secrets: Vec<String>,
 }
 
 /// The result of one execution: the same keys for every outcome, for every face
@@ -66,6 +69,9 @@ pub struct ExecResult {
     pub stderr_bytes: u64,
     /// Some output passed the cap and was cut (head and tail kept).
     pub truncated: bool,
+    /// How many times a secret's value (or an encoding of it) was replaced by
+    /// `[REDACTED:NAME]` in `stdout` and `stderr`.
+    pub redactions: u64,
     /// SHA-256 of the whole stdout and stderr, as the agent vouched for them.
     pub stdout_sha256: Option<String>,
     pub stderr_sha256: Option<String>,
@@ -113,6 +119,8 @@ pub enum ExecError {
     #[error("cannot write the audit log, so nothing runs: {0}")]
     Audit(#[from] crate::audit::AuditError),
     #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -154,6 +162,7 @@ impl ExecResult {
             stdout_bytes: 0,
             stderr_bytes: 0,
             truncated: false,
+            redactions: 0,
             stdout_sha256: None,
             stderr_sha256: None,
             leftovers_ended: 0,
@@ -221,6 +230,41 @@ pub fn new_exec_id() -> String {
     format!("{:x}{}", now.as_millis(), &random[..10])
 }
 
+/// A secret's name and its value, decrypted (wiped when dropped).
+type Opened = (String, zeroize::Zeroizing<Vec<u8>>);
+
+/// A plan whose environment (where secrets' values are) is wiped when it is dropped.
+struct Wiped(plan::Plan);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        for entry in &mut self.0.process.env {
+            entry.zeroize();
+        }
+    }
+}
+
+/// Replaces secrets' values in everything a result shows, and counts them.
+fn redact_result(redactor: &crate::secrets::Redactor, result: &mut ExecResult) {
+    let mut count = 0;
+    for text in [&mut result.stdout, &mut result.stderr] {
+        let (clean, n) = redactor.redact_str(text);
+        *text = clean;
+        count += n;
+    }
+    for text in [result.output.as_mut(), result.error.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        *text = redactor.redact_str(text).0;
+    }
+    for hit in &mut result.rules {
+        hit.fragment = redactor.redact_str(&hit.fragment).0;
+    }
+    result.redactions = count;
+}
+
 fn denial_message(verdict: &Verdict) -> String {
     let hits: Vec<String> = verdict
         .rules
@@ -257,6 +301,17 @@ impl<B: Backend> Service<B> {
         }
     }
 
+    /// The values of the secrets `names`, decrypted.
+    fn open_secrets(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<Opened>, crate::secrets::SecretError> {
+        names
+            .iter()
+            .map(|n| Ok((n.clone(), self.secrets.get(n)?)))
+            .collect()
+    }
+
     /// The `start` record of a request: who asked, what, and the verdict (the profile's
     /// fields are the caller's to fill).
     fn start_record(
@@ -288,6 +343,7 @@ impl<B: Backend> Service<B> {
             check_bypassed: options.bypass_check,
             unsafe_opt_outs: Vec::new(),
             transfer: None,
+            secrets: Vec::new(),
         }
     }
 
@@ -403,7 +459,16 @@ impl<B: Backend> Service<B> {
     ) -> ExecResult {
         let exec_id = new_exec_id();
         let verdict = self.verdict(request, options, Some(profile));
-        let command = request.command.text();
+        // The secrets asked for, decrypted now: put in the process's environment only, and
+        // redacted (in their common encodings too) from all that is returned and recorded.
+        let (secrets, secret_error) = match self.open_secrets(&options.secrets) {
+            Ok(s) => (s, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let redactor = std::sync::Arc::new(crate::secrets::Redactor::new(
+            secrets.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+        ));
+        let command = redactor.redact_str(&request.command.text()).0;
         let mut result = ExecResult::new(&command, Some(&verdict), self.backend.kind());
         result.session = request.session.clone();
         result.profile = Some(profile.name.clone());
@@ -420,31 +485,35 @@ impl<B: Backend> Service<B> {
                 return result;
             }
         };
-        let start = Start {
+        let mut start = Start {
             profile: profile.name.clone(),
             elevated: profile.elevated,
             unsafe_opt_outs: profile.unsafe_opt_outs.clone(),
+            secrets: options.secrets.clone(),
             ..self.start_record(&exec_id, principal, request, command, &verdict, options)
         };
+        for entry in &mut start.env {
+            *entry = redactor.redact_str(entry).0;
+        }
         let started = Instant::now();
         let mut finish = Finish::new(&exec_id, request.session.clone());
         // Refusals are audited too: a start that says what was asked, a finish that says why.
         let refusal = if profile.elevated && !self.config.allow_elevation {
-            Some(ExecError::ElevationRefused.to_string())
+            Some((Outcome::Denied, ExecError::ElevationRefused.to_string()))
         } else if verdict.decision == Decision::Deny {
-            Some(denial_message(&verdict))
+            Some((Outcome::Denied, denial_message(&verdict)))
         } else {
-            None
+            secret_error.map(|e| (Outcome::Error, e.to_string()))
         };
         if let Err(e) = audit.append(RecordBody::Start(start)) {
             result.error = Some(ExecError::Audit(e).to_string());
             return result;
         }
         result.audit_id = Some(exec_id.clone());
-        if let Some(why) = refusal {
-            finish.outcome = Outcome::Denied;
+        if let Some((outcome, why)) = refusal {
+            finish.outcome = outcome;
             finish.error = Some(why.clone());
-            result.outcome = Outcome::Denied;
+            result.outcome = outcome;
             result.error = Some(why);
             if let Err(e) = audit.append(RecordBody::Finish(finish)) {
                 result.error = Some(format!(
@@ -455,12 +524,20 @@ impl<B: Backend> Service<B> {
             return result;
         }
 
+        let redacted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sink = match sink {
+            Some(inner) if !redactor.is_empty() => Some(Box::new(
+                crate::secrets::RedactingSink::new(inner, redactor.clone(), redacted.clone()),
+            ) as Box<dyn Sink>),
+            other => other,
+        };
         let mut streams = Streams::new(profile.output_cap, options.interleaved, sink);
         let ran = self
             .run(
                 profile,
                 request,
                 &exec_id,
+                &secrets,
                 stdin,
                 &mut streams,
                 &mut result,
@@ -477,6 +554,7 @@ impl<B: Backend> Service<B> {
         result.stdout = streams.stdout.text();
         result.stderr = streams.stderr.text();
         result.output = streams.output.as_ref().map(|o| o.text());
+        drop(streams);
         result.stdout_bytes = finish.stdout_bytes;
         result.stderr_bytes = finish.stderr_bytes;
         result.truncated = finish.truncated;
@@ -513,6 +591,9 @@ impl<B: Backend> Service<B> {
                 result.error = Some(e.to_string());
             }
         }
+        if !redactor.is_empty() {
+            redact_result(&redactor, &mut result);
+        }
         result.note_limits();
         finish.outcome = result.outcome;
         finish.exit_code = result.exit_code;
@@ -544,6 +625,7 @@ impl<B: Backend> Service<B> {
         profile: &Profile,
         request: &ExecRequest,
         exec_id: &str,
+        secrets: &[Opened],
         stdin: Stdin<'_>,
         streams: &mut Streams,
         result: &mut ExecResult,
@@ -562,7 +644,21 @@ impl<B: Backend> Service<B> {
         } else {
             None
         };
-        let plan = plan::plan(profile, request, exec_id, &state_id, mounts.as_ref())?;
+        let mut plan = Wiped(plan::plan(
+            profile,
+            request,
+            exec_id,
+            &state_id,
+            mounts.as_ref(),
+        )?);
+        let plan = &mut plan.0;
+        for (name, value) in secrets {
+            let value = std::str::from_utf8(value).map_err(|_| {
+                ExecError::Secret(crate::secrets::SecretError::NotText { name: name.clone() })
+            })?;
+            plan.process.env.push(format!("{name}={value}"));
+        }
+        let plan: &plan::Plan = plan;
         // Written before any sandbox exists; removed only once nothing of this execution is
         // left running, so that a `kill -9` from here on is cleaned up by the next invocation.
         let in_flight = inflight::begin(
@@ -580,7 +676,7 @@ impl<B: Backend> Service<B> {
             let sweep = session::sweep_in_background(&self.backend, &self.state_dir);
             let (lock, sandbox) = match &plan.session {
                 Some(s) => {
-                    let (lock, sandbox) = self.hold_session(&plan, s, cancel).await?;
+                    let (lock, sandbox) = self.hold_session(plan, s, cancel).await?;
                     (Some(lock), sandbox)
                 }
                 None => {
@@ -606,7 +702,7 @@ impl<B: Backend> Service<B> {
                 // seen.
                 let clean = !matches!(e, ExecError::Interrupted { .. })
                     || plan.session.is_some()
-                    || self.remove_by_name(&plan).await;
+                    || self.remove_by_name(plan).await;
                 if clean {
                     if plan.session.is_none() {
                         channel.remove();
@@ -623,7 +719,7 @@ impl<B: Backend> Service<B> {
         }
 
         let cleared = self
-            .run_in(&sandbox, &plan, stdin, streams, result, cancel)
+            .run_in(&sandbox, plan, stdin, streams, result, cancel)
             .await;
         // Left in place (unlocked) when something may be left: the next invocation cleans up.
         if let Ok(Cleared::All) = cleared {

@@ -26,6 +26,7 @@ fn flow(acquire: Acquire, run: Run) -> Flow {
         state_dir: dir.path().join("state"),
         profile_dirs: ProfileDirs::default(),
         config: Config::default(),
+        secrets_key: None,
     };
     let service = Service::new(fake.clone(), settings).unwrap();
     Flow {
@@ -184,6 +185,78 @@ async fn env_values_and_a_given_stdin_are_judged_and_recorded() {
     let (start, _) = f.audited(result.audit_id.as_deref().unwrap());
     assert_eq!(start.workdir.as_deref(), Some("/workspace"));
     assert_eq!(start.via, None);
+}
+
+/// A secret reaches the command's environment and nothing else: the result, the live stream
+/// and the audit log show `[REDACTED:NAME]` for it and its encodings, and say how many.
+#[tokio::test]
+async fn a_secret_is_injected_and_redacted_everywhere() {
+    let f = flow(
+        Acquire::Ready,
+        Run::PrintEnv {
+            name: "API_TOKEN".into(),
+        },
+    );
+    let value = "tok-3f9a/c0ffee+beef";
+    f.service
+        .secrets
+        .set("API_TOKEN", value.as_bytes())
+        .unwrap();
+    let options = ExecOptions {
+        secrets: vec!["API_TOKEN".into()],
+        ..Default::default()
+    };
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    struct Collect(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Sink for Collect {
+        fn write(&mut self, _: crate::backend::Stream, bytes: &[u8]) {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+        }
+    }
+    let request = shell(&format!("echo \"$API_TOKEN\" # not {value}"));
+    let result = f
+        .service
+        .exec(
+            &Principal::new("tester"),
+            &request,
+            &options,
+            None,
+            Some(Box::new(Collect(seen.clone()))),
+            &Cancel::never(),
+        )
+        .await;
+    validate(&result);
+    assert_eq!(result.outcome, Outcome::Completed, "{:?}", result.error);
+    assert_eq!(
+        result.stdout,
+        "[REDACTED:API_TOKEN]\n[REDACTED:API_TOKEN]\n"
+    );
+    assert_eq!(result.redactions, 2);
+    let streamed = String::from_utf8(seen.lock().unwrap().clone()).unwrap();
+    assert_eq!(streamed, result.stdout);
+    assert!(!result.command.contains(value), "{}", result.command);
+    let log = std::fs::read_to_string(f.service.state_dir.join("audit.jsonl")).unwrap();
+    assert!(!log.contains(value));
+    assert!(log.contains("\"secrets\":[\"API_TOKEN\"]"), "{log}");
+
+    // A secret that does not exist is an error before anything runs, and says what to do.
+    let options = ExecOptions {
+        secrets: vec!["MISSING".into()],
+        ..Default::default()
+    };
+    let result = f
+        .service
+        .exec(
+            &Principal::new("tester"),
+            &request,
+            &options,
+            None,
+            None,
+            &Cancel::never(),
+        )
+        .await;
+    assert_eq!(result.outcome, Outcome::Error);
+    assert!(result.error.as_deref().unwrap().contains("secret list"));
 }
 
 #[tokio::test]
@@ -346,6 +419,7 @@ async fn a_recovered_session_says_its_files_are_gone() {
                 state_dir: g.service.state_dir.clone(),
                 profile_dirs: ProfileDirs::default(),
                 config: Config::default(),
+                secrets_key: None,
             },
             g.service.checker.clone(),
         ),

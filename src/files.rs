@@ -134,6 +134,7 @@ impl<B: Backend> Service<B> {
                 elevated: profile.elevated,
                 check_bypassed: false,
                 unsafe_opt_outs: profile.unsafe_opt_outs.clone(),
+                secrets: Vec::new(),
                 transfer: Some(Transfer {
                     direction,
                     path: request.path.clone(),

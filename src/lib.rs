@@ -20,6 +20,7 @@ pub mod live;
 pub mod plan;
 pub mod profile;
 pub mod seccomp;
+pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod session;

@@ -90,6 +90,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Profile(cmd) => cli::profile::run(global, cmd).await,
         Command::Serve(args) => cli::serve::run(global, args).await,
         Command::Token(cmd) => cli::token::run(global, cmd),
+        Command::Secret(cmd) => cli::secret::run(global, cmd),
         Command::Grants(cmd) => cli::grants::run(global, cmd).await,
     }
 }

@@ -46,6 +46,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub profile_dirs: ProfileDirs,
     pub config: Config,
+    /// The secrets key file, when not `secrets.key` in the state directory.
+    pub secrets_key: Option<PathBuf>,
 }
 
 /// The service: compiled rules, configuration, profiles, the state directory, a backend.
@@ -56,6 +58,8 @@ pub struct Service<B: Backend> {
     pub profile_dirs: ProfileDirs,
     /// Profiles as loaded, reused while their files are unchanged.
     pub profiles: crate::profile::ProfileCache,
+    /// The secrets a request may name, encrypted at rest.
+    pub secrets: crate::secrets::Secrets,
     pub state_dir: PathBuf,
 }
 
@@ -69,6 +73,7 @@ impl<B: Backend> Service<B> {
             config: settings.config,
             profile_dirs: settings.profile_dirs,
             profiles: Default::default(),
+            secrets: crate::secrets::Secrets::new(&settings.state_dir, settings.secrets_key),
             state_dir: settings.state_dir,
         })
     }
@@ -81,6 +86,7 @@ impl<B: Backend> Service<B> {
             config: settings.config,
             profile_dirs: settings.profile_dirs,
             profiles: Default::default(),
+            secrets: crate::secrets::Secrets::new(&settings.state_dir, settings.secrets_key),
             state_dir: settings.state_dir,
         }
     }

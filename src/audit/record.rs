@@ -86,6 +86,9 @@ pub struct Start {
     /// SHA-256 of the stdin given in advance (the API's `stdin`), judged with the command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin_sha256: Option<String>,
+    /// The names of the secrets put in the command's environment (never their values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     /// The check stage's decision (`verdict` in earlier logs).
     #[serde(alias = "verdict")]
     pub decision: Decision,

@@ -23,6 +23,7 @@ pub fn start(id: &str) -> RecordBody {
         check_bypassed: false,
         unsafe_opt_outs: Vec::new(),
         transfer: None,
+        secrets: Vec::new(),
     })
 }
 

@@ -54,6 +54,9 @@ pub enum Run {
     Fail(String),
     /// The backend fails mid-run and resets the sandbox, since the command's end is unknown.
     FailAndReset(String),
+    /// Prints the value of environment variable `name`, then its base64, each split across
+    /// two writes (as `echo "$NAME"; echo "$NAME" | base64` might arrive).
+    PrintEnv { name: String },
 }
 
 impl Default for Run {
@@ -187,6 +190,24 @@ impl Backend for FakeBackend {
             Run::Exit { code, stdout } => {
                 streams.push(Stream::Stdout, &stdout);
                 ended(Some(code))
+            }
+            Run::PrintEnv { name } => {
+                use base64::Engine as _;
+                let prefix = format!("{name}=");
+                let value = process
+                    .env
+                    .iter()
+                    .find_map(|e| e.strip_prefix(&prefix))
+                    .unwrap_or_default()
+                    .to_string();
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&value);
+                for text in [value, b64] {
+                    let line = format!("{text}\n").into_bytes();
+                    let (a, b) = line.split_at(line.len() / 2);
+                    streams.push(Stream::Stdout, a);
+                    streams.push(Stream::Stdout, b);
+                }
+                ended(Some(0))
             }
             Run::Timeout => Ended {
                 timed_out: true,

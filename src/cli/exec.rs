@@ -37,6 +37,10 @@ pub struct ExecArgs {
     /// Environment variable for the command (names must be allowed by the profile)
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     pub env: Vec<String>,
+    /// Put secret NAME in the command's environment as NAME (see `stockade secret`); its
+    /// value is redacted from the output and the audit log
+    #[arg(long = "secret", value_name = "NAME")]
+    pub secrets: Vec<String>,
     /// Use the elevated profile (requires allow_elevation in the configuration)
     #[arg(long)]
     pub elevated: bool,
@@ -97,6 +101,7 @@ pub async fn run(global: &GlobalArgs, args: &ExecArgs) -> anyhow::Result<u8> {
         elevated: args.elevated,
         interleaved: args.interleaved,
         bypass_check: false,
+        secrets: args.secrets.clone(),
     };
     let (sink, writer) = if args.json {
         (None, None)

@@ -12,6 +12,7 @@ pub mod lint;
 pub mod profile;
 pub mod record;
 pub mod rules;
+pub mod secret;
 pub mod serve;
 pub mod session;
 pub mod settings;
@@ -83,6 +84,9 @@ pub enum Command {
     /// API tokens
     #[command(subcommand)]
     Token(token::TokenCmd),
+    /// Secrets, encrypted at rest, given to a command only when it names them
+    #[command(subcommand)]
+    Secret(secret::SecretCmd),
     /// What each API principal holds, and revoking it
     #[command(subcommand)]
     Grants(grants::GrantsCmd),

@@ -74,6 +74,7 @@ pub fn settings(global: &GlobalArgs) -> anyhow::Result<Settings> {
         state_dir: state_dir(global)?,
         profile_dirs: profile_dirs(global),
         config: config(global)?,
+        secrets_key: env("STOCKADE_SECRETS_KEY").map(PathBuf::from),
     })
 }
 

@@ -525,6 +525,10 @@ struct ExecBody {
     /// Also give both streams interleaved (`output`).
     #[serde(default)]
     interleaved: bool,
+    /// Secrets to put in the command's environment, by name; their values are redacted from
+    /// the result, the stream and the audit log.
+    #[serde(default)]
+    secrets: Vec<String>,
 }
 
 struct Prepared {
@@ -578,6 +582,9 @@ fn prepare(body: &ExecBody, session: Option<&str>, profile: Option<String>) -> A
         }
         _ => {}
     }
+    if body.secrets.len() > 32 {
+        return Err(ApiError::bad_request("at most 32 secrets per execution"));
+    }
     if let Some(bad) = body.env.keys().find(|k| !is_env_name(k)) {
         return Err(ApiError::bad_request(format!(
             "env: {bad:?} is not a variable name (letters, digits and '_', not starting with a digit)"
@@ -596,6 +603,7 @@ fn prepare(body: &ExecBody, session: Option<&str>, profile: Option<String>) -> A
         options: ExecOptions {
             profile,
             interleaved: body.interleaved,
+            secrets: body.secrets.clone(),
             ..Default::default()
         },
         stdin,

@@ -28,6 +28,7 @@ fn a_command_with_a_nul_byte_is_refused_and_audited() {
         state_dir: env.state_dir(),
         profile_dirs: stockade::profile::ProfileDirs::default(),
         config: stockade::config::Config::default(),
+        secrets_key: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

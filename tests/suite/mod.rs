@@ -18,4 +18,5 @@ mod profiles;
 mod proxy;
 mod record;
 mod seccomp;
+mod secrets;
 mod serve;
