@@ -302,10 +302,7 @@ impl<B: Backend> Service<B> {
     }
 
     /// The values of the secrets `names`, decrypted.
-    fn open_secrets(
-        &self,
-        names: &[String],
-    ) -> Result<Vec<Opened>, crate::secrets::SecretError> {
+    fn open_secrets(&self, names: &[String]) -> Result<Vec<Opened>, crate::secrets::SecretError> {
         names
             .iter()
             .map(|n| Ok((n.clone(), self.secrets.get(n)?)))
