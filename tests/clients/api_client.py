@@ -120,13 +120,10 @@ def check_error(value, what):
     )
 
 
-RESULT_KEYS = {
-    "outcome", "exit_code", "signal", "timed_out", "oom_killed", "pids_limit_hit",
-    "output_limit_hit", "sandbox_reset", "interrupted", "duration_ms", "stdout", "stderr",
-    "output", "stdout_bytes", "stderr_bytes", "truncated", "stdout_sha256", "stderr_sha256",
-    "leftovers_ended", "ipc_removed", "decision", "rules", "command", "audit_id", "session",
-    "sandbox", "profile", "elevated", "backend", "runner", "warnings", "notes", "error",
-}
+# The keys every result has: the schema's `required` (docs/exec-result.schema.json).
+SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "exec-result.schema.json")
+with open(SCHEMA) as f:
+    RESULT_KEYS = set(json.load(f)["required"])
 
 
 def check_result(result, stdout, sandbox, what):
