@@ -302,10 +302,16 @@ impl<B: Backend> Service<B> {
     }
 
     /// The values of the secrets `names`, decrypted.
-    fn open_secrets(&self, names: &[String]) -> Result<Vec<Opened>, crate::secrets::SecretError> {
+    fn open_secrets(
+        &self,
+        principal: &Principal,
+        names: &[String],
+    ) -> Result<Vec<Opened>, crate::secrets::SecretError> {
+        // A principal of another face (a token) gets only the secrets granted to it.
+        let api = principal.via.map(|_| principal.name.as_str());
         names
             .iter()
-            .map(|n| Ok((n.clone(), self.secrets.get(n)?)))
+            .map(|n| Ok((n.clone(), self.secrets.get_for(n, api)?)))
             .collect()
     }
 
@@ -458,7 +464,7 @@ impl<B: Backend> Service<B> {
         let verdict = self.verdict(request, options, Some(profile));
         // The secrets asked for, decrypted now: put in the process's environment only, and
         // redacted (in their common encodings too) from all that is returned and recorded.
-        let (secrets, secret_error) = match self.open_secrets(&options.secrets) {
+        let (secrets, secret_error) = match self.open_secrets(principal, &options.secrets) {
             Ok(s) => (s, None),
             Err(e) => (Vec::new(), Some(e)),
         };

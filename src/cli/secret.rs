@@ -13,7 +13,13 @@ use super::{out, out_json, say, settings, GlobalArgs};
 #[derive(Debug, clap::Subcommand)]
 pub enum SecretCmd {
     /// Store secret NAME, its value read from stdin (one trailing newline dropped)
-    Set { name: String },
+    Set {
+        name: String,
+        /// An API principal (a token's name) that may name it in a request; repeat for more.
+        /// Without any, only the local CLI may use it (given again, replaces the list)
+        #[arg(long, value_name = "PRINCIPAL")]
+        allow: Vec<String>,
+    },
     /// The secrets' names, when they were created and rotated (never their values)
     List {
         #[arg(long)]
@@ -65,9 +71,9 @@ fn rfc3339(secs: i64) -> String {
 pub fn run(global: &GlobalArgs, cmd: &SecretCmd) -> anyhow::Result<u8> {
     let secrets = store(global)?;
     match cmd {
-        SecretCmd::Set { name } => {
+        SecretCmd::Set { name, allow } => {
             let value = value_from_stdin()?;
-            let existed = secrets.set(name, &value)?;
+            let existed = secrets.set_allowing(name, &value, Some(allow))?;
             say(format_args!(
                 "{} secret {name} ({} bytes, AES-256-GCM in {})",
                 if existed { "replaced" } else { "stored" },
@@ -81,12 +87,17 @@ pub fn run(global: &GlobalArgs, cmd: &SecretCmd) -> anyhow::Result<u8> {
                 out_json(&list)?;
             } else {
                 out(format_args!(
-                    "{:<32} {:<22} {:<22} KEY",
-                    "NAME", "CREATED", "ROTATED"
+                    "{:<32} {:<26} {:<26} {:<4} API PRINCIPALS",
+                    "NAME", "CREATED", "ROTATED", "KEY"
                 ));
                 for s in list {
+                    let allow = if s.allow.is_empty() {
+                        "-".to_string()
+                    } else {
+                        s.allow.join(",")
+                    };
                     out(format_args!(
-                        "{:<32} {:<22} {:<22} v{}",
+                        "{:<32} {:<26} {:<26} v{:<3} {allow}",
                         s.name,
                         rfc3339(s.created),
                         s.rotated.map_or("-".to_string(), rfc3339),

@@ -40,6 +40,8 @@ pub enum SecretError {
     TooMany,
     #[error("secret {name:?} is not UTF-8 text, so it cannot be an environment variable")]
     NotText { name: String },
+    #[error("secret {name:?} is not granted to principal {principal:?}: an operator grants it with `stockade secret set {name} --allow {principal}`")]
+    NotGranted { name: String, principal: String },
     #[error("secret {name:?} cannot be decrypted ({why}): the key file {key} is not the one it was written with, or the store was tampered with. Set it again with `stockade secret set {name}`")]
     Decrypt {
         name: String,
@@ -71,6 +73,9 @@ pub struct SecretInfo {
     pub rotated: Option<i64>,
     /// The version of the key it is encrypted under.
     pub key_version: u32,
+    /// The API principals that may name it (`secret set NAME --allow P`); the local CLI
+    /// always may.
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +89,9 @@ struct Stored {
     nonce: String,
     /// Base64: the ciphertext and its 16-byte tag.
     ciphertext: String,
+    /// API principals that may name it (the local CLI always may).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -348,6 +356,16 @@ impl Secrets {
     /// Sets `name` to `value` (created, or replaced as a rotation of its value). Returns
     /// whether it existed.
     pub fn set(&self, name: &str, value: &[u8]) -> Result<bool, SecretError> {
+        self.set_allowing(name, value, None)
+    }
+
+    /// [`Secrets::set`], and (when `allow` is given) the API principals that may name it.
+    pub fn set_allowing(
+        &self,
+        name: &str,
+        value: &[u8],
+        allow: Option<&[String]>,
+    ) -> Result<bool, SecretError> {
         Self::check(name, value)?;
         self.update(|file, key| {
             let key = match key {
@@ -362,6 +380,9 @@ impl Secrets {
                     s.ciphertext = ciphertext;
                     s.key_version = key.version;
                     s.rotated = Some(now);
+                    if let Some(allow) = allow {
+                        s.allow = allow.to_vec();
+                    }
                     Ok(true)
                 }
                 None => {
@@ -375,6 +396,7 @@ impl Secrets {
                         key_version: key.version,
                         nonce,
                         ciphertext,
+                        allow: allow.map(<[String]>::to_vec).unwrap_or_default(),
                     });
                     Ok(false)
                 }
@@ -392,6 +414,7 @@ impl Secrets {
                 created: s.created,
                 rotated: s.rotated,
                 key_version: s.key_version,
+                allow: s.allow,
             })
             .collect())
     }
@@ -405,6 +428,32 @@ impl Secrets {
             }
             Ok(())
         })
+    }
+
+    /// The value of `name` for an API principal: refused unless it is granted to it.
+    pub fn get_for(
+        &self,
+        name: &str,
+        api_principal: Option<&str>,
+    ) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+        if let Some(principal) = api_principal {
+            let file = self.load()?;
+            let granted = file
+                .secrets
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| SecretError::NotFound { name: name.into() })?
+                .allow
+                .iter()
+                .any(|p| p == principal);
+            if !granted {
+                return Err(SecretError::NotGranted {
+                    name: name.into(),
+                    principal: principal.into(),
+                });
+            }
+        }
+        self.get(name)
     }
 
     /// The value of `name`, decrypted.
@@ -564,6 +613,24 @@ mod tests {
         assert_eq!(s.list().unwrap()[0].key_version, 2);
         std::fs::write(s.key_path(), old_key).unwrap();
         assert!(matches!(s.get("ROTATED"), Err(SecretError::Decrypt { .. })));
+    }
+
+    #[test]
+    fn an_api_principal_gets_only_what_is_granted_to_it() {
+        let (_dir, s) = store();
+        s.set("SHARED", VALUE).unwrap();
+        assert!(matches!(
+            s.get_for("SHARED", Some("alice")),
+            Err(SecretError::NotGranted { .. })
+        ));
+        assert_eq!(&*s.get_for("SHARED", None).unwrap(), VALUE);
+        s.set_allowing("SHARED", VALUE, Some(&["alice".to_string()]))
+            .unwrap();
+        assert_eq!(&*s.get_for("SHARED", Some("alice")).unwrap(), VALUE);
+        assert!(s.get_for("SHARED", Some("bob")).is_err());
+        // Replacing the value keeps the grants unless new ones are given.
+        s.set("SHARED", b"new-value-123").unwrap();
+        assert_eq!(s.list().unwrap()[0].allow, ["alice"]);
     }
 
     #[test]

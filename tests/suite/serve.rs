@@ -2500,3 +2500,51 @@ fn serve_checks_tokens_and_the_default_profile_before_listening() {
     );
     assert!(!err.contains("listening"), "{err}");
 }
+
+/// A token's principal gets only the secrets granted to it, and their values come back
+/// redacted.
+#[test]
+fn serve_gives_a_secret_only_to_the_principal_it_is_granted_to() {
+    require_docker!();
+    let env = Env::new();
+    let alice = token(&env, "alice", "exec");
+    let set = |allow: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.args(["secret", "set", "DEPLOY_KEY"]);
+        for p in allow {
+            cmd.args(["--allow", p]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"dk-9f8e7d6c5b4a")
+            .unwrap();
+        let out = common::wait_output(&mut child);
+        assert!(out.status.success(), "{}", common::stderr(&out));
+    };
+    set(&[]);
+    let server = Server::start(&env, &[]);
+    let body = json!({"command": "echo \"$DEPLOY_KEY\"", "secrets": ["DEPLOY_KEY"]});
+    let v = server.post("/v1/exec", &alice, &body).expect(200);
+    assert_eq!(v["outcome"], "error", "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("--allow alice"),
+        "{v}"
+    );
+    assert_eq!(v["sandbox"], Value::Null, "nothing ran");
+    set(&["alice"]);
+    let v = server.post("/v1/exec", &alice, &body).expect(200);
+    assert_eq!(v["outcome"], "completed", "{v}");
+    assert_eq!(v["stdout"], "[REDACTED:DEPLOY_KEY]\n");
+    assert_eq!(v["redactions"], 1);
+    let log = std::fs::read_to_string(env.audit_path()).unwrap();
+    assert!(!log.contains("dk-9f8e7d6c5b4a"));
+}
