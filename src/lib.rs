@@ -17,6 +17,7 @@ pub mod exit;
 pub mod files;
 pub mod inflight;
 pub mod live;
+pub mod mcp;
 pub mod plan;
 pub mod profile;
 pub mod seccomp;

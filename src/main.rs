@@ -37,7 +37,10 @@ fn main() -> ExitCode {
             ));
         }
     };
-    if !matches!(parsed.command, Command::Exec(_) | Command::Cp(_)) {
+    if !matches!(
+        parsed.command,
+        Command::Exec(_) | Command::Cp(_) | Command::Mcp(_)
+    ) {
         // Reports piped into `head` should end quietly. `exec` and `cp` keep SIGPIPE ignored: a
         // reader going away must not kill stockade before it writes the audit finish record.
         // SAFETY: setting a signal disposition to SIG_DFL before any thread is started.
@@ -46,8 +49,8 @@ fn main() -> ExitCode {
         }
     }
     init_tracing(parsed.global.verbose);
-    // The server runs many executions at once; a command line runs one.
-    let runtime = if matches!(parsed.command, Command::Serve(_)) {
+    // The servers run many executions at once; a command line runs one.
+    let runtime = if matches!(parsed.command, Command::Serve(_) | Command::Mcp(_)) {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -89,6 +92,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Image(cmd) => cli::image::run(global, cmd).await,
         Command::Profile(cmd) => cli::profile::run(global, cmd).await,
         Command::Serve(args) => cli::serve::run(global, args).await,
+        Command::Mcp(args) => cli::mcp::run(global, args).await,
         Command::Token(cmd) => cli::token::run(global, cmd),
         Command::Secret(cmd) => cli::secret::run(global, cmd),
         Command::Grants(cmd) => cli::grants::run(global, cmd).await,

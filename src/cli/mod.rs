@@ -9,6 +9,7 @@ pub mod exec;
 pub mod grants;
 pub mod image;
 pub mod lint;
+pub mod mcp;
 pub mod profile;
 pub mod record;
 pub mod rules;
@@ -81,6 +82,8 @@ pub enum Command {
     Profile(profile::ProfileCmd),
     /// Serve the HTTP API (docs/api.md)
     Serve(serve::ServeArgs),
+    /// Serve MCP on stdin/stdout for an agent host (docs/mcp.md)
+    Mcp(mcp::McpArgs),
     /// API tokens
     #[command(subcommand)]
     Token(token::TokenCmd),

@@ -77,6 +77,7 @@ pub fn router<B: Backend>(server: Arc<Server<B>>) -> Router {
         .route("/metrics", get(metrics::<B>))
         .layer(DefaultBodyLimit::max(body_limit))
         .merge(files)
+        .merge(super::mcp::router(server.clone()))
         .fallback(|| async { ApiError::not_found("such route (see /v1/openapi.json)") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -186,7 +187,7 @@ async fn version<B: Backend>(State(server): State<Arc<Server<B>>>, _auth: Authed
 /// A duration given as seconds (a number) or as text (`30s`, `2m`).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(untagged)]
-enum Span {
+pub(crate) enum Span {
     Seconds(u64),
     Text(#[serde(deserialize_with = "text_duration")] Duration),
 }
@@ -201,7 +202,7 @@ fn text_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::
 }
 
 impl Span {
-    fn get(self) -> Duration {
+    pub(crate) fn get(self) -> Duration {
         match self {
             Span::Seconds(s) => Duration::from_secs(s),
             Span::Text(d) => d,
@@ -210,7 +211,7 @@ impl Span {
 }
 
 /// Seconds since the epoch as RFC 3339.
-fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     audit::format_rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
 }
 
@@ -227,21 +228,21 @@ struct CreateSandbox {
 }
 
 #[derive(Debug, Serialize)]
-struct SandboxView {
-    id: String,
-    owner: String,
-    profile: String,
-    created_at: String,
-    expires_at: Option<String>,
-    idle_timeout: Option<u64>,
-    labels: BTreeMap<String, String>,
+pub(crate) struct SandboxView {
+    pub(crate) id: String,
+    pub(crate) owner: String,
+    pub(crate) profile: String,
+    pub(crate) created_at: String,
+    pub(crate) expires_at: Option<String>,
+    pub(crate) idle_timeout: Option<u64>,
+    pub(crate) labels: BTreeMap<String, String>,
     /// The sandbox's state as the backend says (`running`, ...), `gone` when it is not there.
-    state: String,
-    last_used_at: Option<String>,
-    busy: bool,
+    pub(crate) state: String,
+    pub(crate) last_used_at: Option<String>,
+    pub(crate) busy: bool,
 }
 
-async fn view<B: Backend>(server: &Server<B>, record: SandboxRecord) -> SandboxView {
+pub(crate) async fn view<B: Backend>(server: &Server<B>, record: SandboxRecord) -> SandboxView {
     let state_dir = &server.service.state_dir;
     let info = session::list(&server.service.backend, state_dir)
         .await
@@ -272,7 +273,7 @@ fn owned<B: Backend>(server: &Server<B>, auth: &Authed, id: &str) -> ApiResult<S
     }
 }
 
-fn exec_error(e: crate::exec::ExecError) -> ApiError {
+pub(crate) fn exec_error(e: crate::exec::ExecError) -> ApiError {
     if e.is_denial() {
         return ApiError::new(StatusCode::FORBIDDEN, "denied", e.to_string());
     }
@@ -293,7 +294,7 @@ fn exec_error(e: crate::exec::ExecError) -> ApiError {
 }
 
 /// The longest `timeout` a caller of the API may ask for.
-const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -305,11 +306,11 @@ fn is_env_name(name: &str) -> bool {
 }
 
 /// The longest `ttl` or `idle_timeout` a sandbox may be given.
-const MAX_SANDBOX_SPAN: Duration = Duration::from_secs(365 * 86_400);
+pub(crate) const MAX_SANDBOX_SPAN: Duration = Duration::from_secs(365 * 86_400);
 
 /// A caller names a profile the server offers, never a file on the server: a path would let a
 /// token read host files through parse errors, or load a profile a sandbox wrote.
-fn check_profile_name(profile: Option<&str>) -> ApiResult<()> {
+pub(crate) fn check_profile_name(profile: Option<&str>) -> ApiResult<()> {
     match profile {
         Some(p) if !crate::profile::is_name(p) => Err(ApiError::bad_request(
             "`profile` is the name of a profile this server offers (letters, digits, '-', '_', \
@@ -324,8 +325,31 @@ async fn create_sandbox<B: Backend>(
     auth: Authed,
     JsonBody(body): JsonBody<CreateSandbox>,
 ) -> ApiResult<Response> {
-    sandboxes::check_labels(&body.labels).map_err(ApiError::bad_request)?;
-    let owner = auth.principal.name.clone();
+    let record = new_sandbox(
+        &server,
+        &auth.principal.name,
+        body.profile,
+        body.ttl.map(Span::get),
+        body.idle_timeout.map(Span::get),
+        body.labels,
+    )
+    .await?;
+    let view = view(&server, record).await;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// Creates a sandbox owned by `owner` (every face's: the HTTP API's and the MCP server's),
+/// its record written first and removed again when its sandbox cannot be opened.
+pub(crate) async fn new_sandbox<B: Backend>(
+    server: &Arc<Server<B>>,
+    owner: &str,
+    profile: Option<String>,
+    ttl: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    labels: BTreeMap<String, String>,
+) -> ApiResult<SandboxRecord> {
+    sandboxes::check_labels(&labels).map_err(ApiError::bad_request)?;
+    let owner = owner.to_string();
     let mine = server
         .registry
         .list()
@@ -341,9 +365,9 @@ async fn create_sandbox<B: Backend>(
             ),
         ));
     }
-    check_profile_name(body.profile.as_deref())?;
+    check_profile_name(profile.as_deref())?;
     let options = ExecOptions {
-        profile: body.profile.clone(),
+        profile,
         ..Default::default()
     };
     let profile = server
@@ -351,11 +375,7 @@ async fn create_sandbox<B: Backend>(
         .select_profile(&options)
         .map_err(exec_error)?;
     let now = tokens::now_secs();
-    let ttl = body.ttl.map(Span::get);
-    for (field, span) in [
-        ("ttl", ttl),
-        ("idle_timeout", body.idle_timeout.map(Span::get)),
-    ] {
+    for (field, span) in [("ttl", ttl), ("idle_timeout", idle_timeout)] {
         match span {
             Some(t) if t.is_zero() => {
                 return Err(ApiError::bad_request(format!(
@@ -378,8 +398,8 @@ async fn create_sandbox<B: Backend>(
         created: now,
         // Both at most MAX_SANDBOX_SPAN: no overflow.
         expires: ttl.map(|t| now.saturating_add(t.as_secs() as i64)),
-        idle_timeout: body.idle_timeout.map(|d| d.get().as_secs().max(1)),
-        labels: body.labels,
+        idle_timeout: idle_timeout.map(|d| d.as_secs().max(1)),
+        labels,
     };
     server
         .registry
@@ -410,8 +430,7 @@ async fn create_sandbox<B: Backend>(
         .metrics
         .sandboxes
         .set(server.registry.list().len() as i64);
-    let view = view(&server, record).await;
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    Ok(record)
 }
 
 #[derive(Debug, Deserialize)]
@@ -472,13 +491,21 @@ async fn delete_sandbox<B: Backend>(
 /// Removes sandboxes whose ttl passed or that were idle past their idle timeout (a running
 /// command is activity: a busy session is never idle). Returns what it removed.
 pub async fn reap<B: Backend>(server: &Server<B>) -> Vec<String> {
+    reap_where(server, |_| true).await
+}
+
+/// [`reap`] over the records `pick` selects (a stdio MCP server reaps only its user's).
+pub(crate) async fn reap_where<B: Backend>(
+    server: &Server<B>,
+    pick: impl Fn(&SandboxRecord) -> bool,
+) -> Vec<String> {
     let now = tokens::now_secs();
     let state_dir = &server.service.state_dir;
     let listed = session::list(&server.service.backend, state_dir)
         .await
         .unwrap_or_default();
     let mut removed = Vec::new();
-    for record in server.registry.list() {
+    for record in server.registry.list().into_iter().filter(|r| pick(r)) {
         let expired = record.expires.is_some_and(|e| now >= e);
         let info = listed.iter().find(|s| s.session == record.id);
         let busy = info.is_some_and(|i| i.busy)
@@ -500,44 +527,48 @@ pub async fn reap<B: Backend>(server: &Server<B>) -> Vec<String> {
 
 // ---- executions ------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ExecBody {
+pub(crate) struct ExecBody {
     /// Shell text, run as `bash -c`.
-    command: Option<String>,
+    pub(crate) command: Option<String>,
     /// A program and its arguments, run without a shell.
-    argv: Option<Vec<String>>,
-    workdir: Option<String>,
+    pub(crate) argv: Option<Vec<String>>,
+    pub(crate) workdir: Option<String>,
     #[serde(default)]
-    env: BTreeMap<String, String>,
+    pub(crate) env: BTreeMap<String, String>,
     /// Text fed to the command's stdin, then end of file.
-    stdin: Option<String>,
+    pub(crate) stdin: Option<String>,
     /// The same, base64 (for bytes that are not text).
-    stdin_base64: Option<String>,
+    pub(crate) stdin_base64: Option<String>,
     /// Background only: keep stdin open for `POST .../stdin`.
     #[serde(default)]
-    stdin_open: bool,
-    timeout: Option<Span>,
+    pub(crate) stdin_open: bool,
+    pub(crate) timeout: Option<Span>,
     #[serde(default)]
-    background: bool,
+    pub(crate) background: bool,
     /// `POST /v1/exec` only: the profile of the one-shot sandbox.
-    profile: Option<String>,
+    pub(crate) profile: Option<String>,
     /// Also give both streams interleaved (`output`).
     #[serde(default)]
-    interleaved: bool,
+    pub(crate) interleaved: bool,
     /// Secrets to put in the command's environment, by name; their values are redacted from
     /// the result, the stream and the audit log.
     #[serde(default)]
-    secrets: Vec<String>,
+    pub(crate) secrets: Vec<String>,
 }
 
-struct Prepared {
-    request: ExecRequest,
-    options: ExecOptions,
-    stdin: Option<Vec<u8>>,
+pub(crate) struct Prepared {
+    pub(crate) request: ExecRequest,
+    pub(crate) options: ExecOptions,
+    pub(crate) stdin: Option<Vec<u8>>,
 }
 
-fn prepare(body: &ExecBody, session: Option<&str>, profile: Option<String>) -> ApiResult<Prepared> {
+pub(crate) fn prepare(
+    body: &ExecBody,
+    session: Option<&str>,
+    profile: Option<String>,
+) -> ApiResult<Prepared> {
     let command = match (&body.command, &body.argv) {
         (Some(text), None) => CommandLine::Shell(text.clone()),
         (None, Some(argv)) if !argv.is_empty() => CommandLine::Argv(argv.clone()),
@@ -611,10 +642,10 @@ fn prepare(body: &ExecBody, session: Option<&str>, profile: Option<String>) -> A
 }
 
 /// Cancels its execution when dropped (the client went away) unless defused.
-struct OnDrop(Option<Canceller>);
+pub(crate) struct OnDrop(pub(crate) Option<Canceller>);
 
 impl OnDrop {
-    fn defuse(&mut self) {
+    pub(crate) fn defuse(&mut self) {
         self.0 = None;
     }
 }
@@ -629,9 +660,9 @@ impl Drop for OnDrop {
 
 /// Runs one execution in a task of its own (so that it finishes, and writes its finish, even
 /// when the request that started it is gone).
-fn spawn_exec<B: Backend>(
+pub(crate) fn spawn_exec<B: Backend>(
     server: &Arc<Server<B>>,
-    auth: &Authed,
+    principal: &crate::service::Principal,
     prepared: Prepared,
     sink: Option<Box<dyn Sink>>,
     stdin_reader: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
@@ -639,7 +670,7 @@ fn spawn_exec<B: Backend>(
     cancel: Cancel,
 ) -> tokio::task::JoinHandle<ExecResult> {
     let server = server.clone();
-    let principal = auth.principal.clone();
+    let principal = principal.clone();
     tokio::spawn(async move {
         let _slot = slot;
         let Prepared {
@@ -676,6 +707,71 @@ fn spawn_exec<B: Backend>(
     })
 }
 
+/// Starts a background execution (every face's): registered for its polls, its output kept
+/// as it comes, its result kept once it ends.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_background<B: Backend>(
+    server: &Arc<Server<B>>,
+    principal: &crate::service::Principal,
+    prepared: Prepared,
+    session: Option<&str>,
+    stdin_open: bool,
+    slot: super::RunSlot<B>,
+    canceller: Canceller,
+    cancel: Cancel,
+) -> Arc<Job> {
+    let output = Arc::new(Mutex::new(SoFar::default()));
+    let (stdin_writer, stdin_reader) = if stdin_open {
+        let (writer, reader) = tokio::io::duplex(STDIN_PIPE);
+        (
+            Some(writer),
+            Some(Box::new(reader) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        )
+    } else {
+        (None, None)
+    };
+    let (done_tx, done) = tokio::sync::watch::channel(None);
+    let job = Arc::new(Job {
+        id: execs::new_id(),
+        owner: principal.name.clone(),
+        sandbox: session.map(str::to_string),
+        canceller,
+        output: output.clone(),
+        done,
+        stdin: tokio::sync::Mutex::new(stdin_writer),
+    });
+    server.background.insert(job.clone());
+    let handle = spawn_exec(
+        server,
+        principal,
+        prepared,
+        Some(Box::new(BufferSink(output))),
+        stdin_reader,
+        slot,
+        cancel,
+    );
+    let kept = job.clone();
+    let limits = execs::KeepLimits {
+        results: server.limits.max_kept_results,
+        bytes: server.limits.max_kept_bytes,
+        per_owner: server.limits.max_kept_per_principal,
+    };
+    let background = server.clone();
+    tokio::spawn(async move {
+        let mut bytes = 0;
+        if let Ok(result) = handle.await {
+            bytes = result.stdout.len() + result.stderr.len();
+            let _ = done_tx.send(Some(Arc::new(result)));
+        }
+        // The result holds the output now: the buffer the polls read is let go.
+        *kept.output.lock().unwrap_or_else(|e| e.into_inner()) = SoFar::default();
+        background
+            .background
+            .finished(&kept.id, &kept.owner, bytes, limits);
+    });
+    job
+}
+
 fn wants_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -705,55 +801,16 @@ async fn run_exec<B: Backend>(
     let slot = server.run_slot(&auth.principal.name, session, canceller.clone())?;
 
     if body.background {
-        let output = Arc::new(Mutex::new(SoFar::default()));
-        let (stdin_writer, stdin_reader) = if body.stdin_open {
-            let (writer, reader) = tokio::io::duplex(STDIN_PIPE);
-            (
-                Some(writer),
-                Some(Box::new(reader) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            )
-        } else {
-            (None, None)
-        };
-        let (done_tx, done) = tokio::sync::watch::channel(None);
-        let job = Arc::new(Job {
-            id: execs::new_id(),
-            owner: auth.principal.name.clone(),
-            sandbox: session.map(str::to_string),
-            canceller,
-            output: output.clone(),
-            done,
-            stdin: tokio::sync::Mutex::new(stdin_writer),
-        });
-        server.background.insert(job.clone());
-        let handle = spawn_exec(
+        let job = start_background(
             &server,
-            &auth,
+            &auth.principal,
             prepared,
-            Some(Box::new(BufferSink(output))),
-            stdin_reader,
+            session,
+            body.stdin_open,
             slot,
+            canceller,
             cancel,
         );
-        let kept = job.clone();
-        let limits = execs::KeepLimits {
-            results: server.limits.max_kept_results,
-            bytes: server.limits.max_kept_bytes,
-            per_owner: server.limits.max_kept_per_principal,
-        };
-        let background = server.clone();
-        tokio::spawn(async move {
-            let mut bytes = 0;
-            if let Ok(result) = handle.await {
-                bytes = result.stdout.len() + result.stderr.len();
-                let _ = done_tx.send(Some(Arc::new(result)));
-            }
-            // The result holds the output now: the buffer the polls read is let go.
-            *kept.output.lock().unwrap_or_else(|e| e.into_inner()) = SoFar::default();
-            background
-                .background
-                .finished(&kept.id, &kept.owner, bytes, limits);
-        });
         return Ok((
             StatusCode::ACCEPTED,
             Json(serde_json::json!({
@@ -772,7 +829,7 @@ async fn run_exec<B: Backend>(
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let handle = spawn_exec(
             &server,
-            &auth,
+            &auth.principal,
             prepared,
             Some(Box::new(EventSink::new(tx.clone()))),
             None,
@@ -807,7 +864,7 @@ async fn run_exec<B: Backend>(
         )
             .into_response());
     }
-    let handle = spawn_exec(&server, &auth, prepared, None, None, slot, cancel);
+    let handle = spawn_exec(&server, &auth.principal, prepared, None, None, slot, cancel);
     let result = handle
         .await
         .map_err(|e| ApiError::internal(format!("the execution's task failed: {e}")))?;
@@ -887,6 +944,12 @@ async fn poll_exec<B: Backend>(
         .map(Span::get)
         .unwrap_or_default()
         .min(server.limits.max_wait);
+    Ok(Json(poll_job(&job, wait).await).into_response())
+}
+
+/// A background execution's state after waiting up to `wait` for its end (every face's):
+/// `{exec_id, sandbox, state, stdout, stderr, result}`.
+pub(crate) async fn poll_job(job: &Job, wait: Duration) -> serde_json::Value {
     let mut done = job.done.clone();
     let _ = tokio::time::timeout(wait, done.wait_for(Option::is_some)).await;
     let result = done.borrow().clone();
@@ -900,15 +963,14 @@ async fn poll_exec<B: Backend>(
             )
         }
     };
-    Ok(Json(serde_json::json!({
+    serde_json::json!({
         "exec_id": job.id,
         "sandbox": job.sandbox,
         "state": if result.is_some() { "done" } else { "running" },
         "stdout": stdout,
         "stderr": stderr,
         "result": result.as_deref(),
-    }))
-    .into_response())
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -925,6 +987,17 @@ async fn exec_stdin<B: Backend>(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let job = job_of(&server, &auth, &id, &exec_id)?;
+    let written = write_stdin(&server, &job, &body, q.eof).await?;
+    Ok(Json(written).into_response())
+}
+
+/// Writes to a background execution's stdin, and closes it after when `eof` (every face's).
+pub(crate) async fn write_stdin<B: Backend>(
+    server: &Server<B>,
+    job: &Job,
+    body: &[u8],
+    eof: bool,
+) -> ApiResult<serde_json::Value> {
     let mut pipe = job.stdin.lock().await;
     let Some(writer) = pipe.as_mut() else {
         return Err(ApiError::new(
@@ -933,7 +1006,7 @@ async fn exec_stdin<B: Backend>(
             "this execution's stdin is not open (start it with stdin_open: true; an eof closes it)",
         ));
     };
-    let written = tokio::time::timeout(server.limits.max_wait, writer.write_all(&body)).await;
+    let written = tokio::time::timeout(server.limits.max_wait, writer.write_all(body)).await;
     match written {
         Ok(Ok(())) => {}
         Ok(Err(_)) => {
@@ -952,12 +1025,12 @@ async fn exec_stdin<B: Backend>(
             ))
         }
     }
-    if q.eof {
+    if eof {
         if let Some(mut w) = pipe.take() {
             let _ = w.shutdown().await;
         }
     }
-    Ok(Json(serde_json::json!({ "written": body.len(), "eof": q.eof })).into_response())
+    Ok(serde_json::json!({ "written": body.len(), "eof": eof }))
 }
 
 async fn kill_exec<B: Backend>(
@@ -985,7 +1058,7 @@ struct PathQuery {
     path: String,
 }
 
-fn copy_error(e: CopyError) -> ApiError {
+pub(crate) fn copy_error(e: CopyError) -> ApiError {
     match e {
         CopyError::Path { .. } => ApiError::bad_request(e.to_string()),
         CopyError::Exec(crate::exec::ExecError::Backend(b)) => {
@@ -1186,9 +1259,9 @@ async fn get_file<B: Backend>(
 }
 
 /// A writer that fails once `left` bytes are used up.
-struct CappedWriter<'a, W> {
-    inner: &'a mut W,
-    left: u64,
+pub(crate) struct CappedWriter<'a, W> {
+    pub(crate) inner: &'a mut W,
+    pub(crate) left: u64,
 }
 
 impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CappedWriter<'_, W> {
@@ -1234,7 +1307,20 @@ async fn list_files<B: Backend>(
     ApiQuery(q): ApiQuery<PathQuery>,
 ) -> ApiResult<Response> {
     let record = owned(&server, &auth, &id)?;
-    if !q.path.starts_with('/') || q.path.contains('\0') || q.path.len() > 4096 {
+    let listing = list_dir(&server, &auth.principal, record, q.path).await?;
+    Ok(Json(listing).into_response())
+}
+
+/// The entries of directory `path` in sandbox `record` (every face's): `{path, entries:
+/// [{name, size, type}], truncated}`.
+pub(crate) async fn list_dir<B: Backend>(
+    server: &Arc<Server<B>>,
+    principal: &crate::service::Principal,
+    record: SandboxRecord,
+    path: String,
+) -> ApiResult<serde_json::Value> {
+    let id = record.id.clone();
+    if !path.starts_with('/') || path.contains('\0') || path.len() > 4096 {
         return Err(ApiError::bad_request("path must be absolute"));
     }
     let request = ExecRequest {
@@ -1242,7 +1328,7 @@ async fn list_files<B: Backend>(
             [
                 "find",
                 "--",
-                q.path.as_str(),
+                path.as_str(),
                 "-mindepth",
                 "1",
                 "-maxdepth",
@@ -1262,11 +1348,11 @@ async fn list_files<B: Backend>(
         ..Default::default()
     };
     let (canceller, cancel) = Cancel::new();
-    let slot = server.run_slot(&auth.principal.name, Some(&id), canceller.clone())?;
+    let slot = server.run_slot(&principal.name, Some(&id), canceller.clone())?;
     let mut guard = OnDrop(Some(canceller));
     let result = server
         .service
-        .exec(&auth.principal, &request, &options, None, None, &cancel)
+        .exec(principal, &request, &options, None, None, &cancel)
         .await;
     guard.defuse();
     drop(slot);
@@ -1303,12 +1389,11 @@ async fn list_files<B: Backend>(
             })
         })
         .collect();
-    Ok(Json(serde_json::json!({
-        "path": q.path,
+    Ok(serde_json::json!({
+        "path": path,
         "entries": entries,
         "truncated": result.truncated,
     }))
-    .into_response())
 }
 
 // ---- audit, grants, metrics ------------------------------------------------------------------

@@ -8,11 +8,12 @@
 //! shutdown all end them the same way: cancelled, their processes ended inside the sandbox,
 //! their `finish` written.
 
-mod api;
+pub(crate) mod api;
 pub mod auth;
-mod error;
-mod execs;
+pub(crate) mod error;
+pub(crate) mod execs;
 pub mod limiter;
+mod mcp;
 mod metrics;
 pub mod sandboxes;
 pub mod tokens;
@@ -125,13 +126,13 @@ struct Running {
 /// The server's state, shared by every request.
 pub struct Server<B: Backend> {
     pub service: Service<B>,
-    limits: Limits,
+    pub(crate) limits: Limits,
     auth: auth::Auth,
-    registry: sandboxes::Registry,
+    pub(crate) registry: sandboxes::Registry,
     metrics: metrics::Metrics,
     running: Mutex<HashMap<u64, Running>>,
     per_principal: Mutex<HashMap<String, usize>>,
-    background: execs::Background,
+    pub(crate) background: execs::Background,
     next_id: AtomicU64,
     idle: Notify,
     shutdown: Canceller,
@@ -203,6 +204,21 @@ impl<B: Backend> Server<B> {
         if !auth.has_tokens()? {
             return Err(ServeError::NoTokens);
         }
+        Server::build(service, limits, auth)
+    }
+
+    /// The same state for a face that authenticates no one (`stockade mcp` on stdio, whose
+    /// one caller is the local user): no token is needed, and none is ever checked.
+    pub fn local(service: Service<B>, limits: Limits) -> Result<Arc<Server<B>>, ServeError> {
+        let auth = auth::Auth::new(&service.state_dir)?;
+        Server::build(service, limits, auth)
+    }
+
+    fn build(
+        service: Service<B>,
+        limits: Limits,
+        auth: auth::Auth,
+    ) -> Result<Arc<Server<B>>, ServeError> {
         // The agent's files are written here, once, before anything listens, rather than by
         // the first requests at once.
         if service.backend.uses_agent() {

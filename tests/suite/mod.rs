@@ -14,6 +14,7 @@ mod image;
 mod integrity;
 mod live_corpus;
 mod load;
+mod mcp;
 mod profiles;
 mod proxy;
 mod record;
