@@ -12,6 +12,7 @@ pub mod cancel;
 pub mod check;
 pub mod config;
 pub mod display;
+pub mod doctor;
 pub mod exec;
 pub mod exit;
 pub mod files;

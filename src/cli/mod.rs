@@ -5,6 +5,7 @@ pub mod audit;
 pub mod check;
 pub mod corpus;
 pub mod cp;
+pub mod doctor;
 pub mod exec;
 pub mod grants;
 pub mod image;
@@ -90,6 +91,8 @@ pub enum Command {
     /// Secrets, encrypted at rest, given to a command only when it names them
     #[command(subcommand)]
     Secret(secret::SecretCmd),
+    /// Score the installation by domain, with a fix for each finding (--fix applies the safe ones)
+    Doctor(doctor::DoctorArgs),
     /// What each API principal holds, and revoking it
     #[command(subcommand)]
     Grants(grants::GrantsCmd),

@@ -7,6 +7,7 @@ mod check_cli;
 mod check_corpus;
 mod check_props;
 mod contract;
+mod doctor;
 mod engine_faults;
 mod exec;
 mod faults;
