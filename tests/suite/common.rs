@@ -361,3 +361,18 @@ pub fn wait_output(child: &mut std::process::Child) -> Output {
         stderr: stderr.join().unwrap(),
     }
 }
+
+/// Runs `cmd` with `input` as its whole stdin and returns its output (bounded like
+/// [`wait_output`]).
+pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // A command that exits without reading gets EPIPE here: its output says why.
+    let _ = child.stdin.take().expect("stdin").write_all(input);
+    wait_output(&mut child)
+}

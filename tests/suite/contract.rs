@@ -257,20 +257,11 @@ fn cp_moves_50_mib_both_ways_byte_exact_in_bounded_memory() {
     );
 
     // Through stdin and stdout too.
-    let mut child = env
-        .cmd()
-        .args(["cp", "-", &format!("{s}:/tmp/piped")])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"via\x00stdin\xff")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let out = common::output_with_stdin(
+        env.cmd().args(["cp", "-", &format!("{s}:/tmp/piped")]),
+        b"via\x00stdin\xff",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let out = env
         .cmd()
         .args(["cp", &format!("{s}:/tmp/piped"), "-"])

@@ -128,7 +128,7 @@ fn a_wedged_engine_fails_within_the_call_timeout() {
 
 /// Waits until the one-shot whose command contains `marker` runs; returns its execution id.
 fn running_oneshot(f: &Faulty, marker: &str) -> String {
-    let until = Instant::now() + Duration::from_secs(20);
+    let until = Instant::now() + Duration::from_secs(120);
     loop {
         let start = f
             .env
@@ -159,7 +159,7 @@ fn orphan_is_removed_by_the_next_call(f: &Faulty, id: &str) {
     let container = format!("stockade-x-{id}");
     let (out, _) = f.exec(&[], "true");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let until = Instant::now() + Duration::from_secs(10);
+    let until = Instant::now() + Duration::from_secs(120);
     loop {
         let out = Command::new("docker")
             .args(["ps", "-aq", "--filter", &format!("name=^{container}$")])

@@ -2,9 +2,7 @@
 //! and found nowhere else: not in the state directory, the audit log or any output, in any
 //! common encoding.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 
 use base64::Engine as _;
 
@@ -14,21 +12,10 @@ use crate::require_docker;
 const VALUE: &str = "sk-live-7Hq2/x9+Zp0=Wm4rT";
 
 fn set(env: &Env, name: &str, value: &str) -> std::process::Output {
-    let mut child = env
-        .cmd()
-        .args(["secret", "set", name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{value}\n").as_bytes())
-        .unwrap();
-    super::common::wait_output(&mut child)
+    super::common::output_with_stdin(
+        env.cmd().args(["secret", "set", name]),
+        format!("{value}\n").as_bytes(),
+    )
 }
 
 fn spellings(value: &str) -> Vec<String> {

@@ -2514,20 +2514,7 @@ fn serve_gives_a_secret_only_to_the_principal_it_is_granted_to() {
         for p in allow {
             cmd.args(["--allow", p]);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"dk-9f8e7d6c5b4a")
-            .unwrap();
-        let out = common::wait_output(&mut child);
+        let out = common::output_with_stdin(&mut cmd, b"dk-9f8e7d6c5b4a");
         assert!(out.status.success(), "{}", common::stderr(&out));
     };
     set(&[]);
