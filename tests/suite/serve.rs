@@ -564,6 +564,12 @@ fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// `stockade audit verify` passes over both logs (`why`: what would have broken them).
+fn assert_chains_verify(env: &Env, why: &str) {
+    let out = env.cmd().args(["audit", "verify"]).output().unwrap();
+    assert!(out.status.success(), "{why}: {}", common::stdout(&out));
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
@@ -1620,12 +1626,7 @@ fn serve_parallel_execs_are_credited_to_their_commands() {
             "the record vouches for other output"
         );
     }
-    let out = env.cmd().args(["audit", "verify"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "the chain broke under concurrency: {}",
-        common::stdout(&out)
-    );
+    assert_chains_verify(&env, "the chain broke under concurrency");
 }
 
 #[test]
@@ -1949,8 +1950,7 @@ fn serve_revocation_and_rotation_apply_without_restart() {
         .iter()
         .any(|e| e["event"] == "failure" && e["reason"] == "revoked" && e["principal"] == "alice"));
     // The CLI and the server wrote to one chain, and it holds.
-    let out = env.cmd().args(["audit", "verify"]).output().unwrap();
-    assert!(out.status.success(), "{}", common::stdout(&out));
+    assert_chains_verify(&env, "after revocations and rotations");
 }
 
 #[test]
@@ -2172,12 +2172,7 @@ fn serve_audit_logs_verify_and_name_principals() {
         "{report}"
     );
     drop(server);
-    let out = env.cmd().args(["audit", "verify"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "after the server stopped: {}",
-        common::stdout(&out)
-    );
+    assert_chains_verify(&env, "after the server stopped");
 }
 
 #[test]
@@ -2261,8 +2256,7 @@ fn serve_sigterm_drains_running_executions() {
         "the command outlived the server: {top_text}"
     );
     // Every execution has its finish.
-    let out = env.cmd().args(["audit", "verify"]).output().unwrap();
-    assert!(out.status.success(), "{}", common::stdout(&out));
+    assert_chains_verify(&env, "after the drain");
 }
 
 #[test]
