@@ -7,6 +7,14 @@ import os
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 def ref(n): return {"$ref": f"#/components/schemas/{n}"}
 err = {"description": "An error", "content": {"application/json": {"schema": ref("Error")}}}
+def mcp_errs(*codes):
+    """The MCP transport's own refusals (plain bodies), beside stockade's (401, 403, 413, 429)."""
+    d = errs(*[c for c in codes if c in (401, 403, 413, 429)])
+    for c in codes:
+        if str(c) not in d:
+            d[str(c)] = {"description": "refused by the MCP transport (see docs/mcp.md)"}
+    return d
+
 def errs(*codes):
     d = {}
     for c in codes:
@@ -120,6 +128,13 @@ doc = {
       "parameters": [{"name": "principal", "in": "path", "required": True, "schema": {"type": "string"}}],
       "delete": {"summary": "Revoke a principal: its tokens stop working, its running commands end, its sandboxes go (admin)",
                  "responses": {"200": {"description": "revoked", **J({"type": "object"})}, **errs(401, 403, 404, 429)}}},
+    "/mcp": {
+      "post": {"summary": "Model Context Protocol, Streamable HTTP (docs/mcp.md): one JSON-RPC message per request, behind the same token and limiter; a browser Origin other than the server's own is refused (403)",
+               "requestBody": {"required": True, **J({"type": "object", "description": "a JSON-RPC 2.0 request, notification or response"})},
+               "responses": {"200": {"description": "the JSON-RPC response, as JSON or as an event stream", "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {"schema": {"type": "string"}}}},
+                             "202": {"description": "a notification or response was accepted"}, **mcp_errs(400, 401, 403, 404, 406, 413, 415, 429)}},
+      "get": {"summary": "The server-to-client event stream of an MCP session", "responses": {"200": {"description": "events", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **mcp_errs(400, 401, 403, 404, 405, 406, 429)}},
+      "delete": {"summary": "End an MCP session", "responses": {"200": {"description": "ended"}, "202": {"description": "ended"}, **mcp_errs(400, 401, 403, 404, 405, 429)}}},
     "/metrics": {"get": {"summary": "Prometheus metrics (admin)", "responses": {"200": {"description": "metrics", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}, **errs(401, 403, 429)}}},
   }}
 with open(os.path.join(root, "docs/openapi.json"), "w") as f:

@@ -33,6 +33,21 @@ pub struct Config {
     /// The profile used when `--profile` is not given.
     #[serde(default = "default_profile")]
     pub default_profile: String,
+    /// What happens to a command whose audit start record cannot be written.
+    #[serde(default)]
+    pub on_audit_failure: OnAuditFailure,
+}
+
+/// `on_audit_failure`: whether an execution the audit log cannot record still runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnAuditFailure {
+    /// Nothing runs unrecorded (the default).
+    #[default]
+    Refuse,
+    /// The command runs; its result says the audit failed and why, and its records are held
+    /// and written after a `gap` record once the log can be written again.
+    Run,
 }
 
 fn default_elevated_profile() -> String {
@@ -49,6 +64,7 @@ impl Default for Config {
             allow_elevation: false,
             elevated_profile: default_elevated_profile(),
             default_profile: default_profile(),
+            on_audit_failure: OnAuditFailure::default(),
         }
     }
 }

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::audit::{self, AUTH_LOG_FILE};
-use crate::config::Config;
+use crate::backend::docker::engine::EngineFacts;
+use crate::config::{Config, OnAuditFailure};
 use crate::profile::{self, ProfileDirs};
 use crate::server::tokens::{self, Tokens};
 
@@ -46,8 +47,19 @@ impl Severity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fix {
-    Chmod { path: PathBuf, mode: u32 },
+    Chmod {
+        path: PathBuf,
+        mode: u32,
+    },
     PruneExpiredTokens,
+    /// Only with the confirmation (`--rotate-weak-tokens`): its clients need the new value.
+    RotateToken {
+        name: String,
+    },
+    /// A file a stopped process left.
+    Remove {
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -77,6 +89,22 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// What `--fix` changed (empty without it).
     pub fixed: Vec<String>,
+    /// Tokens `--fix --rotate-weak-tokens` replaced, with their new values (shown once).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rotated_tokens: Vec<RotatedToken>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RotatedToken {
+    pub name: String,
+    pub token: String,
+}
+
+/// What `--fix` did.
+#[derive(Debug, Clone, Default)]
+pub struct Fixed {
+    pub changes: Vec<String>,
+    pub rotated_tokens: Vec<RotatedToken>,
 }
 
 /// Where to look.
@@ -85,6 +113,8 @@ pub struct Installation<'a> {
     pub profile_dirs: &'a ProfileDirs,
     pub config: &'a Config,
     pub secrets_key: Option<&'a Path>,
+    /// The engine's settings (`None`: not asked, e.g. no engine is configured).
+    pub engine: Option<Result<EngineFacts, String>>,
 }
 
 /// Tokens older than this should be rotated.
@@ -108,6 +138,10 @@ pub fn examine(at: &Installation<'_>) -> Vec<Finding> {
     secrets_checks(at, &mut out);
     profile_checks(at, &mut out);
     audit_checks(at, &mut out);
+    serve_checks(at, &mut out);
+    if let Some(engine) = &at.engine {
+        engine_checks(engine, &mut out);
+    }
     if at.config.allow_elevation {
         out.push(finding(
             "input_validation",
@@ -253,6 +287,37 @@ fn token_checks(at: &Installation<'_>, out: &mut Vec<Finding>) {
         });
     }
     for t in file.tokens.iter().filter(|t| t.active(now)) {
+        let rotate = Some(Fix::RotateToken {
+            name: t.name.clone(),
+        });
+        match t.bits {
+            Some(bits) if f64::from(bits) < tokens::MIN_TOKEN_BITS => out.push(Finding {
+                auto_fix: rotate.clone(),
+                ..finding(
+                    "authentication",
+                    Severity::Critical,
+                    format!(
+                        "token {:?} is weak: about {bits} bits of entropy, under {:.0}",
+                        t.name,
+                        tokens::MIN_TOKEN_BITS
+                    ),
+                    "rotate it (--fix --rotate-weak-tokens does, printing the new value once) and give the new value to its client",
+                )
+            }),
+            None => out.push(Finding {
+                auto_fix: rotate.clone(),
+                ..finding(
+                    "authentication",
+                    Severity::Warn,
+                    format!(
+                        "token {:?} has no recorded strength (made before stockade recorded it, or the token file was edited)",
+                        t.name
+                    ),
+                    "rotate it (--fix --rotate-weak-tokens does, printing the new value once) so a generated value replaces it",
+                )
+            }),
+            Some(_) => {}
+        }
         let since = t.rotated.unwrap_or(t.created);
         if now - since > TOKEN_MAX_AGE_SECS {
             out.push(finding(
@@ -355,6 +420,27 @@ fn profile_checks(at: &Installation<'_>, out: &mut Vec<Finding>) {
 }
 
 fn audit_checks(at: &Installation<'_>, out: &mut Vec<Finding>) {
+    if at.config.on_audit_failure == OnAuditFailure::Run {
+        out.push(finding(
+            "audit_logging",
+            Severity::Warn,
+            "on_audit_failure = \"run\": a command runs even when the audit log cannot record it (its records are held and written late, after a gap record)".into(),
+            "set on_audit_failure = \"refuse\" (the default) unless running matters more than a complete, timely record",
+        ));
+    }
+    let spill = at.state_dir.join(audit::SPILL_FILE);
+    if let Ok(meta) = std::fs::symlink_metadata(&spill) {
+        out.push(finding(
+            "audit_logging",
+            Severity::Critical,
+            format!(
+                "{} holds {} bytes of records of executions that ran while the audit log could not be written",
+                spill.display(),
+                meta.len()
+            ),
+            "make the audit log writable again (stockade audit verify says why it refuses); the next execution writes them after a gap record",
+        ));
+    }
     for name in [audit::LOG_FILE, AUTH_LOG_FILE] {
         let path = at.state_dir.join(name);
         if !path.exists() {
@@ -378,9 +464,145 @@ fn audit_checks(at: &Installation<'_>, out: &mut Vec<Finding>) {
     }
 }
 
+/// Where running servers listen (`serve.PID.json`), and files stopped ones left.
+fn serve_checks(at: &Installation<'_>, out: &mut Vec<Finding>) {
+    let Ok(entries) = std::fs::read_dir(at.state_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("serve.")
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let listening: Option<crate::server::Listening> = std::fs::read(&path)
+            .ok()
+            .filter(|b| b.len() < 64 * 1024)
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let alive = pid > 0
+            && !matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                Err(nix::errno::Errno::ESRCH)
+            );
+        match listening {
+            Some(l) if alive && l.non_loopback => out.push(finding(
+                "authentication",
+                Severity::Warn,
+                format!(
+                    "stockade serve (pid {pid}) listens beyond loopback in plain HTTP ({}): tokens cross the network in the clear",
+                    l.addresses.join(", ")
+                ),
+                "listen on 127.0.0.1 or a Unix socket, behind a TLS-terminating proxy for remote clients",
+            )),
+            Some(_) if alive => {}
+            _ => out.push(Finding {
+                auto_fix: Some(Fix::Remove { path: path.clone() }),
+                ..finding(
+                    "session_security",
+                    Severity::Info,
+                    format!("{} was left by a server that is no longer running", path.display()),
+                    "remove it (--fix does)",
+                )
+            }),
+        }
+    }
+}
+
+/// The engine's settings that weaken (or fail to strengthen) isolation.
+fn engine_checks(engine: &Result<EngineFacts, String>, out: &mut Vec<Finding>) {
+    let facts = match engine {
+        Ok(f) => f,
+        Err(e) => {
+            out.push(finding(
+                "sandboxing",
+                Severity::Info,
+                format!("the engine's settings could not be checked: {e}"),
+                "start the engine, or point DOCKER_HOST at it, and run doctor again",
+            ));
+            return;
+        }
+    };
+    let has = |name: &str| {
+        facts
+            .security_options
+            .iter()
+            .any(|o| o.split(',').any(|kv| kv == format!("name={name}")))
+    };
+    if !facts.host.starts_with("unix://") {
+        out.push(finding(
+            "authentication",
+            Severity::Critical,
+            format!(
+                "the engine is reached at {} over TCP without TLS: whoever reaches that port controls the engine and its host",
+                facts.host
+            ),
+            "use the engine's Unix socket (unset DOCKER_HOST), or an SSH tunnel to it",
+        ));
+    } else if let Some(path) = facts.host.strip_prefix("unix://") {
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o002 != 0 {
+                out.push(finding(
+                    "authentication",
+                    Severity::Critical,
+                    format!("the engine socket {path} is writable by every user: any local user is root through it"),
+                    "chmod 660 it and keep its group to the engine's operators",
+                ));
+            }
+        }
+    }
+    if !has("seccomp") {
+        out.push(finding(
+            "sandboxing",
+            Severity::Critical,
+            "the engine reports no seccomp support: profiles' syscall filters cannot be applied"
+                .into(),
+            "use an engine (and runc) built with seccomp",
+        ));
+    } else if facts
+        .security_options
+        .iter()
+        .any(|o| o.contains("name=seccomp") && o.contains("profile=unconfined"))
+    {
+        out.push(finding(
+            "sandboxing",
+            Severity::Info,
+            "the engine's default seccomp profile is unconfined: stockade's sandboxes carry their own, other containers on this engine run unfiltered".into(),
+            "remove `seccomp-profile: unconfined` from the engine's daemon.json",
+        ));
+    }
+    if !has("apparmor") && !has("selinux") {
+        out.push(finding(
+            "sandboxing",
+            Severity::Info,
+            "no AppArmor or SELinux confinement: seccomp, capabilities and namespaces are the only walls".into(),
+            "enable AppArmor (or SELinux) on the host so the engine applies its default policy",
+        ));
+    }
+    if !has("userns") && !has("rootless") {
+        out.push(finding(
+            "sandboxing",
+            Severity::Info,
+            "the engine maps container uids to the same host uids (no userns-remap, not rootless): sandboxes run as uid 65532, an elevated profile's root is host root".into(),
+            "set userns-remap in daemon.json, or run the engine rootless",
+        ));
+    }
+    if facts.cgroup_version.as_deref() == Some("1") {
+        out.push(finding(
+            "sandboxing",
+            Severity::Info,
+            "the host uses cgroup v1, where release_agent escapes exist (stockade's profiles drop CAP_SYS_ADMIN and its rules deny the attempt)".into(),
+            "boot the host with cgroup v2 (systemd.unified_cgroup_hierarchy=1)",
+        ));
+    }
+}
+
 /// Scores `findings`: each domain starts at 100 and loses a cost per finding; the overall score
 /// is the mean of the domains.
-pub fn score(findings: Vec<Finding>, fixed: Vec<String>) -> Report {
+pub fn score(findings: Vec<Finding>, fixed: Fixed) -> Report {
     let domains: Vec<Domain> = DOMAINS
         .iter()
         .map(|&name| {
@@ -398,19 +620,23 @@ pub fn score(findings: Vec<Finding>, fixed: Vec<String>) -> Report {
         score: (total / DOMAINS.len() as u32) as u8,
         domains,
         findings,
-        fixed,
+        fixed: fixed.changes,
+        rotated_tokens: fixed.rotated_tokens,
     }
 }
 
-/// Applies the safe fixes of `findings`; returns what it changed.
-pub fn fix(at: &Installation<'_>, findings: &[Finding]) -> Vec<String> {
-    let mut done = Vec::new();
+/// Applies the safe fixes of `findings`, and rotates tokens only when `rotate_tokens` (the
+/// operator's confirmation: their clients need the new values); returns what it changed.
+pub fn fix(at: &Installation<'_>, findings: &[Finding], rotate_tokens: bool) -> Fixed {
+    let mut done = Fixed::default();
     for f in findings {
         match &f.auto_fix {
             Some(Fix::Chmod { path, mode }) => {
                 match std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode)) {
-                    Ok(()) => done.push(format!("chmod {mode:o} {}", path.display())),
-                    Err(e) => done.push(format!("could not chmod {}: {e}", path.display())),
+                    Ok(()) => done.changes.push(format!("chmod {mode:o} {}", path.display())),
+                    Err(e) => done
+                        .changes
+                        .push(format!("could not chmod {}: {e}", path.display())),
                 }
             }
             Some(Fix::PruneExpiredTokens) => {
@@ -421,10 +647,40 @@ pub fn fix(at: &Installation<'_>, findings: &[Finding]) -> Vec<String> {
                     Ok(before - file.tokens.len())
                 });
                 match pruned {
-                    Ok(n) => done.push(format!("pruned {n} expired token(s)")),
-                    Err(e) => done.push(format!("could not prune expired tokens: {e}")),
+                    Ok(n) => done.changes.push(format!("pruned {n} expired token(s)")),
+                    Err(e) => done
+                        .changes
+                        .push(format!("could not prune expired tokens: {e}")),
                 }
             }
+            Some(Fix::RotateToken { name }) if !rotate_tokens => done.changes.push(format!(
+                "not rotated: token {name:?} (rerun with --fix --rotate-weak-tokens; its client then needs the new value)"
+            )),
+            Some(Fix::RotateToken { name }) => {
+                match Tokens::new(at.state_dir).rotate(name, tokens::now_secs()) {
+                    Ok(token) => {
+                        let _ = crate::server::auth::record_cli_event(
+                            at.state_dir,
+                            crate::audit::AuthKind::TokenRotated,
+                            name,
+                        );
+                        done.changes.push(format!("rotated token {name:?}"));
+                        done.rotated_tokens.push(RotatedToken {
+                            name: name.clone(),
+                            token,
+                        });
+                    }
+                    Err(e) => done
+                        .changes
+                        .push(format!("could not rotate token {name:?}: {e}")),
+                }
+            }
+            Some(Fix::Remove { path }) => match std::fs::remove_file(path) {
+                Ok(()) => done.changes.push(format!("removed {}", path.display())),
+                Err(e) => done
+                    .changes
+                    .push(format!("could not remove {}: {e}", path.display())),
+            },
             None => {}
         }
     }
@@ -448,8 +704,9 @@ mod tests {
             profile_dirs: &dirs,
             config: &config,
             secrets_key: None,
+            engine: None,
         };
-        let clean = score(examine(&at), Vec::new());
+        let clean = score(examine(&at), Fixed::default());
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(
             state.join("tokens.json"),
@@ -457,7 +714,7 @@ mod tests {
         )
         .unwrap();
         let findings = examine(&at);
-        let loose = score(findings.clone(), Vec::new());
+        let loose = score(findings.clone(), Fixed::default());
         assert!(
             loose.score < clean.score,
             "{} vs {}",
@@ -467,18 +724,18 @@ mod tests {
         assert!(findings
             .iter()
             .any(|f| f.severity == Severity::Critical && f.message.contains("755")));
-        let done = fix(&at, &findings);
+        let done = fix(&at, &findings, false).changes;
         assert_eq!(done.len(), 2, "{done:?}");
         let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        assert_eq!(score(examine(&at), Vec::new()).score, clean.score);
+        assert_eq!(score(examine(&at), Fixed::default()).score, clean.score);
     }
 
     #[test]
     fn the_score_is_the_mean_of_the_domains() {
         let r = score(
             vec![finding("encryption", Severity::Critical, "x".into(), "y")],
-            Vec::new(),
+            Fixed::default(),
         );
         assert_eq!(
             r.domains

@@ -12,6 +12,7 @@ use crate::backend::{
 };
 use crate::cancel::{Cancel, Reason};
 use crate::check::{Decision, RuleHit, Verdict};
+use crate::config::OnAuditFailure;
 use crate::inflight::{self, Marker};
 use crate::plan::{self, ExecRequest, Plan};
 use crate::profile::{self, Profile};
@@ -86,6 +87,9 @@ pub struct ExecResult {
     /// The command as judged and recorded (an argv shell-quoted).
     pub command: String,
     pub audit_id: Option<String>,
+    /// Set when the command ran although its audit records could not be written
+    /// (`on_audit_failure = "run"`): why, and that they are held until the log can be written.
+    pub audit_error: Option<String>,
     pub session: Option<String>,
     /// The sandbox it ran in (a container name for Docker).
     pub sandbox: Option<String>,
@@ -117,7 +121,7 @@ pub enum ExecError {
     #[error("--elevated was given but profile {profile:?} is not an elevated profile")]
     NotElevatedProfile { profile: String },
     #[error("cannot write the audit log, so nothing runs: {0}")]
-    Audit(#[from] crate::audit::AuditError),
+    Audit(String),
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
     #[error(transparent)]
@@ -134,6 +138,12 @@ pub enum ExecError {
     AgentInstall(#[from] agent::InstallError),
     #[error("session {session:?} is busy: another command held it for {}s, as long as this command may run; try again later or use another session", waited.as_secs())]
     SessionBusy { session: String, waited: Duration },
+}
+
+impl From<crate::audit::AuditError> for ExecError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        ExecError::Audit(e.to_string())
+    }
 }
 
 impl ExecError {
@@ -171,6 +181,7 @@ impl ExecResult {
             rules: verdict.map(|v| v.rules.clone()).unwrap_or_default(),
             command: command.to_string(),
             audit_id: None,
+            audit_error: None,
             session: None,
             sandbox: None,
             profile: None,
@@ -428,23 +439,53 @@ impl<B: Backend> Service<B> {
             Outcome::Error
         };
         result.error = Some(error.to_string());
-        let Ok(audit) = AuditLog::open(&self.state_dir) else {
-            return result;
-        };
+        let audit = AuditLog::open(&self.state_dir).map_err(|e| e.to_string());
         let id = new_exec_id();
         let start = Start {
             profile: self.profile_name(options),
             elevated: options.elevated,
             ..self.start_record(&id, principal, request, command, &verdict, options)
         };
-        if audit.append(RecordBody::Start(start)).is_ok() {
-            result.audit_id = Some(id.clone());
+        if let Ok(held) = self.record(audit.as_ref(), RecordBody::Start(start)) {
+            result.audit_id = held.is_none().then(|| id.clone());
             let mut finish = Finish::new(&id, request.session.clone());
             finish.outcome = result.outcome;
             finish.error = result.error.clone();
-            let _ = audit.append(RecordBody::Finish(finish));
+            let finished = self.record(audit.as_ref(), RecordBody::Finish(finish));
+            result.audit_error = held.or(finished.ok().flatten());
         }
         result
+    }
+
+    /// Appends `body` to `log`, after any records held from earlier failed writes. When that
+    /// fails and the configuration says `on_audit_failure = "run"`, the record is held for the
+    /// next writable moment and `Ok(Some(why))` says so; `Err(why)` means the failure stands.
+    fn record(
+        &self,
+        log: Result<&AuditLog, &String>,
+        body: RecordBody,
+    ) -> Result<Option<String>, String> {
+        let run = self.config.on_audit_failure == OnAuditFailure::Run;
+        let failed = match log {
+            Err(e) => e.clone(),
+            Ok(log) => match self.pending.flush(log, &self.state_dir) {
+                Err(e) => e.to_string(),
+                Ok(_) if run => match log.append(body.clone()) {
+                    Ok(_) => return Ok(None),
+                    Err(e) => e.to_string(),
+                },
+                Ok(_) => return log.append(body).map(|_| None).map_err(|e| e.to_string()),
+            },
+        };
+        if !run {
+            return Err(failed);
+        }
+        self.pending.hold(&self.state_dir, body, &failed);
+        Ok(Some(format!(
+            "the audit log could not be written ({failed}); the command was not refused because \
+             on_audit_failure = \"run\": its records are held and will be written after a gap \
+             record once the log can be written (see `stockade audit verify` and `stockade doctor`)"
+        )))
     }
 
     /// [`Service::exec`] under an already loaded profile (for tools that derive a profile,
@@ -481,13 +522,7 @@ impl<B: Backend> Service<B> {
             .iter()
             .map(|w| format!("profile {}: {w}", profile.name))
             .collect();
-        let audit = match AuditLog::open(&self.state_dir) {
-            Ok(a) => a,
-            Err(e) => {
-                result.error = Some(ExecError::Audit(e).to_string());
-                return result;
-            }
-        };
+        let audit = AuditLog::open(&self.state_dir).map_err(|e| e.to_string());
         let mut start = Start {
             profile: profile.name.clone(),
             elevated: profile.elevated,
@@ -508,21 +543,27 @@ impl<B: Backend> Service<B> {
         } else {
             secret_error.map(|e| (Outcome::Error, e.to_string()))
         };
-        if let Err(e) = audit.append(RecordBody::Start(start)) {
-            result.error = Some(ExecError::Audit(e).to_string());
-            return result;
+        match self.record(audit.as_ref(), RecordBody::Start(start)) {
+            Err(e) => {
+                result.error = Some(ExecError::Audit(e).to_string());
+                return result;
+            }
+            Ok(None) => result.audit_id = Some(exec_id.clone()),
+            Ok(Some(held)) => result.audit_error = Some(held),
         }
-        result.audit_id = Some(exec_id.clone());
         if let Some((outcome, why)) = refusal {
             finish.outcome = outcome;
             finish.error = Some(why.clone());
             result.outcome = outcome;
             result.error = Some(why);
-            if let Err(e) = audit.append(RecordBody::Finish(finish)) {
-                result.error = Some(format!(
-                    "{}; and its audit finish record could not be written: {e}",
-                    result.error.unwrap_or_default()
-                ));
+            match self.record(audit.as_ref(), RecordBody::Finish(finish)) {
+                Err(e) => {
+                    result.error = Some(format!(
+                        "{}; and its audit finish record could not be written: {e}",
+                        result.error.unwrap_or_default()
+                    ))
+                }
+                Ok(held) => result.audit_error = result.audit_error.take().or(held),
             }
             return result;
         }
@@ -611,12 +652,15 @@ impl<B: Backend> Service<B> {
         finish.stdout_sha256 = result.stdout_sha256.clone();
         finish.stderr_sha256 = result.stderr_sha256.clone();
         finish.error = result.error.clone();
-        if let Err(e) = audit.append(RecordBody::Finish(finish)) {
+        match self.record(audit.as_ref(), RecordBody::Finish(finish)) {
             // The command ran; its start is on record. Say loudly that its finish is not.
-            result.outcome = Outcome::Error;
-            result.error = Some(format!(
-                "command finished but its audit finish record could not be written: {e}"
-            ));
+            Err(e) => {
+                result.outcome = Outcome::Error;
+                result.error = Some(format!(
+                    "command finished but its audit finish record could not be written: {e}"
+                ));
+            }
+            Ok(held) => result.audit_error = result.audit_error.take().or(held),
         }
         result
     }

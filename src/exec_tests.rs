@@ -625,3 +625,151 @@ async fn a_copy_is_audited_with_its_size_and_digest() {
         .await;
     assert!(refused.is_err());
 }
+
+fn flow_with(config: Config, run: Run) -> Flow {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeBackend::new(Acquire::Ready, run);
+    let settings = Settings {
+        state_dir: dir.path().join("state"),
+        profile_dirs: ProfileDirs::default(),
+        config,
+        secrets_key: None,
+    };
+    let service = Service::new(fake.clone(), settings).unwrap();
+    Flow {
+        _dir: dir,
+        service,
+        fake,
+    }
+}
+
+/// Makes the audit log refuse appends the way a loosened file does (mode 0644), or undoes it.
+fn break_log(f: &Flow, broken: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if broken { 0o644 } else { 0o600 };
+    std::fs::set_permissions(
+        f.service.state_dir.join(LOG_FILE),
+        std::fs::Permissions::from_mode(mode),
+    )
+    .unwrap();
+}
+
+fn runs(f: &Flow) -> usize {
+    f.fake
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Run { .. }))
+        .count()
+}
+
+fn exit0() -> Run {
+    Run::Exit {
+        code: 0,
+        stdout: b"ok\n".to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn by_default_nothing_runs_when_the_log_cannot_be_written() {
+    let f = flow(Acquire::Ready, exit0());
+    assert_eq!(f.exec(&shell("true")).await.outcome, Outcome::Completed);
+    break_log(&f, true);
+    let result = f.exec(&shell("echo unrecorded")).await;
+    assert_eq!(result.outcome, Outcome::Error);
+    assert!(
+        result.error.as_deref().unwrap().contains("so nothing runs"),
+        "{:?}",
+        result.error
+    );
+    assert_eq!(result.audit_error, None);
+    assert_eq!(runs(&f), 1, "the second command never ran");
+}
+
+#[tokio::test]
+async fn with_run_the_command_runs_and_its_records_follow_a_gap_later() {
+    let config = Config {
+        on_audit_failure: crate::config::OnAuditFailure::Run,
+        ..Config::default()
+    };
+    let f = flow_with(config, exit0());
+    assert_eq!(f.exec(&shell("true")).await.outcome, Outcome::Completed);
+    break_log(&f, true);
+    let held = f.exec(&shell("echo unrecorded")).await;
+    assert_eq!(held.outcome, Outcome::Completed, "{:?}", held.error);
+    assert_eq!(held.exit_code, Some(0));
+    assert_eq!(held.audit_id, None);
+    let why = held
+        .audit_error
+        .clone()
+        .expect("the result says the audit failed");
+    assert!(
+        why.contains("600") && why.contains("on_audit_failure"),
+        "{why}"
+    );
+    assert_eq!(runs(&f), 2);
+    let spill = f.service.state_dir.join(audit::SPILL_FILE);
+    assert!(spill.exists(), "held records are spilled to the state dir");
+
+    // The next writable moment writes a gap record, then the held start and finish.
+    break_log(&f, false);
+    let next = f.exec(&shell("echo recorded")).await;
+    assert_eq!(next.audit_error, None);
+    assert!(next.audit_id.is_some());
+    assert!(!spill.exists(), "the spill file is gone once written");
+    let records = audit::tail(&f.service.state_dir.join(LOG_FILE), 100).unwrap();
+    let gap_at = records
+        .iter()
+        .position(|r| matches!(r.body, RecordBody::Gap(_)))
+        .expect("a gap record");
+    let RecordBody::Gap(gap) = &records[gap_at].body else {
+        unreachable!()
+    };
+    assert_eq!((gap.missed, gap.held, gap.dropped), (1, 2, 0), "{gap:?}");
+    assert!(gap.error.contains("600"), "{}", gap.error);
+    let RecordBody::Start(start) = &records[gap_at + 1].body else {
+        panic!("the held start follows the gap: {:?}", records[gap_at + 1])
+    };
+    assert_eq!(start.command, "echo unrecorded");
+    let RecordBody::Finish(finish) = &records[gap_at + 2].body else {
+        panic!("then its finish")
+    };
+    assert_eq!(
+        (finish.id.as_str(), finish.exit_code),
+        (start.id.as_str(), Some(0))
+    );
+    let report = audit::verify(&f.service.state_dir.join(LOG_FILE)).unwrap();
+    assert!(report.ok(), "{:?}", report.findings);
+    assert!(report
+        .findings
+        .iter()
+        .any(|x| x.kind == audit::FindingKind::AuditGap));
+}
+
+#[tokio::test]
+async fn held_records_wait_in_memory_when_not_even_the_spill_file_can_be_written() {
+    let config = Config {
+        on_audit_failure: crate::config::OnAuditFailure::Run,
+        ..Config::default()
+    };
+    let f = flow_with(config, exit0());
+    assert_eq!(f.exec(&shell("true")).await.outcome, Outcome::Completed);
+    break_log(&f, true);
+    // A symlink where the spill file goes is refused like any planted link.
+    let spill = f.service.state_dir.join(audit::SPILL_FILE);
+    std::os::unix::fs::symlink("/dev/null", &spill).unwrap();
+    let held = f.exec(&shell("echo in-memory")).await;
+    assert_eq!(held.outcome, Outcome::Completed);
+    assert!(held.audit_error.is_some());
+    assert_eq!(f.service.pending.held_in_memory(), 2);
+    std::fs::remove_file(&spill).unwrap();
+    break_log(&f, false);
+    f.exec(&shell("true")).await;
+    assert_eq!(f.service.pending.held_in_memory(), 0);
+    let records = audit::tail(&f.service.state_dir.join(LOG_FILE), 100).unwrap();
+    assert!(records
+        .iter()
+        .any(|r| matches!(&r.body, RecordBody::Start(s) if s.command == "echo in-memory")));
+    assert!(audit::verify(&f.service.state_dir.join(LOG_FILE))
+        .unwrap()
+        .ok());
+}

@@ -95,7 +95,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Mcp(args) => cli::mcp::run(global, args).await,
         Command::Token(cmd) => cli::token::run(global, cmd),
         Command::Secret(cmd) => cli::secret::run(global, cmd),
-        Command::Doctor(args) => cli::doctor::run(global, args),
+        Command::Doctor(args) => cli::doctor::run(global, args).await,
         Command::Grants(cmd) => cli::grants::run(global, cmd).await,
     }
 }

@@ -61,6 +61,8 @@ pub struct Service<B: Backend> {
     /// The secrets a request may name, encrypted at rest.
     pub secrets: crate::secrets::Secrets,
     pub state_dir: PathBuf,
+    /// Audit records that could not be written yet (`on_audit_failure = "run"`).
+    pub pending: crate::audit::Pending,
 }
 
 impl<B: Backend> Service<B> {
@@ -75,6 +77,7 @@ impl<B: Backend> Service<B> {
             profiles: Default::default(),
             secrets: crate::secrets::Secrets::new(&settings.state_dir, settings.secrets_key),
             state_dir: settings.state_dir,
+            pending: Default::default(),
         })
     }
 
@@ -88,6 +91,17 @@ impl<B: Backend> Service<B> {
             profiles: Default::default(),
             secrets: crate::secrets::Secrets::new(&settings.state_dir, settings.secrets_key),
             state_dir: settings.state_dir,
+            pending: Default::default(),
+        }
+    }
+
+    /// Writes the audit records held from failed writes (`on_audit_failure = "run"`), when the
+    /// log can be written again; quiet otherwise (they stay held).
+    pub fn flush_held_audit(&self) {
+        if let Ok(log) = crate::audit::AuditLog::open(&self.state_dir) {
+            if let Err(e) = self.pending.flush(&log, &self.state_dir) {
+                tracing::debug!("held audit records not written yet: {e}");
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! [`AuditLog::append`] writes a record durably under an exclusive lock; [`verify`] checks the
 //! whole chain against the head file; [`tail`] reads the last records cheaply from the end.
 
+mod gap;
 mod head;
 mod log;
 mod record;
@@ -19,10 +20,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::StateError;
 
+pub use gap::{Pending, SPILL_FILE};
 pub use head::{head_path_for, Head, HEAD_FILE};
 pub use log::{AuditLog, AUTH_LOG_FILE, LOG_FILE};
 pub use record::{
-    AuthEvent, AuthKind, Direction, Finish, Outcome, Record, RecordBody, Recovered, Start, Transfer,
+    AuthEvent, AuthKind, Direction, Finish, Gap, Outcome, Record, RecordBody, Recovered, Start,
+    Transfer,
 };
 pub use scan::{line_hash, MAX_LINE_BYTES, ZERO_HASH};
 pub use tail::{executions, format_auth, format_human, tail, Execution};

@@ -25,6 +25,9 @@ pub enum RecordBody {
     Start(Start),
     Finish(Finish),
     Recovered(Recovered),
+    /// Executions that ran while the log could not be written (`on_audit_failure = "run"`);
+    /// their records follow this one.
+    Gap(Gap),
     /// An authentication event of `stockade serve` (in `auth.jsonl`).
     Auth(AuthEvent),
 }
@@ -270,4 +273,23 @@ pub struct Recovered {
     pub partial_sha256: String,
     /// Hash of the line before the partial one (64 zeros if it was the first line).
     pub chain_prev: String,
+}
+
+/// Written, when the log can be written again, before the records of executions that ran while
+/// it could not be (`on_audit_failure = "run"`). Their `start` and `finish` records follow it
+/// in the order they were held; `ts` of those is when they were written, not when they ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// Executions that ran (or were refused) unrecorded.
+    pub missed: u64,
+    /// Records that follow this one.
+    pub held: u64,
+    /// Records that could not be held (over the bound, or a spill file that was unreadable);
+    /// they are lost and only counted.
+    pub dropped: u64,
+    /// When the first and the last failed write happened (RFC 3339).
+    pub first_failed_at: String,
+    pub last_failed_at: String,
+    /// Why the last write failed.
+    pub error: String,
 }

@@ -87,8 +87,9 @@ pub fn executions(records: &[Record]) -> Vec<Execution<'_>> {
                 });
                 continue;
             }
-            // The auth log's records are shown by `format_auth`, not as executions.
-            RecordBody::Auth(_) => continue,
+            // The auth log's records are shown by `format_auth`, not as executions; a gap's
+            // held executions follow it as ordinary records.
+            RecordBody::Auth(_) | RecordBody::Gap(_) => continue,
         };
         match out.iter_mut().rev().find(|e| e.id == Some(id)) {
             Some(e) => {

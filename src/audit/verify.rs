@@ -65,6 +65,9 @@ pub enum FindingKind {
     UnfinishedExecution,
     /// A `finish` without a `start` (notice).
     FinishWithoutStart,
+    /// A `gap` record: executions ran while the log could not be written, and were recorded
+    /// late (notice; `dropped` records make it a problem).
+    AuditGap,
 }
 
 /// One finding, located by line number and/or seq where it has one.
@@ -451,6 +454,23 @@ impl Walk {
                 self.open.insert(s.id.clone(), (seq, n));
             }
             RecordBody::Auth(_) => {}
+            RecordBody::Gap(g) => {
+                let what = format!(
+                    "gap: {} execution(s) ran between {} and {} while the log could not be \
+                     written ({}); their {} record(s) follow, written late",
+                    g.missed, g.first_failed_at, g.last_failed_at, g.error, g.held
+                );
+                if g.dropped > 0 {
+                    self.problem(
+                        FindingKind::AuditGap,
+                        n,
+                        Some(seq),
+                        format!("{what}; {} record(s) were lost", g.dropped),
+                    );
+                } else {
+                    self.notice(FindingKind::AuditGap, Some(n), Some(seq), what);
+                }
+            }
             RecordBody::Finish(fin) => {
                 if self.open.remove(&fin.id).is_none() {
                     self.notice(

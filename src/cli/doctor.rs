@@ -1,7 +1,8 @@
 //! `stockade doctor`: the installation's score by domain, each finding with its fix
 //! (docs/doctor.md); `--fix` applies the safe ones.
 
-use stockade::doctor::{self, Installation, Severity};
+use stockade::backend::docker::engine::{Engine, EngineFacts};
+use stockade::doctor::{self, Fixed, Installation, Severity};
 
 use super::{out, out_json, settings, GlobalArgs};
 
@@ -10,23 +11,46 @@ pub struct DoctorArgs {
     /// One JSON object: score, domains, findings (and what --fix changed)
     #[arg(long)]
     pub json: bool,
-    /// Apply the safe fixes (file modes, pruning expired tokens) and report what changed
+    /// Apply the safe fixes (file modes, pruning expired tokens, stale files) and report what
+    /// changed
     #[arg(long)]
     pub fix: bool,
+    /// With --fix: also rotate weak tokens and tokens of unknown strength, printing each new
+    /// value once (their clients need it: this is the confirmation)
+    #[arg(long, requires = "fix")]
+    pub rotate_weak_tokens: bool,
+    /// Do not ask the engine for its settings
+    #[arg(long)]
+    pub no_engine: bool,
 }
 
-pub fn run(global: &GlobalArgs, args: &DoctorArgs) -> anyhow::Result<u8> {
+/// The engine's settings, or why they could not be read.
+async fn engine_facts() -> Result<EngineFacts, String> {
+    let timeout = settings::call_timeout().map_err(|e| e.to_string())?;
+    let engine = Engine::connect(&settings::engine_host(), timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    engine.facts().await.map_err(|e| e.to_string())
+}
+
+pub async fn run(global: &GlobalArgs, args: &DoctorArgs) -> anyhow::Result<u8> {
     let settings = settings::settings(global)?;
+    let engine = if args.no_engine {
+        None
+    } else {
+        Some(engine_facts().await)
+    };
     let at = Installation {
         state_dir: &settings.state_dir,
         profile_dirs: &settings.profile_dirs,
         config: &settings.config,
         secrets_key: settings.secrets_key.as_deref(),
+        engine,
     };
     let mut findings = doctor::examine(&at);
-    let mut fixed = Vec::new();
+    let mut fixed = Fixed::default();
     if args.fix {
-        fixed = doctor::fix(&at, &findings);
+        fixed = doctor::fix(&at, &findings, args.rotate_weak_tokens);
         findings = doctor::examine(&at);
     }
     let report = doctor::score(findings, fixed);
@@ -52,6 +76,9 @@ pub fn run(global: &GlobalArgs, args: &DoctorArgs) -> anyhow::Result<u8> {
         }
         for change in &report.fixed {
             out(format_args!("fixed: {change}"));
+        }
+        for t in &report.rotated_tokens {
+            out(format_args!("new token for {}: {}", t.name, t.token));
         }
     }
     let critical = report

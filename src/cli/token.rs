@@ -80,6 +80,11 @@ pub fn run(global: &GlobalArgs, cmd: &TokenCmd) -> anyhow::Result<u8> {
                     expires: ttl.map(|t| now.saturating_add(t.as_secs() as i64)),
                     revoked: None,
                     rotated: None,
+                    bits: Some(if *from_stdin {
+                        tokens::strength_bits(&token)
+                    } else {
+                        tokens::GENERATED_BITS
+                    }),
                 });
                 Ok(())
             })?;
@@ -103,6 +108,7 @@ pub fn run(global: &GlobalArgs, cmd: &TokenCmd) -> anyhow::Result<u8> {
                             "expires": t.expires,
                             "revoked": t.revoked,
                             "rotated": t.rotated,
+                            "bits": t.bits,
                             "active": t.active(now),
                         })
                     })
@@ -149,23 +155,7 @@ pub fn run(global: &GlobalArgs, cmd: &TokenCmd) -> anyhow::Result<u8> {
             Ok(0)
         }
         TokenCmd::Rotate { name } => {
-            let token = tokens::generate();
-            let digest = tokens::digest(&token);
-            store.update(|f| {
-                let t = f
-                    .tokens
-                    .iter_mut()
-                    .find(|t| t.name == *name)
-                    .ok_or_else(|| TokenError::NotFound { name: name.clone() })?;
-                if t.revoked.is_some() {
-                    return Err(TokenError::Weak {
-                        why: format!("{name} is revoked; create a new token instead"),
-                    });
-                }
-                t.sha256 = digest.clone();
-                t.rotated = Some(now);
-                Ok(())
-            })?;
+            let token = store.rotate(name, now)?;
             record_cli_event(&state_dir, AuthKind::TokenRotated, name)?;
             out(token);
             Ok(0)

@@ -703,6 +703,9 @@ pub(crate) fn spawn_exec<B: Backend>(
             .metrics
             .exec_seconds
             .observe(result.duration_ms as f64 / 1000.0);
+        if result.audit_error.is_some() {
+            server.metrics.audit_failures.inc();
+        }
         result
     })
 }

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub exec_seconds: Histogram,
     pub auth_failures: Counter,
     pub rate_limited: Counter,
+    pub audit_failures: Counter,
     pub sandboxes: Gauge,
     pub in_flight: Gauge,
 }
@@ -31,6 +32,7 @@ impl Default for Metrics {
         let exec_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 16));
         let auth_failures = Counter::default();
         let rate_limited = Counter::default();
+        let audit_failures = Counter::default();
         let sandboxes = Gauge::default();
         let in_flight = Gauge::default();
         registry.register(
@@ -54,6 +56,12 @@ impl Default for Metrics {
             rate_limited.clone(),
         );
         registry.register(
+            "audit_failures",
+            "Executions that ran although their audit records could not be written \
+             (on_audit_failure = \"run\"); held and written after a gap record",
+            audit_failures.clone(),
+        );
+        registry.register(
             "sandboxes_active",
             "Sandboxes of the API",
             sandboxes.clone(),
@@ -69,6 +77,7 @@ impl Default for Metrics {
             exec_seconds,
             auth_failures,
             rate_limited,
+            audit_failures,
             sandboxes,
             in_flight,
         }

@@ -383,6 +383,21 @@ pub async fn serve<B: Backend>(
         addresses.push(format!("unix:{}", path.display()));
     }
     on_ready(&addresses);
+    // Where this server listens, for `stockade doctor`; gone when it stops.
+    let listening = Listening {
+        pid: std::process::id(),
+        addresses: addresses.clone(),
+        non_loopback: options.listen.is_some_and(|a| !a.ip().is_loopback()),
+    };
+    let listening_file = server
+        .service
+        .state_dir
+        .join(format!("serve.{}.json", listening.pid));
+    if let Ok(text) = serde_json::to_vec(&listening) {
+        if let Err(e) = crate::state::write_private_file(&listening_file, &text) {
+            tracing::warn!("cannot record where the server listens: {e}");
+        }
+    }
     let reaper = {
         let server = server.clone();
         let stop = stop.clone();
@@ -395,6 +410,9 @@ pub async fn serve<B: Backend>(
                 for id in api::reap(&server).await {
                     tracing::info!(sandbox = %id, "removed an expired or idle sandbox");
                 }
+                // Records held while the audit log could not be written go in as soon as
+                // it can be, not only at the next execution.
+                server.service.flush_held_audit();
                 // A revoked or expired token ends what its principal still runs.
                 if let Some(active) = server.auth.active_principals() {
                     server.cancel_where(Reason::Killed, |owner, _| !active.contains(owner));
@@ -446,9 +464,20 @@ pub async fn serve<B: Backend>(
         let _ = std::fs::remove_file(path);
     }
     server.drain().await;
+    server.service.flush_held_audit();
     server.auth.close();
+    let _ = std::fs::remove_file(&listening_file);
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
     Ok(())
+}
+
+/// What `serve.PID.json` in the state directory says while a server runs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Listening {
+    pub pid: u32,
+    pub addresses: Vec<String>,
+    /// A TCP address other than loopback (`--allow-non-loopback`).
+    pub non_loopback: bool,
 }
 
 /// Connections served at once, at most.

@@ -82,6 +82,10 @@ pub struct TokenRecord {
     pub revoked: Option<i64>,
     /// When the token was last replaced by `token rotate` (the old one stopped working then).
     pub rotated: Option<i64>,
+    /// Its estimated entropy in bits when it was made ([`GENERATED_BITS`] for a generated
+    /// one); absent on tokens made before stockade recorded it. `doctor` rates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits: Option<u32>,
 }
 
 impl TokenRecord {
@@ -158,6 +162,15 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// A new token: `stk_` and 32 random bytes, base64url.
+/// The entropy of a [`generate`]d token: 32 bytes from the kernel's CSPRNG.
+pub const GENERATED_BITS: u32 = 256;
+
+/// The estimated entropy of a token a user supplied, in whole bits (what [`check_strength`]
+/// rates).
+pub fn strength_bits(token: &str) -> u32 {
+    estimated_bits(token).floor() as u32
+}
+
 pub fn generate() -> String {
     let mut bytes = [0u8; 32];
     // The kernel's CSPRNG; getrandom(2) does not fail once the pool is initialized.
@@ -329,6 +342,32 @@ impl Tokens {
         })
     }
 
+    /// Replaces the value of token `name` with a generated one and returns it (the old value
+    /// stops working at once). A revoked token is not rotated: create a new one.
+    pub fn rotate(&self, name: &str, now: i64) -> Result<String, TokenError> {
+        let token = generate();
+        let digest = digest(&token);
+        self.update(|f| {
+            let t = f
+                .tokens
+                .iter_mut()
+                .find(|t| t.name == name)
+                .ok_or_else(|| TokenError::NotFound {
+                    name: name.to_string(),
+                })?;
+            if t.revoked.is_some() {
+                return Err(TokenError::Weak {
+                    why: format!("{name} is revoked; create a new token instead"),
+                });
+            }
+            t.sha256 = digest.clone();
+            t.rotated = Some(now);
+            t.bits = Some(GENERATED_BITS);
+            Ok(())
+        })?;
+        Ok(token)
+    }
+
     /// Changes the file under its lock: read, `change`, write whole (temporary file, rename).
     pub fn update<T>(
         &self,
@@ -390,6 +429,7 @@ mod tests {
             expires: None,
             revoked: None,
             rotated: None,
+            bits: None,
         }
     }
 

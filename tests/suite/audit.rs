@@ -134,3 +134,55 @@ fn tail_shows_recent_executions() {
         .unwrap();
     assert_eq!(stdout(&out).lines().count(), 3);
 }
+
+fn loosen_log(env: &Env, loose: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if loose { 0o644 } else { 0o600 };
+    std::fs::set_permissions(env.audit_path(), std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_log_that_cannot_be_written_refuses_by_default_and_runs_when_configured() {
+    crate::require_docker!();
+    let env = Env::new();
+    let (code, _) = env.exec_json(&[], "true");
+    assert_eq!(code, 0);
+    loosen_log(&env, true);
+    let (code, refused) = env.exec_json(&[], "echo refused");
+    assert_eq!(code, 125, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("nothing runs"),
+        "{refused}"
+    );
+    assert_eq!(refused["audit_error"], serde_json::Value::Null);
+
+    env.write_config("on_audit_failure = \"run\"\n");
+    let (code, ran) = env.exec_json(&[], "echo held-record");
+    assert_eq!(code, 0, "{ran}");
+    assert_eq!(ran["stdout"], "held-record\n");
+    assert_eq!(ran["audit_id"], serde_json::Value::Null);
+    let why = ran["audit_error"].as_str().expect("the result says why");
+    assert!(why.contains("644") || why.contains("600"), "{why}");
+    assert!(env.state_dir().join("audit-gap.jsonl").exists());
+
+    // Repaired: the next execution writes the gap record, then the held ones, then its own.
+    loosen_log(&env, false);
+    let (code, next) = env.exec_json(&[], "echo after");
+    assert_eq!(code, 0, "{next}");
+    assert!(next["audit_id"].is_string());
+    let records = env.audit_records();
+    let at = records
+        .iter()
+        .position(|r| r["kind"] == "gap")
+        .expect("a gap record");
+    assert_eq!(records[at]["missed"], 1, "{}", records[at]);
+    assert_eq!(records[at + 1]["kind"], "start");
+    assert_eq!(records[at + 1]["command"], "echo held-record");
+    assert_eq!(records[at + 2]["kind"], "finish");
+    assert_eq!(records[at + 2]["exit_code"], 0);
+    assert_eq!(records[at + 3]["command"], "echo after");
+    let (code, _, report) = verify(&env);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.to_string().contains("audit_gap"), "{report}");
+    assert!(!env.state_dir().join("audit-gap.jsonl").exists());
+}

@@ -2529,3 +2529,60 @@ fn serve_gives_a_secret_only_to_the_principal_it_is_granted_to() {
     let log = std::fs::read_to_string(env.audit_path()).unwrap();
     assert!(!log.contains("dk-9f8e7d6c5b4a"));
 }
+
+#[test]
+fn serve_says_where_it_listens_and_counts_executions_it_could_not_record() {
+    require_docker!();
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.write_config("on_audit_failure = \"run\"\n");
+    let admin = token(&env, "admin", "admin");
+    let server = Server::start(&env, &[]);
+    let listening = env.state_dir().join(format!("serve.{}.json", server.pid));
+    let recorded: Value = serde_json::from_slice(&std::fs::read(&listening).unwrap()).unwrap();
+    assert_eq!(recorded["non_loopback"], false, "{recorded}");
+    assert_eq!(recorded["addresses"][0], format!("http://{}", server.addr));
+
+    let first = server
+        .post("/v1/exec", &admin, &json!({"command": "true"}))
+        .expect(200);
+    assert!(first["audit_id"].is_string(), "{first}");
+    let loosen = |mode| {
+        std::fs::set_permissions(env.audit_path(), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    loosen(0o644);
+    let held = server
+        .post("/v1/exec", &admin, &json!({"command": "echo unrecorded"}))
+        .expect(200);
+    validate_result(&held);
+    assert_eq!(held["stdout"], "unrecorded\n", "{held}");
+    assert!(held["audit_error"].is_string(), "{held}");
+    let text = server.get("/metrics", Some(&admin)).text();
+    assert_eq!(
+        metric(&text, "stockade_audit_failures_total"),
+        Some(1.0),
+        "{text}"
+    );
+
+    // Repaired, the server writes what it held without waiting for another execution.
+    loosen(0o600);
+    let until = Instant::now() + HANG;
+    while !env.audit_records().iter().any(|r| r["kind"] == "gap") {
+        assert!(
+            Instant::now() < until,
+            "the held records were never written"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(env
+        .audit_records()
+        .iter()
+        .any(|r| r["kind"] == "start" && r["command"] == "echo unrecorded"));
+
+    server.terminate();
+    assert!(server.wait_exit(HANG).success());
+    assert!(
+        !listening.exists(),
+        "a stopped server leaves no listening file"
+    );
+}

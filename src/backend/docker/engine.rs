@@ -31,6 +31,20 @@ pub enum EngineError {
     },
 }
 
+/// What the engine says of itself that bears on isolation (from `/info`), for `doctor`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EngineFacts {
+    pub host: String,
+    pub server_version: Option<String>,
+    /// `name=seccomp,profile=default`, `name=apparmor`, `name=userns`, `name=rootless`...
+    pub security_options: Vec<String>,
+    pub default_runtime: Option<String>,
+    pub runtimes: Vec<String>,
+    /// `1` or `2`.
+    pub cgroup_version: Option<String>,
+    pub kernel_version: Option<String>,
+}
+
 /// A connected engine client with its per-call timeout.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -111,6 +125,22 @@ impl Engine {
             docker,
             call_timeout,
             host,
+        })
+    }
+
+    /// The engine's own account of its isolation settings.
+    pub async fn facts(&self) -> Result<EngineFacts, EngineError> {
+        let info = self.call("info", self.docker.info()).await?;
+        let mut runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        runtimes.sort();
+        Ok(EngineFacts {
+            host: self.host.clone(),
+            server_version: info.server_version,
+            security_options: info.security_options.unwrap_or_default(),
+            default_runtime: info.default_runtime,
+            runtimes,
+            cgroup_version: info.cgroup_version.map(|v| v.to_string()),
+            kernel_version: info.kernel_version,
         })
     }
 
