@@ -7,6 +7,7 @@ use base64::Engine;
 
 use super::expand::{self, Ctx, Field, Vars, DECODED, FETCHED, UNKNOWN};
 use super::parse::{Command, Heredoc, Pipeline, RedirOp, Script, Simple};
+use super::transform;
 
 /// Most bytes a static evaluation produces; longer output is cut and marked unknown.
 pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
@@ -86,15 +87,8 @@ fn simple_output(
         depth,
     };
     if s.words.is_empty() {
-        let assigned: Vec<(String, Field)> = s
-            .assigns
-            .iter()
-            .map(|a| (a.name.clone(), expand::text(&a.value, &ctx)))
-            .collect();
-        for (name, f) in assigned {
-            let known = f.known();
-            vars.set(&name, known.then_some(f.text));
-        }
+        let assigned = expand::assignments(&s.assigns, &ctx);
+        expand::assign_all(assigned, vars);
         return Output::known(String::new(), 0);
     }
     let fields: Vec<Field> = s
@@ -130,6 +124,9 @@ fn simple_output(
             RedirOp::In => stdin = Some(Output::unknown(FETCHED)),
             _ => {}
         }
+    }
+    if let Some(name) = fields.first().filter(|f| f.known()).map(|f| f.text.clone()) {
+        super::builtins::apply(&name, &fields, stdin.as_ref(), vars);
     }
     run(&fields, stdin)
 }
@@ -199,7 +196,10 @@ pub fn run(fields: &[Field], stdin: Option<Output>) -> Output {
     // The text, and whether the command itself decoded hidden characters (escapes).
     let result: Option<(String, bool)> = match name {
         "echo" => args_known.then(|| echo(&arg_text)),
+        // `printf -v NAME ...` assigns instead of printing.
+        "printf" if arg_text.first().is_some_and(|a| a == "-v") => Some((String::new(), false)),
         "printf" => args_known.then(|| printf(&arg_text)).flatten(),
+        n if super::builtins::is_state_builtin(n) => Some((String::new(), false)),
         "base64" | "base32" if decoder != 0 && operands.iter().all(|o| *o == "-") => stdin_text()
             .and_then(|t| {
                 if name == "base64" {
@@ -242,6 +242,33 @@ pub fn run(fields: &[Field], stdin: Option<Output>) -> Output {
             stdin_text().map(|t| (t, false))
         }
         "true" | ":" => Some((String::new(), false)),
+        "sed" => stdin_text()
+            .and_then(|t| transform::sed(&arg_text, &t))
+            .map(|t| (t, true)),
+        "cut" => stdin_text()
+            .and_then(|t| transform::cut(&arg_text, &t))
+            .map(|t| (t, true)),
+        "head" | "tail" => stdin_text()
+            .and_then(|t| transform::head_tail(name == "tail", &arg_text, &t))
+            .map(|t| (t, true)),
+        "paste" => stdin_text()
+            .and_then(|t| transform::paste(&arg_text, &t))
+            .map(|t| (t, true)),
+        "awk" | "gawk" | "mawk" | "nawk" if args_known => {
+            transform::awk(&arg_text, stdin_text().as_deref()).map(|t| (t, true))
+        }
+        "gunzip" | "zcat" | "gzip" | "pigz" | "unpigz"
+            if (name != "gzip" && name != "pigz")
+                || arg_text
+                    .iter()
+                    .any(|a| a.starts_with('-') && a.contains('d')) =>
+        {
+            let flags_only = arg_text.iter().all(|a| a.starts_with('-'));
+            stdin_text()
+                .filter(|_| flags_only)
+                .and_then(|t| transform::inflate(&t))
+                .map(|t| (t, true))
+        }
         _ => None,
     };
     // Output that comes from outside the command (network, files, decompression): opaque, but
@@ -257,6 +284,16 @@ pub fn run(fields: &[Field], stdin: Option<Output>) -> Output {
         Some((t, hidden)) => Output::known(t, flags | if hidden { DECODED } else { 0 }),
         None => Output::unknown(flags | fetched),
     }
+}
+
+/// `s` with echo/printf backslash escapes decoded.
+pub fn unescape_text(s: &str) -> String {
+    unescape(s).0
+}
+
+/// What `printf ARGS...` prints, when it can be computed.
+pub fn printf_text(args: &[String]) -> Option<String> {
+    printf(args).map(|(t, _)| t)
 }
 
 /// `echo` with `-n`, `-e`, `-E`. Returns the text and whether escapes were decoded.
@@ -466,7 +503,16 @@ fn decode_base64(text: &str) -> Option<String> {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(clean.trim_end_matches('='))
         })
         .ok()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    Some(bytes_text(bytes))
+}
+
+/// Decoded bytes as text: UTF-8 when they are, else one char per byte (Latin-1), so that
+/// binary data (a gzip stream) survives to the next stage unchanged.
+pub fn bytes_text(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => e.into_bytes().iter().map(|b| *b as char).collect(),
+    }
 }
 
 fn decode_base32(text: &str) -> Option<String> {
@@ -493,7 +539,7 @@ fn decode_base32(text: &str) -> Option<String> {
 fn decode_hex(text: &str) -> Option<String> {
     let clean: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     let bytes = hex::decode(clean).ok()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    Some(bytes_text(bytes))
 }
 
 /// `tr SET1 SET2` and `tr -d SET` with ranges and the common escapes.

@@ -37,24 +37,85 @@ pub const MAX_FIELD_BYTES: usize = 64 * 1024;
 /// Longest value `${v#p}` / `${v%p}` are evaluated on: trimming tries every split point.
 const MAX_TRIM_BYTES: usize = 1024;
 
-/// Shell variables known at a point of the command. A name mapped to `None` was assigned a
-/// value that could not be resolved.
+/// Shell state known at a point of the command: variables (a name mapped to `None` was
+/// assigned a value that could not be resolved), arrays, name references (`declare -n`), the
+/// working directory after `cd`, and aliases.
 #[derive(Debug, Clone, Default)]
 pub struct Vars {
     map: HashMap<String, Option<String>>,
+    arrays: HashMap<String, Vec<String>>,
+    refs: HashMap<String, String>,
+    /// The directory `cd` moved to, when known (`None`: where the command started).
+    pub cwd: Option<String>,
+    /// A `cd` to somewhere unknown happened: relative paths cannot be placed.
+    pub cwd_unknown: bool,
 }
 
 /// The default search path, used only to resolve substring tricks such as `${PATH:0:1}`.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Most name-reference hops followed (`declare -n a=b; declare -n b=c ...`).
+const MAX_REF_HOPS: usize = 8;
+/// Most variables and arrays remembered for one command.
+const MAX_VARS: usize = 4096;
 
 impl Vars {
     pub fn set(&mut self, name: &str, value: Option<String>) {
-        self.map.insert(name.to_string(), value);
+        let name = self.resolve(name).to_string();
+        if self.map.len() >= MAX_VARS && !self.map.contains_key(&name) {
+            return;
+        }
+        self.arrays.remove(&name);
+        self.map.insert(name, value);
+    }
+
+    /// `unset name`.
+    pub fn unset(&mut self, name: &str) {
+        let name = self.resolve(name).to_string();
+        self.map.remove(&name);
+        self.arrays.remove(&name);
+    }
+
+    /// `name=(elements...)`; `None`: some element is unknown. `$name` is its first element.
+    pub fn set_array(&mut self, name: &str, elements: Option<Vec<String>>) {
+        let name = self.resolve(name).to_string();
+        if self.map.len() >= MAX_VARS && !self.map.contains_key(&name) {
+            return;
+        }
+        match elements {
+            Some(e) => {
+                self.map
+                    .insert(name.clone(), Some(e.first().cloned().unwrap_or_default()));
+                self.arrays.insert(name, e);
+            }
+            None => {
+                self.map.insert(name.clone(), None);
+                self.arrays.remove(&name);
+            }
+        }
+    }
+
+    /// `declare -n name=target`: `name` stands for `target` from now on.
+    pub fn set_ref(&mut self, name: &str, target: &str) {
+        if self.refs.len() < MAX_VARS {
+            self.refs.insert(name.to_string(), target.to_string());
+        }
+    }
+
+    /// The variable `name` stands for, through name references.
+    fn resolve<'a>(&'a self, mut name: &'a str) -> &'a str {
+        for _ in 0..MAX_REF_HOPS {
+            match self.refs.get(name) {
+                Some(t) => name = t,
+                None => break,
+            }
+        }
+        name
     }
 
     /// The value if known. `IFS` defaults to its standard value; it is whitespace, so an unquoted
     /// `${IFS}` separates words.
     pub fn get(&self, name: &str) -> Lookup<'_> {
+        let name = self.resolve(name);
         match self.map.get(name) {
             Some(Some(v)) => Lookup::Known(v),
             Some(None) => Lookup::Unknown,
@@ -62,6 +123,77 @@ impl Vars {
             None => Lookup::Unset,
         }
     }
+
+    /// The elements of array `name`, when known (a scalar is an array of one).
+    pub fn array(&self, name: &str) -> Option<Vec<String>> {
+        let name = self.resolve(name);
+        if let Some(a) = self.arrays.get(name) {
+            return Some(a.clone());
+        }
+        match self.map.get(name) {
+            Some(Some(v)) => Some(vec![v.clone()]),
+            _ => None,
+        }
+    }
+
+    /// Moves the tracked working directory to `dir` (`None`: somewhere unknown).
+    pub fn cd(&mut self, dir: Option<&str>) {
+        match dir {
+            Some(d) if d.starts_with('/') => {
+                self.cwd = Some(normalize_path(d));
+                self.cwd_unknown = false;
+            }
+            Some(d) if !self.cwd_unknown => {
+                if let Some(cwd) = &self.cwd {
+                    self.cwd = Some(normalize_path(&format!("{cwd}/{d}")));
+                } else {
+                    self.cwd_unknown = true;
+                }
+            }
+            _ => {
+                self.cwd = None;
+                self.cwd_unknown = true;
+            }
+        }
+    }
+
+    /// `path` placed against the tracked working directory, when it is relative and that is
+    /// known.
+    pub fn place(&self, path: &str) -> Option<String> {
+        if path.starts_with('/') || path.is_empty() {
+            return None;
+        }
+        self.cwd
+            .as_ref()
+            .map(|cwd| normalize_path(&format!("{cwd}/{path}")))
+    }
+}
+
+/// `path` with `.`, `..` and repeated slashes resolved lexically (as the kernel would for a
+/// path without symbolic links).
+pub fn normalize_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in path.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for p in &parts {
+        out.push('/');
+        out.push_str(p);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    if path.ends_with('/') && out.len() > 1 {
+        out.push('/');
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +265,39 @@ pub fn fields(word: &Word, ctx: &Ctx<'_>) -> Vec<Field> {
             }
             Part::Var {
                 name,
+                op: VarOp::Index(index),
+                quoted,
+                ..
+            } if index == "@" || index == "*" => {
+                let Some(elements) = ctx.vars.array(name) else {
+                    b.cur.flags |= UNKNOWN;
+                    b.push_quoted(&format!("${{{name}[{index}]}}"));
+                    continue;
+                };
+                b.cur.flags |= VAR;
+                if !*quoted {
+                    b.push_split(&elements.join(" "));
+                } else if index == "*" {
+                    // "${a[*]}" joins with the first character of IFS (none when IFS is empty).
+                    let sep = match ctx.vars.get("IFS") {
+                        Lookup::Known(ifs) => {
+                            ifs.chars().next().map(String::from).unwrap_or_default()
+                        }
+                        _ => " ".to_string(),
+                    };
+                    b.push_quoted(&elements.join(&sep));
+                } else {
+                    // "${a[@]}": one field per element.
+                    for (i, e) in elements.iter().enumerate() {
+                        if i > 0 {
+                            b.break_field();
+                        }
+                        b.push_quoted(e);
+                    }
+                }
+            }
+            Part::Var {
+                name,
                 op,
                 quoted,
                 raw,
@@ -195,6 +360,44 @@ pub fn fields(word: &Word, ctx: &Ctx<'_>) -> Vec<Field> {
     out
 }
 
+/// What one assignment of a simple command sets: its value as one string and, for an array
+/// `a=(x y)`, its elements (`None` inside: some element is unknown).
+pub struct Assigned {
+    pub name: String,
+    pub value: Field,
+    pub elements: Option<Option<Vec<String>>>,
+}
+
+/// The assignments `assigns`, expanded.
+pub fn assignments(assigns: &[super::parse::Assign], ctx: &Ctx<'_>) -> Vec<Assigned> {
+    assigns
+        .iter()
+        .map(|a| Assigned {
+            name: a.name.clone(),
+            value: text(&a.value, ctx),
+            elements: a.elements.as_ref().map(|words| {
+                let fs: Vec<Field> = words.iter().flat_map(|w| fields(w, ctx)).collect();
+                fs.iter()
+                    .all(Field::known)
+                    .then(|| fs.into_iter().map(|f| f.text).collect())
+            }),
+        })
+        .collect()
+}
+
+/// Records the assignments in `vars`.
+pub fn assign_all(assigned: Vec<Assigned>, vars: &mut Vars) {
+    for a in assigned {
+        match a.elements {
+            Some(elements) => vars.set_array(&a.name, elements),
+            None => {
+                let known = a.value.known();
+                vars.set(&a.name, known.then_some(a.value.text));
+            }
+        }
+    }
+}
+
 /// A word expanded as one string (assignment values, redirect targets, heredoc bodies).
 pub fn text(word: &Word, ctx: &Ctx<'_>) -> Field {
     let mut fs = fields(word, ctx);
@@ -230,6 +433,15 @@ impl Builder {
             return;
         }
         self.cur.text.push_str(s);
+    }
+
+    /// Ends the current field and starts the next one (between `"${a[@]}"` elements).
+    fn break_field(&mut self) {
+        let flags = self.cur.flags & !GLOB;
+        let done = std::mem::take(&mut self.cur);
+        self.out.push(done);
+        self.cur.flags = flags;
+        self.started = true;
     }
 
     fn push_split(&mut self, s: &str) {
@@ -321,6 +533,32 @@ fn var_value(name: &str, op: &VarOp, raw: &str, ctx: &Ctx<'_>) -> (String, u16) 
         )
     };
     let mut flags = if name == "IFS" { IFS } else { VAR };
+    if let VarOp::Index(index) = op {
+        let Some(elements) = ctx.vars.array(name) else {
+            return unknown();
+        };
+        let Ok(i) = index.parse::<usize>() else {
+            return unknown();
+        };
+        return (elements.get(i).cloned().unwrap_or_default(), flags);
+    }
+    if matches!(op, VarOp::Indirect) {
+        let Lookup::Known(target) = ctx.vars.get(name) else {
+            return unknown();
+        };
+        let target = target.to_string();
+        if target.is_empty()
+            || !target
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return unknown();
+        }
+        return match ctx.vars.get(&target) {
+            Lookup::Known(v) => (v.to_string(), flags | PARAM_OP),
+            _ => unknown(),
+        };
+    }
     let value: String = match ctx.vars.get(name) {
         Lookup::Known(v) => v.to_string(),
         Lookup::Unknown => return unknown(),
@@ -426,7 +664,7 @@ fn var_value(name: &str, op: &VarOp, raw: &str, ctx: &Ctx<'_>) -> (String, u16) 
                 }
             }
         }
-        VarOp::Unsupported => return unknown(),
+        VarOp::Unsupported | VarOp::Index(_) | VarOp::Indirect => return unknown(),
     };
     (out, flags)
 }

@@ -147,9 +147,95 @@ fn awk_pipe_re() -> &'static Regex {
 /// Largest piece of code scanned for embedded commands.
 const MAX_CODE_BYTES: usize = 64 * 1024;
 
+fn char_code_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(concat!(
+            r"\b(?:chr|unichr)\(\s*([0-9]{1,7})\s*\)",
+            r"|\bString\.fromCharCode\(\s*([0-9 ,]+)\)",
+            r"|\b([0-9]{1,7})\.chr\b",
+        ))
+        .expect("static regex")
+    })
+}
+
+/// A double-quoted literal holding `text`.
+fn quote_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The code with strings built from pieces written whole: character codes (`chr(110)`,
+/// `String.fromCharCode(110, 115)`, `110.chr`) become literals, and adjacent literals that the
+/// language concatenates (`"a" "b"` in awk and Python, `+` in Python, JavaScript and Ruby, `.`
+/// in Perl and PHP, `..` in Lua) become one. `system("nse" "nter")` then reads as the command
+/// it runs.
+pub fn fold_strings(code: &str) -> String {
+    let code = cut(code, MAX_CODE_BYTES);
+    let coded = char_code_re().replace_all(code, |c: &regex::Captures<'_>| {
+        let codes: Vec<u32> = if let Some(m) = c.get(1).or_else(|| c.get(3)) {
+            m.as_str().parse().ok().into_iter().collect()
+        } else {
+            c.get(2)
+                .map(|m| {
+                    m.as_str()
+                        .split(',')
+                        .filter_map(|n| n.trim().parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let text: String = codes.into_iter().filter_map(char::from_u32).collect();
+        quote_literal(&text)
+    });
+    let code = coded.as_ref();
+    let mut out = String::with_capacity(code.len());
+    let mut pending: Option<String> = None;
+    let mut last = 0;
+    for cap in literal_re().captures_iter(code) {
+        let Some(whole) = cap.get(0) else { continue };
+        let value = cap
+            .get(1)
+            .or_else(|| cap.get(2))
+            .map(|m| unescape(m.as_str()))
+            .unwrap_or_default();
+        let gap = &code[last..whole.start()];
+        let joins = matches!(gap.trim(), "" | "+" | "." | "..");
+        match pending.as_mut() {
+            Some(p) if joins => p.push_str(&value),
+            _ => {
+                if let Some(p) = pending.take() {
+                    out.push_str(&quote_literal(&p));
+                }
+                out.push_str(gap);
+                pending = Some(value);
+            }
+        }
+        last = whole.end();
+    }
+    if let Some(p) = pending.take() {
+        out.push_str(&quote_literal(&p));
+    }
+    out.push_str(&code[last..]);
+    out
+}
+
 /// Shell command strings the code passes to a process-spawning call.
 pub fn shell_strings(lang: Lang, code: &str) -> Vec<String> {
-    let code = cut(code, MAX_CODE_BYTES);
+    let folded = fold_strings(code);
+    let code = folded.as_str();
     let mut out = Vec::new();
     for cap in call_re().captures_iter(code) {
         let Some(list) = cap.get(1) else { continue };
@@ -216,7 +302,8 @@ fn encoded_literal_re() -> &'static Regex {
 /// (`b64decode("...")`, `pack("H*", "...")`, `bytes.fromhex("...")`), decoded.
 pub fn decoded_literals(code: &str) -> Vec<String> {
     use base64::Engine;
-    let code = cut(code, MAX_CODE_BYTES);
+    let folded = fold_strings(code);
+    let code = folded.as_str();
     let mut out = Vec::new();
     for cap in encoded_literal_re().captures_iter(code).take(MAX_LITERALS) {
         let decoded = if let Some(m) = cap.get(1).or_else(|| cap.get(2)) {
@@ -240,7 +327,7 @@ pub fn decoded_literals(code: &str) -> Vec<String> {
 /// Whether the code calls something that runs code or commands.
 pub fn executes(code: &str) -> bool {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"(system|exec|execSync|eval|popen|spawn|shell_exec|passthru|proc_open|Popen|call|run|check_output)|`").expect("static regex")).is_match(code)
+    RE.get_or_init(|| Regex::new(r"\b(system|exec|execSync|eval|popen|spawn|shell_exec|passthru|proc_open|Popen|call|run|check_output)\b|`").expect("static regex")).is_match(code)
 }
 
 /// Most string literals taken from one piece of code.
@@ -248,7 +335,8 @@ const MAX_LITERALS: usize = 256;
 
 /// The string literals in the code: paths and hosts the code uses are checked as operands.
 pub fn literals(code: &str) -> Vec<String> {
-    let code = cut(code, MAX_CODE_BYTES);
+    let folded = fold_strings(code);
+    let code = folded.as_str();
     literal_re()
         .captures_iter(code)
         .filter_map(|c| c.get(1).or_else(|| c.get(2)).map(|m| unescape(m.as_str())))
@@ -357,5 +445,36 @@ mod tests {
             ["id"]
         );
         assert_eq!(decoded_literals(r#"system(pack("H*","6964"))"#), ["id"]);
+        assert_eq!(
+            shell_strings(Lang::Awk, r#"BEGIN{system("nse" "nter -t 1 -m true")}"#),
+            ["nsenter -t 1 -m true"]
+        );
+        assert_eq!(
+            shell_strings(
+                Lang::Python,
+                r#"import os; os.system("ns"+'enter'+" -t 1")"#
+            ),
+            ["nsenter -t 1"]
+        );
+        assert_eq!(
+            shell_strings(Lang::Python, r#"os.system(chr(105)+chr(100))"#),
+            ["id"]
+        );
+        assert_eq!(
+            shell_strings(Lang::Perl, r#"system("nsen" . "ter -t 1")"#),
+            ["nsenter -t 1"]
+        );
+        assert_eq!(
+            shell_strings(
+                Lang::Node,
+                r#"require('child_process').execSync(String.fromCharCode(105,100))"#
+            ),
+            ["id"]
+        );
+        // A list of arguments is not one string.
+        assert_eq!(
+            shell_strings(Lang::Python, r#"subprocess.call(["sh", "-c", "id"])"#),
+            ["sh -c id"]
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! and the rules from `profiles/rules/*.toml` ([`rules`]) are matched against the result. The
 //! [`Policy`] maps rule severities to the [`Decision`]. docs/checking.md describes it in full.
 
+pub mod builtins;
 pub mod corpus;
 pub mod eval;
 pub mod expand;
@@ -12,6 +13,7 @@ pub mod interp;
 pub mod normalize;
 pub mod parse;
 pub mod rules;
+pub mod transform;
 pub mod wrappers;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -180,6 +182,10 @@ pub const BUILTIN_RULES: &[(&str, &str)] = &[
         include_str!("../../profiles/rules/runtime.toml"),
     ),
     (
+        "resources.toml",
+        include_str!("../../profiles/rules/resources.toml"),
+    ),
+    (
         "cgroup.toml",
         include_str!("../../profiles/rules/cgroup.toml"),
     ),
@@ -234,6 +240,8 @@ pub struct Checker {
     rules: Vec<Rule>,
     sets: Sets,
     watched: HashSet<String>,
+    /// Sensitive paths globbed operands are resolved against.
+    resources: Vec<String>,
     /// Program rules by program name.
     by_name: HashMap<String, Vec<usize>>,
     /// Program rules that apply to any program.
@@ -318,6 +326,7 @@ impl Checker {
             rules: compiled.rules,
             sets: compiled.sets,
             watched: compiled.watched,
+            resources: compiled.resources,
             by_name,
             any_program,
             signal_rules,
@@ -368,7 +377,7 @@ impl Checker {
     /// Normalize a command (exposed for tests, fuzzing and `stockade check --json`).
     pub fn analyze(&self, command: &str) -> Analysis {
         let (text, cut) = cap(command);
-        let mut a = normalize::analyze(text, &self.watched);
+        let mut a = normalize::analyze_with(text, &self.watched, &self.resources);
         if cut {
             a.signals.push(Signal {
                 name: normalize::signals::LIMIT,

@@ -24,6 +24,30 @@ pub const EVAL_DEPTH: u8 = 4;
 pub const MAX_WRAP_DEPTH: u8 = 8;
 /// Most programs recorded for one command string.
 pub const MAX_INVOCATIONS: usize = 4096;
+/// Most sensitive paths one globbed operand is resolved to.
+pub const MAX_GLOB_MATCHES: usize = 4;
+
+/// Whether a glob singles something out: its last component keeps at least two literal
+/// characters (`k?ore`, `doc*.sock`, `sd?`), unlike a sweep (`*`, `[ubso]*`).
+fn pointed_glob(pattern: &str) -> bool {
+    let last = pattern
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("");
+    let mut literal = 0;
+    let mut in_class = false;
+    for c in last.chars() {
+        match c {
+            '[' => in_class = true,
+            ']' => in_class = false,
+            '*' | '?' => {}
+            _ if !in_class => literal += 1,
+            _ => {}
+        }
+    }
+    literal >= 2
+}
 /// Longest fragment kept in a signal.
 pub const MAX_FRAGMENT_CHARS: usize = 200;
 
@@ -136,8 +160,14 @@ pub mod signals {
 /// Normalize `command`. `watched` holds the program names the rules refer to; only tricks that
 /// hide one of them count as name obfuscation (plenty of benign scripts write `"$PYTHON"`).
 pub fn analyze(command: &str, watched: &HashSet<String>) -> Analysis {
+    analyze_with(command, watched, &[])
+}
+
+/// [`analyze`], resolving globbed operands against the sensitive paths `resources`.
+pub fn analyze_with(command: &str, watched: &HashSet<String>, resources: &[String]) -> Analysis {
     let mut w = Walker {
         watched,
+        resources,
         out: Analysis::default(),
         decoded_files: Vec::new(),
     };
@@ -147,6 +177,7 @@ pub fn analyze(command: &str, watched: &HashSet<String>) -> Analysis {
 
 struct Walker<'w> {
     watched: &'w HashSet<String>,
+    resources: &'w [String],
     out: Analysis,
     /// Files that received computable or decoded output earlier in the command, and what was
     /// written.
@@ -275,11 +306,7 @@ impl Walker<'_> {
             heredocs,
             depth: EVAL_DEPTH,
         };
-        let assigned: Vec<(String, Field)> = s
-            .assigns
-            .iter()
-            .map(|a| (a.name.clone(), expand::text(&a.value, &ctx)))
-            .collect();
+        let assigned = expand::assignments(&s.assigns, &ctx);
         let fields: Vec<Field> = s
             .words
             .iter()
@@ -288,13 +315,10 @@ impl Walker<'_> {
         let io = redirections(&s.redirects, &ctx);
         let env: Vec<String> = assigned
             .iter()
-            .map(|(n, f)| format!("{n}={}", f.text))
+            .map(|a| format!("{}={}", a.name, a.value.text))
             .collect();
         if fields.is_empty() {
-            for (name, f) in assigned {
-                let known = f.known();
-                vars.set(&name, known.then_some(f.text));
-            }
+            expand::assign_all(assigned, vars);
             if !env.is_empty() || !io.writes.is_empty() || !io.reads.is_empty() {
                 let operands = [io.reads, io.writes.clone()].concat();
                 self.push(Invocation {
@@ -355,9 +379,8 @@ impl Walker<'_> {
             "export" | "declare" | "typeset" | "local" | "readonly"
         ) {
             for f in &fields[1..] {
-                if let Some((n, v)) = f.text.split_once('=') {
+                if let Some((n, _)) = f.text.split_once('=') {
                     if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                        vars.set(n, f.known().then(|| v.to_string()));
                         env.push(f.text.clone());
                     }
                 }
@@ -392,6 +415,10 @@ impl Walker<'_> {
         operands.extend(writes.iter().cloned());
         let mut all_writes = writes;
         all_writes.extend(command_writes(&name, &args));
+        // Paths as the kernel would see them: placed against the directory `cd` moved to,
+        // with `.`/`..` resolved, and globs matched against the sensitive paths.
+        self.place_paths(&mut operands, vars);
+        self.place_paths(&mut all_writes, vars);
         let decoded_hosts: Vec<(String, String)> = operands
             .iter()
             .filter_map(|o| decoded_host(&name, o))
@@ -529,7 +556,47 @@ impl Walker<'_> {
                 self.signal(signals::UNRESOLVED_DECODE_EXEC, &name);
             }
         }
+        super::builtins::apply(&name, &fields, stdin.as_ref(), vars);
         eval::run(&fields, stdin)
+    }
+
+    /// Adds to `paths` the forms the kernel would resolve them to.
+    fn place_paths(&self, paths: &mut Vec<String>, vars: &Vars) {
+        let mut extra = Vec::new();
+        for p in paths.iter() {
+            if p.starts_with('-') || p.contains("://") || p.contains('=') {
+                continue;
+            }
+            let placed = match vars.place(p) {
+                Some(placed) => Some(placed),
+                None if p.starts_with('/') && (p.contains("/.") || p.contains("//")) => {
+                    Some(expand::normalize_path(p))
+                }
+                None => None,
+            };
+            let full = placed.as_deref().unwrap_or(p);
+            if full.contains(['*', '?', '[']) && full.starts_with('/') && pointed_glob(full) {
+                let hits: Vec<&String> = self
+                    .resources
+                    .iter()
+                    .filter(|r| expand::glob_match(full, r))
+                    .take(MAX_GLOB_MATCHES + 1)
+                    .collect();
+                // A glob that names a few sensitive paths stands for them; one that sweeps
+                // many (`/proc/*`) is a listing, judged as written.
+                if hits.len() <= MAX_GLOB_MATCHES {
+                    extra.extend(hits.into_iter().cloned());
+                }
+            }
+            if let Some(placed) = placed.filter(|q| q != p) {
+                extra.push(placed);
+            }
+        }
+        for e in extra {
+            if !paths.contains(&e) {
+                paths.push(e);
+            }
+        }
     }
 
     fn decoded_file(&self, path: &str) -> Option<Output> {

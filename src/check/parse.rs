@@ -58,8 +58,11 @@ pub struct Simple {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assign {
     pub name: String,
+    /// The value; for an array `a=(x y)`, its elements joined by spaces.
     pub value: Word,
     pub append: bool,
+    /// For an array assignment, its elements one by one.
+    pub elements: Option<Vec<Word>>,
 }
 
 /// One shell word as a sequence of parts with their quoting kept.
@@ -134,7 +137,11 @@ pub enum VarOp {
         upper: bool,
         all: bool,
     },
-    /// `${!v}`, `${v@Q}` and other forms that are not resolved statically.
+    /// `${v[i]}`: element `i` (a number, `@` or `*`) of array `v`.
+    Index(String),
+    /// `${!v}`: the variable whose name is `v`'s value.
+    Indirect,
+    /// `${v@Q}` and other forms that are not resolved statically.
     Unsupported,
 }
 
@@ -207,6 +214,9 @@ thread_local! {
 /// Bytes handed to [`parse`] on this thread so far, nested parses (`bash -c`, `eval`,
 /// substitutions, decoded text) included: the checker's work in a unit that does not depend on
 /// the machine's speed, so that tests can bound it.
+/// Most elements of one array assignment kept one by one.
+pub const MAX_ARRAY_ELEMENTS: usize = 4096;
+
 pub fn parsed_bytes() -> u64 {
     PARSED_BYTES.with(|n| n.get())
 }
@@ -596,10 +606,12 @@ impl<'a> Parser<'a> {
         };
         let name = self.text(start, end).to_string();
         self.pos = eq + 1;
+        let mut elements = None;
         let value = if self.peek() == Some(b'(') {
-            // Array assignment: keep the elements joined by spaces as one value.
+            // Array assignment: the elements one by one, and joined by spaces as one value.
             self.pos += 1;
             let mut parts = Vec::new();
+            let mut each = Vec::new();
             loop {
                 self.skip_blanks();
                 match self.peek() {
@@ -622,10 +634,14 @@ impl<'a> Parser<'a> {
                         if !parts.is_empty() {
                             parts.push(Part::Quoted(" ".to_string()));
                         }
-                        parts.extend(w.parts);
+                        parts.extend(w.parts.iter().cloned());
+                        if each.len() < MAX_ARRAY_ELEMENTS {
+                            each.push(w);
+                        }
                     }
                 }
             }
+            elements = Some(each);
             Word { parts }
         } else {
             self.word()
@@ -634,6 +650,7 @@ impl<'a> Parser<'a> {
             name,
             value,
             append,
+            elements,
         })
     }
 
@@ -1064,8 +1081,16 @@ impl<'a> Parser<'a> {
                 };
             }
         }
-        if body.starts_with('!') {
-            return unsupported(body.trim_start_matches('!'));
+        if let Some(name) = body.strip_prefix('!') {
+            if !name.is_empty() && name.bytes().all(is_name_char) {
+                return Part::Var {
+                    name: name.to_string(),
+                    op: VarOp::Indirect,
+                    quoted,
+                    raw,
+                };
+            }
+            return unsupported(name);
         }
         let mut i = 0;
         while i < b.len() && is_name_char(b[i]) {
@@ -1082,6 +1107,14 @@ impl<'a> Parser<'a> {
         let rest = &body[i..];
         if name.is_empty() {
             return unsupported("");
+        }
+        if let Some(index) = rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            return Part::Var {
+                name,
+                op: VarOp::Index(index.trim().to_string()),
+                quoted,
+                raw,
+            };
         }
         if rest.starts_with('[') {
             return unsupported(&name);

@@ -61,6 +61,10 @@ pub struct RuleFile {
     /// Named lists of program names, referred to as `@name` in `command` lists.
     #[serde(default)]
     pub sets: BTreeMap<String, Vec<String>>,
+    /// Named lists of sensitive paths (the resource taxonomy): a globbed operand (`/proc/k?ore`)
+    /// is resolved against them before the rules' regexes are matched.
+    #[serde(default)]
+    pub resources: BTreeMap<String, Vec<String>>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleSpec>,
 }
@@ -162,6 +166,8 @@ pub struct Compiled {
     pub sets: Sets,
     /// Every program name some rule or set mentions.
     pub watched: HashSet<String>,
+    /// Every sensitive path of the resource lists.
+    pub resources: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -284,6 +290,7 @@ impl Patterns {
 pub fn compile(sources: &[(String, String)], build: Build) -> Result<Compiled, CheckError> {
     let mut sets: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut specs: Vec<RuleSpec> = Vec::new();
+    let mut resources: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, text) in sources {
         if text.len() > MAX_RULE_FILE_BYTES {
             return Err(CheckError::TooLarge {
@@ -298,6 +305,11 @@ pub fn compile(sources: &[(String, String)], build: Build) -> Result<Compiled, C
         for (set, members) in file.sets {
             if sets.insert(set.clone(), members).is_some() {
                 return Err(CheckError::DuplicateSet { set });
+            }
+        }
+        for (class, paths) in file.resources {
+            if resources.insert(class.clone(), paths).is_some() {
+                return Err(CheckError::DuplicateSet { set: class });
             }
         }
         specs.extend(file.rules);
@@ -438,9 +450,13 @@ pub fn compile(sources: &[(String, String)], build: Build) -> Result<Compiled, C
         env: LazySet::new(env, build)?,
         text: LazySet::new(text, build)?,
     };
+    let mut resources: Vec<String> = resources.into_values().flatten().collect();
+    resources.sort();
+    resources.dedup();
     Ok(Compiled {
         rules,
         sets,
         watched,
+        resources,
     })
 }

@@ -128,3 +128,91 @@ fn oversized_and_deep_input_has_a_clear_verdict() {
     let deep = "$(".repeat(5000);
     assert_eq!(c.check(&deep, &Policy::default()).decision, Decision::Deny);
 }
+
+/// Each of these was once judged `allow`: the shell state they build (arrays, IFS joins,
+/// `printf -v`, `read`/`mapfile`, name references, `cd`), the text transforms that spell a
+/// name, globs over sensitive paths, and interpreters that concatenate the command they run.
+#[test]
+fn shell_state_and_transforms_are_seen_through() {
+    let c = checker();
+    for (cmd, want) in [
+        (
+            r#"awk 'BEGIN{system("nse" "nter -t 1 -m true")}'"#,
+            "ns.nsenter",
+        ),
+        (
+            r#"a=(n s e n t e r); IFS=; "${a[*]}" -t 1 -m true"#,
+            "ns.nsenter",
+        ),
+        (
+            "printf -v c '%s' n s e n t e r; $c -t 1 -m true",
+            "ns.nsenter",
+        ),
+        (
+            "c=$(echo nsenteX | sed s/X/r/); $c -t 1 -m true",
+            "ns.nsenter",
+        ),
+        ("$(cut -c1-7 <<< nsenterZZZ) -t 1 -m true", "ns.nsenter"),
+        ("read -r c <<< nsenter; $c -t 1 -m true", "ns.nsenter"),
+        (
+            "mapfile -t a <<< nsenter; ${a[0]} -t 1 -m true",
+            "ns.nsenter",
+        ),
+        (
+            "readarray a <<< 'nsenter'; ${a[0]} -t 1 -m sh",
+            "ns.nsenter",
+        ),
+        ("declare -n r=x; x=nsenter; $r -t 1 -m true", "ns.nsenter"),
+        ("x=nsenter; y=x; ${!y} -t 1 -m sh", "ns.nsenter"),
+        (r#"a=(nsenter -t 1 -m sh); "${a[@]}""#, "ns.nsenter"),
+        ("echo nsenter | { read -r c; $c -t 1 -m sh; }", "ns.nsenter"),
+        ("cat /proc/k?ore", "device.memory"),
+        ("cat /proc/kcor[e]", "device.memory"),
+        ("cd /proc && cat kcore", "device.memory"),
+        ("cd /tmp; cd ../proc; cat ./kcore", "device.memory"),
+        ("ls /run/doc*.sock", "runtime.socket"),
+        (
+            "cd /proc/sys/kernel; echo '|/tmp/x' > core_pattern",
+            "kernel.helper-write",
+        ),
+        ("cat /tmp/../proc/kcore", "device.memory"),
+        (
+            "echo 'nsenteX -t 1 -m sh' | sed 's/X/r/' | sh",
+            "ns.nsenter",
+        ),
+        (
+            r#"python3 -c 'import os; os.system("ns"+"enter -t 1 -m sh")'"#,
+            "ns.nsenter",
+        ),
+        (
+            r#"perl -e 'system("nsen" . "ter -t 1 -m sh")'"#,
+            "ns.nsenter",
+        ),
+        (
+            "awk 'BEGIN{printf \"%s\", \"nsenter -t 1 -m sh\"}' | sh",
+            "ns.nsenter",
+        ),
+    ] {
+        let v = c.check(cmd, &Policy::default());
+        assert!(
+            v.rule_ids().iter().any(|id| id == want),
+            "{cmd}: {:?} (wanted {want})",
+            v.rule_ids()
+        );
+        assert_eq!(v.decision, Decision::Deny, "{cmd}: {:?}", v.rule_ids());
+    }
+    let v = c.check("mount -t tmpfs x /mnt", &Policy::default());
+    assert_eq!(v.decision, Decision::Warn, "{:?}", v.rule_ids());
+    // Sweeping globs and ordinary directory changes stay what they are.
+    for cmd in [
+        "ls /proc/*",
+        "find `ls -d /[ubso]*` -name sar",
+        "cd /etc && ls",
+        "cd src && cat main.rs",
+        "a=(x y z); echo \"${a[@]}\"",
+        "read -r line < input.txt; echo \"$line\"",
+    ] {
+        let v = c.check(cmd, &Policy::default());
+        assert_eq!(v.decision, Decision::Allow, "{cmd}: {:?}", v.rule_ids());
+    }
+}

@@ -26,6 +26,10 @@ pub struct CheckArgs {
     /// A directory of extra rule files (*.toml) added to the builtin rules.
     #[arg(long, value_name = "DIR")]
     pub rules: Option<PathBuf>,
+    /// Also print what the command was normalized to: each program with its arguments,
+    /// operands and written files, and the signals seen (why a rule did or did not match)
+    #[arg(long, conflicts_with = "jsonl")]
+    pub explain: bool,
     /// Rule ids to allow (reported, but neither warn nor deny).
     #[arg(long = "allow-rule", value_name = "ID")]
     pub allow_rules: Vec<String>,
@@ -69,6 +73,19 @@ pub fn run_check(args: &CheckArgs) -> anyhow::Result<u8> {
     }
     let command = CommandLine::from_words(args.command.clone()).text();
     let verdict = checker.check(&command, &policy);
+    if args.explain {
+        let analysis = checker.analyze(&command);
+        for inv in &analysis.invocations {
+            writeln!(
+                out,
+                "program {:?} args {:?} operands {:?} writes {:?} env {:?} depth {}",
+                inv.name, inv.args, inv.operands, inv.writes, inv.env, inv.depth
+            )?;
+        }
+        for s in &analysis.signals {
+            writeln!(out, "signal {} {:?}", s.name, s.fragment)?;
+        }
+    }
     if args.json {
         serde_json::to_writer(
             &mut out,

@@ -1610,11 +1610,12 @@ mod tests {
             "/v1/audit/verify",
             "/v1/grants",
             "/v1/grants/{principal}",
+            "/mcp",
             "/metrics",
         ] {
             assert!(paths.contains_key(route), "{route} is not documented");
         }
-        assert_eq!(paths.len(), 18, "a documented route the router lacks");
+        assert_eq!(paths.len(), 19, "a documented route the router lacks");
         let mut schema: serde_json::Value =
             serde_json::from_str(include_str!("../../docs/exec-result.schema.json")).unwrap();
         let obj = schema.as_object_mut().unwrap();
