@@ -19,6 +19,7 @@ pub mod files;
 pub mod inflight;
 pub mod live;
 pub mod mcp;
+pub mod migrate;
 pub mod plan;
 pub mod profile;
 pub mod seccomp;

@@ -97,6 +97,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Secret(cmd) => cli::secret::run(global, cmd),
         Command::Doctor(args) => cli::doctor::run(global, args).await,
         Command::Grants(cmd) => cli::grants::run(global, cmd).await,
+        Command::Migrate(args) => cli::migrate::run(global, args),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod grants;
 pub mod image;
 pub mod lint;
 pub mod mcp;
+pub mod migrate;
 pub mod profile;
 pub mod record;
 pub mod rules;
@@ -96,6 +97,8 @@ pub enum Command {
     /// What each API principal holds, and revoking it
     #[command(subcommand)]
     Grants(grants::GrantsCmd),
+    /// Another sandbox's configuration as stockade profiles and a config (docs/migrate.md)
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Parses a duration flag (`30s`, `2m`, `1h`, `500ms`).

@@ -78,6 +78,11 @@ pub fn settings(global: &GlobalArgs) -> anyhow::Result<Settings> {
     })
 }
 
+/// The home directory (`HOME`), which `~` in other tools' configs stands for.
+pub fn home_dir() -> Option<PathBuf> {
+    env("HOME").map(PathBuf::from)
+}
+
 /// `DOCKER_HOST`, or the local socket.
 pub fn engine_host() -> String {
     std::env::var("DOCKER_HOST")

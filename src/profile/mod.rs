@@ -717,6 +717,32 @@ fn validate_bind(bind: &Bind) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks one bind as a profile's `[[binds]]` entry is checked at load (absolute paths, host
+/// system trees, runtime sockets and state by identity, sockets below a directory, the source
+/// existing). `Ok(warnings)` when it may be bound.
+pub fn check_bind(bind: &Bind, engine_sockets: &[PathBuf]) -> Result<Vec<String>, String> {
+    validate_bind(bind)?;
+    binds::check_source(
+        Path::new(&bind.source),
+        &binds::Runtime::probe(engine_sockets),
+    )
+}
+
+/// Parses a profile's `user` (`UID[:GID]`, numeric; GID defaults to UID).
+pub fn parse_user(user: &str) -> Result<(u32, u32), String> {
+    user::parse(user)
+}
+
+/// Checks a `user` value as a profile's is checked at load (numeric, root only when elevated,
+/// not the owner or group of a runtime socket). `Ok(warnings)` when it may run.
+pub fn check_user(
+    user: &str,
+    elevated: bool,
+    engine_sockets: &[PathBuf],
+) -> Result<Vec<String>, String> {
+    user::check(user, elevated, &binds::Runtime::probe(engine_sockets)).map(|(_, w)| w)
+}
+
 /// Lexical normalization: removes `.` and resolves `..` without touching the filesystem.
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");

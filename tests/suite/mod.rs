@@ -16,6 +16,7 @@ mod integrity;
 mod live_corpus;
 mod load;
 mod mcp;
+mod migrate;
 mod profiles;
 mod proxy;
 mod record;
