@@ -280,6 +280,12 @@ pub fn run(fields: &[Field], stdin: Option<Output>) -> Output {
         }
         _ => 0,
     };
+    let fetched = fetched
+        | match name {
+            "curl" | "wget" | "nc" | "ncat" | "netcat" | "socat" | "fetch" | "aria2c" | "http"
+            | "https" | "xh" | "telnet" | "openssl" => expand::NETWORK,
+            _ => 0,
+        };
     match result {
         Some((t, hidden)) => Output::known(t, flags | if hidden { DECODED } else { 0 }),
         None => Output::unknown(flags | fetched),

@@ -30,6 +30,8 @@ pub const BRACE: u16 = 1 << 8;
 pub const FETCHED: u16 = 1 << 9;
 /// A parameter operator (substring, replacement, case) rewrote a value.
 pub const PARAM_OP: u16 = 1 << 10;
+/// Text came from the network (`curl`, `wget`, `nc`), a subset of [`FETCHED`].
+pub const NETWORK: u16 = 1 << 11;
 
 /// Most bytes a single expansion may produce; longer values are cut (and flagged unknown).
 pub const MAX_FIELD_BYTES: usize = 64 * 1024;
@@ -233,7 +235,14 @@ pub fn fields(word: &Word, ctx: &Ctx<'_>) -> Vec<Field> {
     if let Some(list) = brace_list(word) {
         return list;
     }
-    let mut b = Builder::default();
+    let mut b = Builder {
+        // Unquoted expansions split on IFS as the shell has it (`IFS=]; $b` splits on `]`).
+        ifs: match ctx.vars.get("IFS") {
+            Lookup::Known(v) => Some(v.to_string()),
+            _ => None,
+        },
+        ..Builder::default()
+    };
     let spliced = is_spliced(word);
     for part in &word.parts {
         match part {
@@ -423,6 +432,8 @@ struct Builder {
     out: Vec<Field>,
     cur: Field,
     started: bool,
+    /// The field separators (`None`: space, tab and newline).
+    ifs: Option<String>,
 }
 
 impl Builder {
@@ -445,8 +456,13 @@ impl Builder {
     }
 
     fn push_split(&mut self, s: &str) {
+        let ifs = self.ifs.clone();
+        let is_sep = |c: char| match &ifs {
+            Some(set) => set.contains(c),
+            None => c == ' ' || c == '\t' || c == '\n',
+        };
         for c in s.chars() {
-            if c == ' ' || c == '\t' || c == '\n' {
+            if is_sep(c) {
                 if self.started {
                     let flags = self.cur.flags;
                     let done = std::mem::take(&mut self.cur);
@@ -575,6 +591,18 @@ fn var_value(name: &str, op: &VarOp, raw: &str, ctx: &Ctx<'_>) -> (String, u16) 
             {
                 DEFAULT_PATH.to_string()
             }
+            // Variables every shell has, for the substring tricks that pick characters out of
+            // them (`${HOME:0:1}etc${HOME:0:1}shadow`): their first characters are certain.
+            VarOp::Substring(..) | VarOp::TrimPrefix { .. } | VarOp::TrimSuffix { .. }
+                if matches!(name, "HOME" | "PWD" | "OLDPWD" | "SHELL") =>
+            {
+                match name {
+                    "SHELL" => "/bin/bash".to_string(),
+                    _ => "/root".to_string(),
+                }
+            }
+            // `$0` in `sh -c` text is the shell itself (`echo CMD | $0`).
+            VarOp::Plain if name == "0" => return ("sh".to_string(), VAR),
             VarOp::Alternate(_) => return (String::new(), 0),
             _ => return unknown(),
         },

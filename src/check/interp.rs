@@ -159,6 +159,21 @@ fn char_code_re() -> &'static Regex {
     })
 }
 
+fn map_chr_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"\bmap\(\s*chr\s*,\s*[\[\(]([0-9 ,]+)[\]\)]\s*\)|\bsprintf\(\s*\x22(?:%c)+\x22\s*,\s*([0-9 ,]+)\)")
+            .expect("static regex")
+    })
+}
+
+fn join_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r#"(?:''|"")\.join\(\s*("(?:[^"\\]|\\.)*")\s*\)"#).expect("static regex")
+    })
+}
+
 /// A double-quoted literal holding `text`.
 fn quote_literal(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
@@ -200,6 +215,17 @@ pub fn fold_strings(code: &str) -> String {
         let text: String = codes.into_iter().filter_map(char::from_u32).collect();
         quote_literal(&text)
     });
+    // `''.join(map(chr, [...]))` is the joined literal once the codes are.
+    let coded = map_chr_re().replace_all(&coded, |c: &regex::Captures<'_>| {
+        let codes = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
+        let text: String = codes
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .filter_map(char::from_u32)
+            .collect();
+        quote_literal(&text)
+    });
+    let coded = join_re().replace_all(&coded, "$1");
     let code = coded.as_ref();
     let mut out = String::with_capacity(code.len());
     let mut pending: Option<String> = None;
@@ -458,6 +484,13 @@ mod tests {
         );
         assert_eq!(
             shell_strings(Lang::Python, r#"os.system(chr(105)+chr(100))"#),
+            ["id"]
+        );
+        assert_eq!(
+            shell_strings(
+                Lang::Python,
+                r#"import os;os.system(''.join(map(chr,[105,100])))"#
+            ),
             ["id"]
         );
         assert_eq!(

@@ -13,6 +13,7 @@ pub mod interp;
 pub mod normalize;
 pub mod parse;
 pub mod rules;
+pub mod runners;
 pub mod transform;
 pub mod wrappers;
 
@@ -181,6 +182,11 @@ pub const BUILTIN_RULES: &[(&str, &str)] = &[
         "runtime.toml",
         include_str!("../../profiles/rules/runtime.toml"),
     ),
+    ("exec.toml", include_str!("../../profiles/rules/exec.toml")),
+    (
+        "runners.toml",
+        include_str!("../../profiles/rules/runners.toml"),
+    ),
     (
         "resources.toml",
         include_str!("../../profiles/rules/resources.toml"),
@@ -242,6 +248,8 @@ pub struct Checker {
     watched: HashSet<String>,
     /// Sensitive paths globbed operands are resolved against.
     resources: Vec<String>,
+    /// Programs that run code given in options or the environment.
+    runners: runners::Runners,
     /// Program rules by program name.
     by_name: HashMap<String, Vec<usize>>,
     /// Program rules that apply to any program.
@@ -327,6 +335,7 @@ impl Checker {
             sets: compiled.sets,
             watched: compiled.watched,
             resources: compiled.resources,
+            runners: runners::Runners::new(compiled.runners),
             by_name,
             any_program,
             signal_rules,
@@ -365,6 +374,20 @@ impl Checker {
                 }
             }
         }
+        for row in self.runners.rows() {
+            for ex in &row.matches {
+                report.checked += 1;
+                // The row must find code in its example, and that code must be judged.
+                let a = self.analyze(ex);
+                if !a.invocations.iter().any(|i| i.depth > 0) {
+                    report.failures.push(ExampleFailure {
+                        rule: format!("runner {}", row.source),
+                        example: ex.clone(),
+                        expected: true,
+                    });
+                }
+            }
+        }
         report.rules = self.rules.len();
         report
     }
@@ -377,7 +400,14 @@ impl Checker {
     /// Normalize a command (exposed for tests, fuzzing and `stockade check --json`).
     pub fn analyze(&self, command: &str) -> Analysis {
         let (text, cut) = cap(command);
-        let mut a = normalize::analyze_with(text, &self.watched, &self.resources);
+        let mut a = normalize::analyze_with(
+            text,
+            &normalize::Known {
+                watched: &self.watched,
+                resources: &self.resources,
+                runners: &self.runners,
+            },
+        );
         if cut {
             a.signals.push(Signal {
                 name: normalize::signals::LIMIT,

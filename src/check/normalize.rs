@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use super::eval::{self, Output};
 use super::expand::{
-    self, Ctx, Field, Vars, ANSI_C, BRACE, CMDSUB, DECODED, FETCHED, GLOB, IFS, PARAM_OP, SPLICED,
-    UNKNOWN, VAR,
+    self, Ctx, Field, Vars, ANSI_C, BRACE, CMDSUB, DECODED, FETCHED, GLOB, IFS, NETWORK, PARAM_OP,
+    SPLICED, UNKNOWN, VAR,
 };
 use super::interp;
 use super::parse::{
@@ -26,6 +26,65 @@ pub const MAX_WRAP_DEPTH: u8 = 8;
 pub const MAX_INVOCATIONS: usize = 4096;
 /// Most sensitive paths one globbed operand is resolved to.
 pub const MAX_GLOB_MATCHES: usize = 4;
+
+/// Unresolved expansions as left in a field's text: `$(...)`, backticks, `${...}`, `$name`.
+fn unresolved_re() -> &'static regex::Regex {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        regex::Regex::new(r"\$\([^()]*\)|`[^`]*`|\$\{[^{}]*\}|\$[A-Za-z_][A-Za-z0-9_]*")
+            .expect("static regex")
+    })
+}
+
+/// Whether a file with this name may be run (or read by something that runs its contents):
+/// anything but documents and data, and JSON only as a package manifest.
+fn runnable_file(path: &str) -> bool {
+    let name = basename(path).to_ascii_lowercase();
+    if matches!(
+        name.as_str(),
+        "package.json" | "composer.json" | "build.rs" | "makefile" | "gnumakefile" | "justfile"
+    ) {
+        return true;
+    }
+    if path.starts_with("/dev/") {
+        return false;
+    }
+    let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+    !matches!(
+        ext,
+        "md" | "txt"
+            | "log"
+            | "csv"
+            | "tsv"
+            | "html"
+            | "htm"
+            | "xml"
+            | "rst"
+            | "adoc"
+            | "json"
+            | "yaml"
+            | "yml"
+            | "toml"
+            | "ini"
+            | "out"
+            | "err"
+            | "tex"
+            | "svg"
+            | "diff"
+            | "patch"
+            | "sql"
+            | "c"
+            | "h"
+            | "cpp"
+            | "go"
+            | "rs"
+            | "java"
+            | "tmp"
+            | "bak"
+            | "pem"
+            | "key"
+    )
+}
 
 /// Whether a glob singles something out: its last component keeps at least two literal
 /// characters (`k?ore`, `doc*.sock`, `sd?`), unlike a sweep (`*`, `[ubso]*`).
@@ -133,6 +192,8 @@ pub mod signals {
     pub const UNRESOLVED_DECODE_EXEC: &str = "unresolved-decode-exec";
     /// Content fetched from the network or a file is executed by a shell.
     pub const DOWNLOAD_EXEC: &str = "download-exec";
+    /// Content downloaded from the network (not read from a file) is run as code.
+    pub const NETWORK_EXEC: &str = "network-exec";
     /// The program name is an unresolved expansion (`$line`, `$(...)`).
     pub const DYNAMIC_COMMAND: &str = "dynamic-command";
     /// `$IFS` separates words.
@@ -149,6 +210,7 @@ pub mod signals {
         DECODED_EXEC,
         UNRESOLVED_DECODE_EXEC,
         DOWNLOAD_EXEC,
+        NETWORK_EXEC,
         DYNAMIC_COMMAND,
         IFS,
         ENCODED_IP,
@@ -160,14 +222,33 @@ pub mod signals {
 /// Normalize `command`. `watched` holds the program names the rules refer to; only tricks that
 /// hide one of them count as name obfuscation (plenty of benign scripts write `"$PYTHON"`).
 pub fn analyze(command: &str, watched: &HashSet<String>) -> Analysis {
-    analyze_with(command, watched, &[])
+    let runners = super::runners::Runners::default();
+    analyze_with(
+        command,
+        &Known {
+            watched,
+            resources: &[],
+            runners: &runners,
+        },
+    )
 }
 
-/// [`analyze`], resolving globbed operands against the sensitive paths `resources`.
-pub fn analyze_with(command: &str, watched: &HashSet<String>, resources: &[String]) -> Analysis {
+/// What the rule files tell normalization.
+pub struct Known<'a> {
+    /// The program names rules refer to.
+    pub watched: &'a HashSet<String>,
+    /// Sensitive paths a globbed operand is resolved against.
+    pub resources: &'a [String],
+    /// Programs that run code given in options or the environment.
+    pub runners: &'a super::runners::Runners,
+}
+
+/// [`analyze`] with all the rule files know.
+pub fn analyze_with(command: &str, known: &Known<'_>) -> Analysis {
     let mut w = Walker {
-        watched,
-        resources,
+        watched: known.watched,
+        resources: known.resources,
+        runners: known.runners,
         out: Analysis::default(),
         decoded_files: Vec::new(),
     };
@@ -178,6 +259,7 @@ pub fn analyze_with(command: &str, watched: &HashSet<String>, resources: &[Strin
 struct Walker<'w> {
     watched: &'w HashSet<String>,
     resources: &'w [String],
+    runners: &'w super::runners::Runners,
     out: Analysis,
     /// Files that received computable or decoded output earlier in the command, and what was
     /// written.
@@ -336,11 +418,14 @@ impl Walker<'_> {
         let out = self.command(
             fields, env, io.writes, io.reads, stdin, vars, depth, None, 0,
         );
-        let worth_keeping = out.flags & DECODED != 0
+        let worth_keeping = out.flags & (DECODED | FETCHED) != 0
             || out
                 .text
                 .as_ref()
                 .is_some_and(|t| t.len() <= MAX_WRITTEN_FILE_BYTES);
+        if let Some(text) = out.text.as_deref() {
+            self.planted(text, &writes, vars, depth);
+        }
         if worth_keeping && self.decoded_files.len() < MAX_DECODED_FILES {
             // `echo cmd > f; sh f` and `... | base64 -d > f; sh f`: remember what went into f.
             for w in writes {
@@ -427,6 +512,18 @@ impl Walker<'_> {
             self.signal(signals::ENCODED_IP, &host);
             operands.push(ip);
         }
+        if matches!(name.as_str(), "curl" | "wget" | "fetch" | "aria2c")
+            && self.decoded_files.len() < MAX_DECODED_FILES
+        {
+            // A download saved to a file: running that file later runs fetched content.
+            for w in &all_writes {
+                self.decoded_files
+                    .push((w.clone(), Output::unknown(FETCHED | NETWORK)));
+            }
+        }
+        let script_operand = interp::lang(&name)
+            .filter(|_| code.is_none())
+            .and_then(|_| args.iter().find(|a| !a.starts_with('-')).cloned());
         let inv = Invocation {
             name: name.clone(),
             args: args.clone(),
@@ -442,6 +539,19 @@ impl Walker<'_> {
         if first.known() && first.text.contains('/') {
             if let Some(o) = self.decoded_file(&first.text) {
                 self.run_script(o.text, o.flags, vars, depth);
+            }
+        }
+        if let Some(path) = script_operand {
+            // `python3 f` where f was written or downloaded earlier in the command.
+            if let Some(o) = self.decoded_file(&path) {
+                match (&o.text, interp::lang(&name)) {
+                    (Some(t), Some(lang)) => {
+                        for s in interp::shell_strings(lang, t) {
+                            self.run_script(Some(s), o.flags, vars, depth);
+                        }
+                    }
+                    _ => self.run_script(None, o.flags, vars, depth),
+                }
             }
         }
         if let Some(p) = parent {
@@ -490,6 +600,8 @@ impl Walker<'_> {
                 }
             }
         }
+
+        self.runner_code(&name, &args, &env, vars, depth);
 
         if SHELLS.contains(&name.as_str()) {
             match shell_input(&fields[1..]) {
@@ -560,6 +672,59 @@ impl Walker<'_> {
         eval::run(&fields, stdin)
     }
 
+    /// Code that a runner program (`man -H`, `rsync -e`, `PAGER=`) will run, checked as
+    /// commands; a bare shell there is a known escape.
+    fn runner_code(&mut self, name: &str, args: &[String], env: &[String], vars: &Vars, depth: u8) {
+        use super::runners::{self, Kind};
+        // Exported earlier in the command (`export PAGER=...; git -p log`) counts too.
+        let mut env = env.to_vec();
+        for n in self.runners.env_names() {
+            if let expand::Lookup::Known(v) = vars.get(n) {
+                if !env
+                    .iter()
+                    .any(|e| e.split_once('=').is_some_and(|(k, _)| k == n))
+                {
+                    env.push(format!("{n}={v}"));
+                }
+            }
+        }
+        for found in self.runners.find(name, args, &env) {
+            let scripts = match found.kind {
+                Kind::Shell | Kind::Argv => vec![found.code],
+                Kind::Ex => runners::ex_commands(&found.code),
+                Kind::Strings => runners::string_commands(&found.code),
+            };
+            for s in scripts {
+                if is_bare_shell_text(&s) {
+                    self.signal(signals::SPAWNED_SHELL, &s);
+                }
+                self.run_script(Some(s), 0, vars, depth);
+            }
+        }
+    }
+
+    /// Known text written to a file that may run later (a hook, a start-up file, a unit, a
+    /// script, a build file): its commands are judged now, as shell and as the code-spawning
+    /// calls of any language, so a payload planted for later is seen when it is planted.
+    fn planted(&mut self, text: &str, writes: &[String], vars: &Vars, depth: u8) {
+        if text.len() > MAX_WRITTEN_FILE_BYTES || !writes.iter().any(|w| runnable_file(w)) {
+            return;
+        }
+        self.script_text(text, vars, depth + 1);
+        for s in interp::shell_strings(interp::Lang::Python, text) {
+            self.run_script(Some(s), 0, vars, depth);
+        }
+        if writes.iter().any(|w| w.ends_with(".json")) {
+            // package.json / composer.json scripts: every string value may be a command line.
+            for s in interp::literals(text)
+                .into_iter()
+                .filter(|l| l.contains(' ') || l.contains('/'))
+            {
+                self.run_script(Some(s), 0, vars, depth);
+            }
+        }
+    }
+
     /// Adds to `paths` the forms the kernel would resolve them to.
     fn place_paths(&self, paths: &mut Vec<String>, vars: &Vars) {
         let mut extra = Vec::new();
@@ -610,10 +775,22 @@ impl Walker<'_> {
     /// The program name of a command's first field, reporting the tricks used to spell it.
     fn resolve_name(&mut self, f: &Field) -> String {
         if !f.known() {
+            // Pieces that cannot be known spliced into a watched name (`i$(u)n$(u)s$(u)mod`,
+            // `n${x}senter`) are most often empty: the name without them is what runs.
+            let bare = unresolved_re().replace_all(&f.text, "");
+            let bare = basename(&bare);
+            if bare != f.text && (self.watched.contains(bare) || SHELLS.contains(&bare)) {
+                self.signal(signals::OBFUSCATED_NAME, &f.text);
+                self.signal(signals::DYNAMIC_COMMAND, &f.text);
+                return bare.to_string();
+            }
             if f.flags & DECODED != 0 {
                 self.signal(signals::UNRESOLVED_DECODE_EXEC, &f.text);
             } else if f.flags & FETCHED != 0 {
                 self.signal(signals::DOWNLOAD_EXEC, &f.text);
+                if f.flags & NETWORK != 0 {
+                    self.signal(signals::NETWORK_EXEC, &f.text);
+                }
             }
             self.signal(signals::DYNAMIC_COMMAND, &f.text);
             return f.text.clone();
@@ -654,6 +831,9 @@ impl Walker<'_> {
                     self.signal(signals::UNRESOLVED_DECODE_EXEC, "");
                 } else if flags & FETCHED != 0 {
                     self.signal(signals::DOWNLOAD_EXEC, "");
+                    if flags & NETWORK != 0 {
+                        self.signal(signals::NETWORK_EXEC, "");
+                    }
                 }
             }
         }

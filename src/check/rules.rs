@@ -65,6 +65,9 @@ pub struct RuleFile {
     /// is resolved against them before the rules' regexes are matched.
     #[serde(default)]
     pub resources: BTreeMap<String, Vec<String>>,
+    /// Programs that run code given in an option or the environment (see `runners`).
+    #[serde(default, rename = "runner")]
+    pub runners: Vec<super::runners::RunnerSpec>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleSpec>,
 }
@@ -168,6 +171,7 @@ pub struct Compiled {
     pub watched: HashSet<String>,
     /// Every sensitive path of the resource lists.
     pub resources: Vec<String>,
+    pub runners: Vec<super::runners::RunnerSpec>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -291,6 +295,7 @@ pub fn compile(sources: &[(String, String)], build: Build) -> Result<Compiled, C
     let mut sets: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut specs: Vec<RuleSpec> = Vec::new();
     let mut resources: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut runners = Vec::new();
     for (name, text) in sources {
         if text.len() > MAX_RULE_FILE_BYTES {
             return Err(CheckError::TooLarge {
@@ -313,6 +318,7 @@ pub fn compile(sources: &[(String, String)], build: Build) -> Result<Compiled, C
             }
         }
         specs.extend(file.rules);
+        runners.extend(file.runners);
     }
     let mut ids: HashMap<String, usize> = HashMap::new();
     for (i, s) in specs.iter().enumerate() {
@@ -453,10 +459,14 @@ pub fn compile(sources: &[(String, String)], build: Build) -> Result<Compiled, C
     let mut resources: Vec<String> = resources.into_values().flatten().collect();
     resources.sort();
     resources.dedup();
+    for r in &runners {
+        watched.extend(r.programs.iter().cloned());
+    }
     Ok(Compiled {
         rules,
         sets,
         watched,
         resources,
+        runners,
     })
 }
