@@ -338,6 +338,7 @@ mod tests {
             source: String::new(),
             live_safe,
             expect,
+            technique: None,
         }
     }
 

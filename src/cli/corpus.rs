@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use stockade::check::corpus::{self, Corpus};
+use stockade::check::corpus::{self, Corpus, LabelledScore, Split, Tally};
 use stockade::check::Policy;
 use stockade::live;
 
@@ -47,13 +47,53 @@ pub struct CorpusRunArgs {
     /// With --live: the sandbox profile [default: the configured default]
     #[arg(long, requires = "live")]
     pub profile: Option<String>,
+    /// Score a half of the public corpus built into stockade (fixtures/corpus/public): `dev`
+    /// for rule work, `test` held out, or `all`
+    #[arg(long, value_enum, value_name = "SPLIT", conflicts_with_all = ["files", "live"])]
+    pub split: Option<SplitArg>,
+    /// Break the scores down by category (default) or also by technique
+    #[arg(long, value_enum, value_name = "WHAT", default_value = "category")]
+    pub by: By,
+    /// With --split test or all: also list the held-out commands that were missed or flagged
+    /// (hidden by default so that rule work does not look at them)
+    #[arg(long, requires = "split")]
+    pub list_commands: bool,
     /// Corpus files (`.jsonl`: labelled; anything else: one benign command per line);
     /// default: the labelled corpora built into stockade.
     pub files: Vec<PathBuf>,
 }
 
-/// The corpora to use: the files given, or the built-in ones, with the names to show.
-fn corpora(files: &[PathBuf]) -> anyhow::Result<Vec<(String, Corpus)>> {
+/// `--split`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SplitArg {
+    Dev,
+    Test,
+    All,
+}
+
+impl From<SplitArg> for Split {
+    fn from(s: SplitArg) -> Self {
+        match s {
+            SplitArg::Dev => Split::Dev,
+            SplitArg::Test => Split::Test,
+            SplitArg::All => Split::All,
+        }
+    }
+}
+
+/// `--by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum By {
+    Category,
+    Technique,
+}
+
+/// The corpora to use: a public split, the files given, or the built-in ones, with the names
+/// to show.
+fn corpora(files: &[PathBuf], split: Option<SplitArg>) -> anyhow::Result<Vec<(String, Corpus)>> {
+    if let Some(split) = split {
+        return Ok(corpus::public(split.into())?);
+    }
     if files.is_empty() {
         return Ok(corpus::builtin()?);
     }
@@ -77,7 +117,7 @@ fn score(args: &CorpusRunArgs) -> anyhow::Result<u8> {
     let mut labelled = Vec::new();
     let mut labelled_names = Vec::new();
     let mut plain = Vec::new();
-    for (name, loaded) in corpora(&args.files)? {
+    for (name, loaded) in corpora(&args.files, args.split)? {
         match loaded {
             Corpus::Labelled(entries) => {
                 labelled.extend(entries);
@@ -92,13 +132,19 @@ fn score(args: &CorpusRunArgs) -> anyhow::Result<u8> {
         (!labelled.is_empty()).then(|| corpus::score_labelled(&checker, &policy, &labelled));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    let split = args.split.map(Split::from);
     if args.json {
         let mut obj = Map::new();
         if let Some(s) = &labelled_score {
-            obj.insert(
-                "labelled".into(),
-                serde_json::json!({ "files": labelled_names, "score": s }),
-            );
+            let mut labelled = serde_json::json!({
+                "files": labelled_names,
+                "score": s,
+                "chart": s.chart(),
+            });
+            if let Some(split) = split {
+                labelled["split"] = split.as_str().into();
+            }
+            obj.insert("labelled".into(), labelled);
         }
         let plain_json: Vec<Value> = plain
             .iter()
@@ -110,47 +156,17 @@ fn score(args: &CorpusRunArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     if let Some(s) = &labelled_score {
-        writeln!(out, "labelled corpus: {}", labelled_names.join(", "))?;
-        writeln!(
-            out,
-            "  malicious: {} entries, detected {} ({:.1}%), denied {} ({:.1}%)",
-            s.malicious.total,
-            s.malicious.detected,
-            s.detection_percent,
-            s.malicious.denied,
-            corpus::percent(s.malicious.denied, s.malicious.total)
-        )?;
-        for (cat, t) in &s.by_category {
-            writeln!(
+        match split {
+            Some(split) => writeln!(
                 out,
-                "    {cat:<22} {:>3}/{:<3} detected ({:.1}%), {} denied",
-                t.detected,
-                t.total,
-                corpus::percent(t.detected, t.total),
-                t.denied
-            )?;
+                "labelled corpus: {} (split {})",
+                labelled_names.join(", "),
+                split.as_str()
+            )?,
+            None => writeln!(out, "labelled corpus: {}", labelled_names.join(", "))?,
         }
-        writeln!(
-            out,
-            "  hard negatives: {} entries, deny {} ({:.1}%), warn {} ({:.1}%)",
-            s.benign.total,
-            s.benign.denied,
-            s.benign_deny_percent,
-            s.benign.detected - s.benign.denied,
-            s.benign_warn_percent
-        )?;
-        for m in &s.missed {
-            writeln!(out, "  missed [{}]: {}", m.category, m.command)?;
-        }
-        for f in &s.flagged_benign {
-            writeln!(
-                out,
-                "  flagged benign [{} {}]: {}",
-                f.decision.as_str(),
-                f.rules.join(","),
-                f.command
-            )?;
-        }
+        let hide = matches!(split, Some(Split::Test | Split::All)) && !args.list_commands;
+        write_labelled(&mut out, s, args.by, hide)?;
     }
     for (file, s) in &plain {
         writeln!(
@@ -172,12 +188,119 @@ fn score(args: &CorpusRunArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// One line of a breakdown table.
+fn write_tally(out: &mut impl Write, name: &str, t: &Tally) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "    {name:<40} {:>3}/{:<3} detected ({:.1}%), {} denied",
+        t.detected,
+        t.total,
+        corpus::percent(t.detected, t.total),
+        t.denied
+    )
+}
+
+/// The text report of a labelled score; `hide` leaves out the per-command lists.
+fn write_labelled(
+    out: &mut impl Write,
+    s: &LabelledScore,
+    by: By,
+    hide: bool,
+) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "  malicious: {} entries, detected {} ({:.1}%), denied {} ({:.1}%)",
+        s.malicious.total,
+        s.malicious.detected,
+        s.detection_percent,
+        s.malicious.denied,
+        corpus::percent(s.malicious.denied, s.malicious.total)
+    )?;
+    for (cat, t) in &s.by_category {
+        writeln!(
+            out,
+            "    {cat:<22} {:>3}/{:<3} detected ({:.1}%), {} denied",
+            t.detected,
+            t.total,
+            corpus::percent(t.detected, t.total),
+            t.denied
+        )?;
+    }
+    writeln!(
+        out,
+        "  hard negatives: {} entries, deny {} ({:.1}%), warn {} ({:.1}%)",
+        s.benign.total,
+        s.benign.denied,
+        s.benign_deny_percent,
+        s.benign.detected - s.benign.denied,
+        s.benign_warn_percent
+    )?;
+    if by == By::Technique {
+        writeln!(out, "  malicious by technique:")?;
+        for (cat, techniques) in &s.by_technique {
+            for (technique, t) in techniques {
+                write_tally(out, &format!("{cat} / {technique}"), t)?;
+            }
+        }
+        writeln!(
+            out,
+            "  hard negatives by technique (detected = warned or denied):"
+        )?;
+        for (cat, techniques) in &s.benign_by_technique {
+            for (technique, t) in techniques {
+                write_tally(out, &format!("{cat} / {technique}"), t)?;
+            }
+        }
+    }
+    writeln!(
+        out,
+        "  totals: malicious warn+deny {}/{} ({:.1}%), deny {}/{} ({:.1}%); hard negatives denied {}/{} ({:.1}%), warned {}/{} ({:.1}%)",
+        s.malicious.detected,
+        s.malicious.total,
+        s.detection_percent,
+        s.malicious.denied,
+        s.malicious.total,
+        corpus::percent(s.malicious.denied, s.malicious.total),
+        s.benign.denied,
+        s.benign.total,
+        s.benign_deny_percent,
+        s.benign.detected - s.benign.denied,
+        s.benign.total,
+        s.benign_warn_percent
+    )?;
+    if hide {
+        writeln!(
+            out,
+            "  ({} missed and {} flagged held-out commands not listed; --list-commands lists them)",
+            s.missed.len(),
+            s.flagged_benign.len()
+        )?;
+        return Ok(());
+    }
+    for m in &s.missed {
+        match &m.technique {
+            Some(t) => writeln!(out, "  missed [{} {t}]: {}", m.category, m.command)?,
+            None => writeln!(out, "  missed [{}]: {}", m.category, m.command)?,
+        }
+    }
+    for f in &s.flagged_benign {
+        writeln!(
+            out,
+            "  flagged benign [{} {}]: {}",
+            f.decision.as_str(),
+            f.rules.join(","),
+            f.command
+        )?;
+    }
+    Ok(())
+}
+
 /// `stockade corpus run --live`: 0 when every attempt was contained, 1 when not.
 async fn run_live(global: &GlobalArgs, args: &CorpusRunArgs) -> anyhow::Result<u8> {
     let service = settings::service(global).await?;
     let mut entries = Vec::new();
     let mut names = Vec::new();
-    for (name, loaded) in corpora(&args.files)? {
+    for (name, loaded) in corpora(&args.files, None)? {
         if let Corpus::Labelled(e) = loaded {
             entries.extend(e);
         }
