@@ -80,6 +80,8 @@ pub struct ExecResult {
     pub leftovers_ended: u32,
     /// System V IPC objects and message queues it left; they were removed.
     pub ipc_removed: u32,
+    /// Files the command runs that were read from the sandbox and judged before it ran.
+    pub scripts: Vec<crate::audit::ScriptRead>,
     /// The check stage's decision (`null`: the command was not judged, e.g. a usage error),
     /// and the rules that matched.
     pub decision: Option<Decision>,
@@ -136,6 +138,8 @@ pub enum ExecError {
     NotUtf8 { argument: usize },
     #[error(transparent)]
     AgentInstall(#[from] agent::InstallError),
+    #[error("denied by policy before it ran: {message}")]
+    PlantedDenied { message: String },
     #[error("session {session:?} is busy: another command held it for {}s, as long as this command may run; try again later or use another session", waited.as_secs())]
     SessionBusy { session: String, waited: Duration },
 }
@@ -149,7 +153,10 @@ impl From<crate::audit::AuditError> for ExecError {
 impl ExecError {
     /// Whether this is a refusal by policy (exit 126), as opposed to a failure (125).
     pub fn is_denial(&self) -> bool {
-        matches!(self, ExecError::ElevationRefused)
+        matches!(
+            self,
+            ExecError::ElevationRefused | ExecError::PlantedDenied { .. }
+        )
     }
 }
 
@@ -177,6 +184,7 @@ impl ExecResult {
             stderr_sha256: None,
             leftovers_ended: 0,
             ipc_removed: 0,
+            scripts: Vec::new(),
             decision: verdict.map(|v| v.decision),
             rules: verdict.map(|v| v.rules.clone()).unwrap_or_default(),
             command: command.to_string(),
@@ -576,9 +584,12 @@ impl<B: Backend> Service<B> {
             other => other,
         };
         let mut streams = Streams::new(profile.output_cap, options.interleaved, sink);
+        // A check bypassed (stockade's own probes) is bypassed for the files it runs too.
+        let judge = (!options.bypass_check).then_some(&profile.policy);
         let ran = self
             .run(
                 profile,
+                judge,
                 request,
                 &exec_id,
                 &secrets,
@@ -630,11 +641,16 @@ impl<B: Backend> Service<B> {
                 result.interrupted = Some(reason.to_string());
                 result.error = Some(ExecError::Interrupted { reason, started }.to_string());
             }
+            Err(e) if e.is_denial() => {
+                result.outcome = Outcome::Denied;
+                result.error = Some(e.to_string());
+            }
             Err(e) => {
                 result.outcome = Outcome::Error;
                 result.error = Some(e.to_string());
             }
         }
+        finish.scripts = result.scripts.clone();
         if !redactor.is_empty() {
             redact_result(&redactor, &mut result);
         }
@@ -670,6 +686,7 @@ impl<B: Backend> Service<B> {
     async fn run(
         &self,
         profile: &Profile,
+        judge: Option<&crate::check::Policy>,
         request: &ExecRequest,
         exec_id: &str,
         secrets: &[Opened],
@@ -765,9 +782,27 @@ impl<B: Backend> Service<B> {
             result.notes.push(recovered.note().to_string());
         }
 
-        let cleared = self
-            .run_in(&sandbox, plan, stdin, streams, result, cancel)
-            .await;
+        let judged = match judge {
+            Some(policy) => {
+                self.judge_planted(&sandbox, plan, policy, request, result)
+                    .await
+            }
+            None => Ok(()),
+        };
+        let cleared = match judged {
+            // Nothing of the command ran: nothing is left.
+            Err(e) => {
+                if plan.session.is_none() {
+                    channel.remove();
+                }
+                in_flight.done();
+                return Err(e);
+            }
+            Ok(()) => {
+                self.run_in(&sandbox, plan, stdin, streams, result, cancel)
+                    .await
+            }
+        };
         // Left in place (unlocked) when something may be left: the next invocation cleans up.
         if let Ok(Cleared::All) = cleared {
             if plan.session.is_none() {
@@ -779,6 +814,70 @@ impl<B: Backend> Service<B> {
             let _ = tokio::time::timeout(SWEEP_JOIN, sweep).await;
         }
         cleared.map(drop)
+    }
+
+    /// Reads the files the command runs from the session's sandbox (`bash /workspace/s`,
+    /// `./s`, `make`, `npm run`: earlier commands may have written them) and judges their
+    /// content as part of the command; a denial stops it before it starts. A one-shot's sandbox
+    /// is new, so whatever it runs is in the command itself.
+    async fn judge_planted(
+        &self,
+        sandbox: &Sandbox,
+        plan: &Plan,
+        policy: &crate::check::Policy,
+        request: &ExecRequest,
+        result: &mut ExecResult,
+    ) -> Result<(), ExecError> {
+        if plan.session.is_none() || result.decision.is_none() {
+            return Ok(());
+        }
+        let files = self.checker.analyze(&request.command.text()).runs_files;
+        if files.is_empty() {
+            return Ok(());
+        }
+        let mut verdict = Verdict {
+            decision: result.decision.unwrap_or(Decision::Allow),
+            rules: std::mem::take(&mut result.rules),
+        };
+        let mut stopped = Vec::new();
+        for file in &files {
+            let path = crate::planted::sandbox_path(file, &plan.process.working_dir);
+            let mut read = crate::planted::Bounded::default();
+            let copied = self
+                .backend
+                .copy_out(sandbox, &plan.process, &path, &mut read)
+                .await;
+            if copied.is_err() && !read.full {
+                // Not there (yet), or not a file: the command's own text is all there is.
+                continue;
+            }
+            let (more, record) = crate::planted::judge(&self.checker, policy, &path, file, &read);
+            if let Some(more) = more {
+                if crate::planted::stops(more.decision) {
+                    stopped.push(format!("{path} (sha256 {})", record.sha256));
+                }
+                crate::planted::merge(&mut verdict, &path, more);
+            }
+            result.scripts.push(record);
+        }
+        result.decision = Some(verdict.decision);
+        result.rules = verdict.rules;
+        if stopped.is_empty() {
+            return Ok(());
+        }
+        Err(ExecError::PlantedDenied {
+            message: format!(
+                "the command runs {}, whose content the check denies ({}); nothing ran",
+                stopped.join(", "),
+                result
+                    .rules
+                    .iter()
+                    .filter(|h| h.decision == Decision::Deny)
+                    .map(|h| h.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
     }
 
     /// Takes session `session`'s lock (waiting at most as long as the planned process may run)

@@ -21,6 +21,7 @@ pub mod live;
 pub mod mcp;
 pub mod migrate;
 pub mod plan;
+pub mod planted;
 pub mod profile;
 pub mod seccomp;
 pub mod secrets;

@@ -24,8 +24,8 @@ pub use gap::{Pending, SPILL_FILE};
 pub use head::{head_path_for, Head, HEAD_FILE};
 pub use log::{AuditLog, AUTH_LOG_FILE, LOG_FILE};
 pub use record::{
-    AuthEvent, AuthKind, Direction, Finish, Gap, Outcome, Record, RecordBody, Recovered, Start,
-    Transfer,
+    AuthEvent, AuthKind, Direction, Finish, Gap, Outcome, Record, RecordBody, Recovered,
+    ScriptRead, Start, Transfer,
 };
 pub use scan::{line_hash, MAX_LINE_BYTES, ZERO_HASH};
 pub use tail::{executions, format_auth, format_human, tail, Execution};

@@ -180,6 +180,9 @@ pub struct Finish {
     pub file_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_sha256: Option<String>,
+    /// Files the command runs that were read from the sandbox and judged before it ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scripts: Vec<ScriptRead>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -251,9 +254,24 @@ impl Finish {
             stderr_sha256: None,
             file_bytes: None,
             file_sha256: None,
+            scripts: Vec::new(),
             error: None,
         }
     }
+}
+
+/// A file a command runs, as read from the sandbox and judged before it ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptRead {
+    /// Its path in the sandbox.
+    pub path: String,
+    /// Bytes read (at most 256 KiB) and their SHA-256.
+    pub bytes: u64,
+    pub sha256: String,
+    /// The file was longer than what was read.
+    pub truncated: bool,
+    /// What the check made of its content (`null`: not text, e.g. a binary).
+    pub decision: Option<crate::check::Decision>,
 }
 
 /// Written by the append that found the log ending in a half-written line (a writer was killed

@@ -171,6 +171,22 @@ impl Vars {
     }
 }
 
+/// A relative path with `./` and repeated slashes removed (`..` kept: the base is unknown).
+pub fn normalize_path_keep_relative(path: &str) -> String {
+    if path.starts_with('/') {
+        return normalize_path(path);
+    }
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.is_empty() {
+        ".".to_string()
+    } else {
+        parts.join("/")
+    }
+}
+
 /// `path` with `.`, `..` and repeated slashes resolved lexically (as the kernel would for a
 /// path without symbolic links).
 pub fn normalize_path(path: &str) -> String {

@@ -27,6 +27,36 @@ pub const MAX_INVOCATIONS: usize = 4096;
 /// Most sensitive paths one globbed operand is resolved to.
 pub const MAX_GLOB_MATCHES: usize = 4;
 
+/// Where system programs live: running one of those is running the program, not a file the
+/// session wrote.
+fn is_system_path(path: &str) -> bool {
+    [
+        "/bin/", "/sbin/", "/usr/", "/lib/", "/lib64/", "/opt/", "/snap/", "/nix/", "/etc/",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
+}
+
+/// The value of the first of `names` in `args` (`-f F`, `--file=F`, `-fF`).
+fn option_value(args: &[String], names: &[&str]) -> Option<String> {
+    for (i, a) in args.iter().enumerate() {
+        for n in names {
+            if a == n {
+                return args.get(i + 1).cloned();
+            }
+            if let Some(v) = a.strip_prefix(n) {
+                if let Some(v) = v.strip_prefix('=') {
+                    return Some(v.to_string());
+                }
+                if !n.starts_with("--") && !v.is_empty() {
+                    return Some(v.to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Unresolved expansions as left in a field's text: `$(...)`, backticks, `${...}`, `$name`.
 fn unresolved_re() -> &'static regex::Regex {
     static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
@@ -179,7 +209,36 @@ pub struct Signal {
 pub struct Analysis {
     pub invocations: Vec<Invocation>,
     pub signals: Vec<Signal>,
+    /// Files the command runs whose content is not in the command (`bash s`, `./s`,
+    /// `python3 s.py`, `make`, `npm run`): judged from the sandbox before it runs.
+    pub runs_files: Vec<RunFile>,
 }
+
+/// A file a command runs, and how its content is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFile {
+    /// As written, placed against a directory `cd` moved to (else relative to the workdir).
+    pub path: String,
+    pub kind: FileKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileKind {
+    /// A shell script (`sh F`, `. F`).
+    Shell,
+    /// Run as a program: a `#!` line says what reads it; a text file without one is a shell
+    /// script.
+    Exec,
+    /// An interpreter's program (the interpreter's name).
+    Code(String),
+    /// A Makefile: its recipe lines are shell.
+    Make,
+    /// A package manifest: its `scripts` are shell.
+    Manifest,
+}
+
+/// Most files one command is judged through.
+pub const MAX_RUN_FILES: usize = 8;
 
 /// Signal names, the vocabulary rules can match with `signal = "..."`.
 pub mod signals {
@@ -539,10 +598,44 @@ impl Walker<'_> {
         if first.known() && first.text.contains('/') {
             if let Some(o) = self.decoded_file(&first.text) {
                 self.run_script(o.text, o.flags, vars, depth);
+            } else if !is_system_path(&first.text) {
+                self.runs_file(first, FileKind::Exec, vars);
             }
+        }
+        match name.as_str() {
+            "make" | "gmake" => {
+                let file = option_value(&args, &["-f", "--file", "--makefile"])
+                    .unwrap_or_else(|| "Makefile".to_string());
+                let dir = option_value(&args, &["-C", "--directory"]);
+                let path = match dir {
+                    Some(d) => format!("{}/{file}", d.trim_end_matches('/')),
+                    None => file,
+                };
+                self.runs_path(&path, FileKind::Make, vars);
+            }
+            "npm" | "yarn" | "pnpm" | "bun" | "composer" => {
+                let manifest = if name == "composer" {
+                    "composer.json"
+                } else {
+                    "package.json"
+                };
+                let dir = option_value(
+                    &args,
+                    &["-C", "--prefix", "--cwd", "--dir", "-d", "--working-dir"],
+                );
+                let path = match dir {
+                    Some(d) => format!("{}/{manifest}", d.trim_end_matches('/')),
+                    None => manifest.to_string(),
+                };
+                self.runs_path(&path, FileKind::Manifest, vars);
+            }
+            _ => {}
         }
         if let Some(path) = script_operand {
             // `python3 f` where f was written or downloaded earlier in the command.
+            if self.decoded_file(&path).is_none() {
+                self.runs_path(&path, FileKind::Code(name.clone()), vars);
+            }
             if let Some(o) = self.decoded_file(&path) {
                 match (&o.text, interp::lang(&name)) {
                     (Some(t), Some(lang)) => {
@@ -622,6 +715,8 @@ impl Walker<'_> {
                 ShellInput::File(i) => {
                     if let Some(o) = self.decoded_file(&fields[1 + i].text) {
                         self.run_script(o.text, o.flags, vars, depth);
+                    } else {
+                        self.runs_file(&fields[1 + i], FileKind::Shell, vars);
                     }
                 }
             }
@@ -639,6 +734,8 @@ impl Walker<'_> {
                     if let Some(o) = &stdin {
                         self.run_script(o.text.clone(), o.flags, vars, depth);
                     }
+                } else {
+                    self.runs_file(f, FileKind::Shell, vars);
                 }
             }
         } else if let Some((lang, code)) = &code {
@@ -700,6 +797,30 @@ impl Walker<'_> {
                 }
                 self.run_script(Some(s), 0, vars, depth);
             }
+        }
+    }
+
+    /// Notes that the command runs the file `f` names, when its name is known.
+    fn runs_file(&mut self, f: &Field, kind: FileKind, vars: &Vars) {
+        if f.known() && !f.text.is_empty() && !f.text.starts_with('-') {
+            self.runs_path(&f.text, kind, vars);
+        }
+    }
+
+    fn runs_path(&mut self, path: &str, kind: FileKind, vars: &Vars) {
+        if path.contains(['$', '`', '*', '?']) || self.out.runs_files.len() >= MAX_RUN_FILES {
+            return;
+        }
+        let path = vars
+            .place(path)
+            .unwrap_or_else(|| expand::normalize_path_keep_relative(path));
+        if !self
+            .out
+            .runs_files
+            .iter()
+            .any(|r| r.path == path && r.kind == kind)
+        {
+            self.out.runs_files.push(RunFile { path, kind });
         }
     }
 

@@ -17,6 +17,7 @@ mod live_corpus;
 mod load;
 mod mcp;
 mod migrate;
+mod planted;
 mod profiles;
 mod proxy;
 mod record;
