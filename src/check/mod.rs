@@ -223,6 +223,26 @@ pub const BUILTIN_RULES: &[(&str, &str)] = &[
         "obfuscation.toml",
         include_str!("../../profiles/rules/obfuscation.toml"),
     ),
+    (
+        "recon.toml",
+        include_str!("../../profiles/rules/recon.toml"),
+    ),
+    (
+        "persistence.toml",
+        include_str!("../../profiles/rules/persistence.toml"),
+    ),
+    (
+        "kernel2.toml",
+        include_str!("../../profiles/rules/kernel2.toml"),
+    ),
+    (
+        "exfil2.toml",
+        include_str!("../../profiles/rules/exfil2.toml"),
+    ),
+    (
+        "cloud2.toml",
+        include_str!("../../profiles/rules/cloud2.toml"),
+    ),
 ];
 
 fn builtin_sources() -> Vec<(String, String)> {
