@@ -33,6 +33,9 @@ pub struct Config {
     /// The profile used when `--profile` is not given.
     #[serde(default = "default_profile")]
     pub default_profile: String,
+    /// Which backend runs sandboxes (`--backend` overrides it).
+    #[serde(default)]
+    pub backend: crate::backend::Choice,
 }
 
 fn default_elevated_profile() -> String {
@@ -49,6 +52,7 @@ impl Default for Config {
             allow_elevation: false,
             elevated_profile: default_elevated_profile(),
             default_profile: default_profile(),
+            backend: crate::backend::Choice::Auto,
         }
     }
 }
