@@ -19,6 +19,7 @@ mod mcp;
 mod profiles;
 mod proxy;
 mod record;
+mod sandbox;
 mod seccomp;
 mod secrets;
 mod serve;

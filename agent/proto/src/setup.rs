@@ -58,6 +58,13 @@ pub enum Step {
     RemountReadOnly { target: Vec<u8> },
     /// A symbolic link at `target` pointing to `to`.
     Symlink { target: Vec<u8>, to: Vec<u8> },
+    /// A character device node (`mknod`), with exactly `mode`'s permission bits.
+    Device {
+        target: Vec<u8>,
+        major: u32,
+        minor: u32,
+        mode: u32,
+    },
 }
 
 /// What the sandbox's root filesystem is.
@@ -158,6 +165,14 @@ fn put_step(w: &mut Writer, step: &Step) {
         Step::Symlink { target, to } => {
             w.u8(5).bytes(target).bytes(to);
         }
+        Step::Device {
+            target,
+            major,
+            minor,
+            mode,
+        } => {
+            w.u8(6).bytes(target).u32(*major).u32(*minor).u32(*mode);
+        }
     }
 }
 
@@ -196,6 +211,18 @@ fn get_step(r: &mut Reader<'_>) -> Result<Step, DecodeError> {
             target: r.bytes("target")?,
             to: r.bytes("to")?,
         },
+        6 => {
+            let step = Step::Device {
+                target: r.bytes("target")?,
+                major: r.u32("major")?,
+                minor: r.u32("minor")?,
+                mode: r.u32("mode")?,
+            };
+            if matches!(step, Step::Device { mode, .. } if mode & !0o777 != 0) {
+                return Err(DecodeError::Invalid { field: "mode" });
+            }
+            step
+        }
         _ => return Err(DecodeError::Invalid { field: "step" }),
     })
 }
@@ -214,7 +241,8 @@ fn step_targets(step: &Step) -> Vec<&[u8]> {
         | Step::Mask { target }
         | Step::ReadOnly { target }
         | Step::RemountReadOnly { target }
-        | Step::Symlink { target, .. } => vec![target],
+        | Step::Symlink { target, .. }
+        | Step::Device { target, .. } => vec![target],
         Step::Bind { source, target, .. } => vec![source, target],
     }
 }
@@ -493,6 +521,12 @@ mod tests {
                 Step::Symlink {
                     target: b"/dev/fd".to_vec(),
                     to: b"/proc/self/fd".to_vec(),
+                },
+                Step::Device {
+                    target: b"/dev/null".to_vec(),
+                    major: 1,
+                    minor: 3,
+                    mode: 0o666,
                 },
             ],
             read_only_root: true,

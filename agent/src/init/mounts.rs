@@ -240,6 +240,29 @@ fn run_step(root: &Path, step: &Step) -> Result<(), Failed> {
             std::os::unix::fs::symlink(path(to), &at)
                 .map_err(|e| Failed::io(format!("symlink {}", at.display()), e))
         }
+        Step::Device {
+            target,
+            major,
+            minor,
+            mode,
+        } => {
+            let at = under(root, target);
+            if let Some(parent) = at.parent() {
+                mkdir_all(parent)?;
+            }
+            let at_c = c_string(at.as_os_str().as_bytes())?;
+            let device = libc::makedev(*major, *minor);
+            // SAFETY: mknod with a NUL-terminated path and integer arguments.
+            if unsafe { libc::mknod(at_c.as_ptr(), libc::S_IFCHR | *mode, device) } != 0 {
+                return Err(Failed::io(
+                    format!("mknod {}", at.display()),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            // The umask applied to mknod's mode; the node gets exactly the one asked for.
+            std::fs::set_permissions(&at, std::fs::Permissions::from_mode(*mode))
+                .map_err(|e| Failed::io(format!("chmod {}", at.display()), e))
+        }
     }
 }
 

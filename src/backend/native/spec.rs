@@ -36,8 +36,17 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
-/// The device nodes of a container's /dev (runc's default devices), bound from the host's.
-pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// The device nodes of a container's /dev (runc's default devices): name, major, minor. Made
+/// with mknod (mode 0666) as runc does; in a user namespace, where a node cannot be made,
+/// the host's are bound instead (as bubblewrap does).
+pub const DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 /// runc's default /dev symlinks.
 const DEV_LINKS: &[(&str, &str)] = &[
     ("/dev/fd", "/proc/self/fd"),
@@ -120,10 +129,22 @@ fn standard_mounts(host: &Host, user_ns: bool) -> Vec<Step> {
         libc::MS_NOSUID | libc::MS_STRICTATIME,
         "mode=755,size=65536k",
     ));
-    steps.extend(DEVICES.iter().map(|d| Step::Bind {
-        source: format!("/dev/{d}").into_bytes(),
-        target: format!("/dev/{d}").into_bytes(),
-        read_only: false,
+    steps.extend(DEVICES.iter().map(|&(name, major, minor)| {
+        let at = format!("/dev/{name}").into_bytes();
+        if user_ns {
+            Step::Bind {
+                source: at.clone(),
+                target: at,
+                read_only: false,
+            }
+        } else {
+            Step::Device {
+                target: at,
+                major,
+                minor,
+                mode: 0o666,
+            }
+        }
     }));
     steps.extend(DEV_LINKS.iter().map(|(at, to)| Step::Symlink {
         target: at.as_bytes().to_vec(),
@@ -448,6 +469,12 @@ mod tests {
             RO_FLAGS,
             "pids"
         )));
+        assert!(setup.steps.contains(&Step::Device {
+            target: s("/dev/null"),
+            major: 1,
+            minor: 3,
+            mode: 0o666
+        }));
         // The encoding round-trips through the init's decoder.
         assert_eq!(Setup::decode(&setup.encode()), Ok(setup));
     }
@@ -498,6 +525,16 @@ mod tests {
             libc::MS_NOSUID | libc::MS_NOEXEC,
             "newinstance,ptmxmode=0666,mode=0620"
         )));
+        // No node can be made in a user namespace: the host's are bound.
+        assert!(setup.steps.contains(&Step::Bind {
+            source: s("/dev/null"),
+            target: s("/dev/null"),
+            read_only: false
+        }));
+        assert!(!setup
+            .steps
+            .iter()
+            .any(|step| matches!(step, Step::Device { .. })));
     }
 
     #[test]
