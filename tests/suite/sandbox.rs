@@ -535,3 +535,145 @@ fn live_escape_attempts_are_contained(t: Target) {
         assert!(a["error"].is_null(), "not run: {a}");
     }
 }
+
+// ---- what only one backend has ------------------------------------------------------------
+
+/// The README's command, with no engine reachable: the same sandbox properties.
+#[test]
+fn the_readme_command_runs_natively_with_no_engine() {
+    if !common::native_available() {
+        return;
+    }
+    let env = Env::native();
+    let out = env.exec(
+        &[],
+        "id; grep Cap /proc/self/status; cat /proc/net/dev; touch /x || echo read-only root",
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text} {}", stderr(&out));
+    assert!(
+        text.starts_with("uid=65532(sandbox) gid=65532(sandbox)"),
+        "{text}"
+    );
+    assert!(text.contains("CapEff:\t0000000000000000"), "{text}");
+    assert!(text.contains("lo:"), "{text}");
+    assert!(!text.contains("eth0"), "{text}");
+    assert!(text.ends_with("read-only root\n"), "{text}");
+}
+
+#[test]
+fn a_profile_option_native_cannot_honour_is_an_error_naming_it() {
+    if !common::native_available() {
+        return;
+    }
+    let env = Env::native();
+    let p = env.write_variant(
+        "bridged",
+        &[("network = \"none\"", "network = \"bridge\"")],
+        "",
+    );
+    let out = env.exec(&["--profile", &p], "true");
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`network`") && err.contains("--backend docker"),
+        "{err}"
+    );
+    // `profile show` says so before anything runs into it.
+    let show = env.cmd().args(["profile", "show", &p]).output().unwrap();
+    let text = stdout(&show);
+    assert!(text.contains("backend         native"), "{text}");
+    assert!(
+        text.contains("REFUSED") && text.contains("`network`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn no_agent_is_a_docker_option_and_native_says_so() {
+    let env = Env::native();
+    let out = env
+        .cmd()
+        .env("STOCKADE_NO_AGENT", "1")
+        .args(["exec", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("STOCKADE_NO_AGENT"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn auto_takes_docker_when_an_engine_answers() {
+    crate::require_docker!();
+    let env = Env::new();
+    let (code, v) = {
+        let mut cmd = env.cmd();
+        cmd.env_remove("STOCKADE_BACKEND")
+            .args(["exec", "--json", "--", "true"]);
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        )
+    };
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["backend"], "docker");
+    // The configuration can name the backend; the flag wins over it.
+    env.write_config("backend = \"native\"\n");
+    let out = env
+        .cmd()
+        .env_remove("STOCKADE_BACKEND")
+        .args(["--backend", "docker", "profile", "show", "default"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("backend         docker"),
+        "{}",
+        stdout(&out)
+    );
+    let out = env
+        .cmd()
+        .env_remove("STOCKADE_BACKEND")
+        .args(["profile", "show", "default"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("backend         native"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn native_session_prune_removes_idle_sessions_and_orphans() {
+    if !common::native_available() {
+        return;
+    }
+    let env = Env::native();
+    let s = unique("idle");
+    assert_eq!(env.exec(&["--session", &s], "true").status.code(), Some(0));
+    let out = env
+        .cmd()
+        .args(["session", "prune", "--idle", "0s", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == s.as_str()),
+        "{report}"
+    );
+    let ls = env
+        .cmd()
+        .args(["session", "ls", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&ls).trim(), "[]");
+}

@@ -118,7 +118,7 @@ pub fn sandbox_user(setup: &Setup) -> Result<(), Failed> {
 /// Installs each program in order (the kernel runs all of them and keeps the strictest
 /// answer). No-new-privileges is set, so no capability is needed.
 fn install_seccomp(programs: &[Vec<u8>]) -> Result<(), Failed> {
-    for program in programs {
+    for (i, program) in programs.iter().enumerate() {
         let filter: Vec<libc::sock_filter> = program
             .chunks_exact(SOCK_FILTER_LEN)
             .map(|c| libc::sock_filter {
@@ -142,10 +142,17 @@ fn install_seccomp(programs: &[Vec<u8>]) -> Result<(), Failed> {
             )
         };
         if rc != 0 {
-            return Err(Failed::io(
-                "installing the seccomp filter",
-                std::io::Error::last_os_error(),
-            ));
+            let e = std::io::Error::last_os_error();
+            let why = if i > 0 && e.raw_os_error() == Some(libc::EPERM) {
+                " (a filter installed before it denies seccomp(2) itself)"
+            } else {
+                ""
+            };
+            return Err(Failed(format!(
+                "installing seccomp filter {} of {}: {e}{why}",
+                i + 1,
+                programs.len()
+            )));
         }
     }
     Ok(())

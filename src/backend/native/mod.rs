@@ -243,9 +243,17 @@ impl NativeBackend {
             host_kernel(),
         );
         let compiled = compile(&resolved, Arch::host())?;
-        let programs: Vec<Vec<u8>> = compiled
-            .filters
-            .iter()
+        // The kernel runs every filter whatever their order and keeps the strictest answer;
+        // the order matters only to the installing process, which each filter already in
+        // place constrains. The base filter (the profile's default action for every syscall no
+        // rule names, `seccomp` itself included in a minimal profile) goes last, so that the
+        // filters before it can still be installed. (Two ERRNO results, where the last
+        // installed wins, never come from the base and another filter: the base allows every
+        // syscall a rule names when the rule matches.)
+        let mut ordered: Vec<&crate::seccomp::CompiledFilter> = compiled.filters.iter().collect();
+        ordered.sort_by_key(|f| f.mismatch_action != crate::seccomp::Action::Allow);
+        let programs: Vec<Vec<u8>> = ordered
+            .into_iter()
             .map(|f| {
                 f.program
                     .iter()
@@ -571,6 +579,9 @@ impl Backend for NativeBackend {
         progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Sandbox, BackendError> {
         self.host()?;
+        if let Some(e) = spec::unsupported(&spec.network, &spec.image) {
+            return Err(e.into());
+        }
         let session = matches!(spec.kind, SandboxKind::Session { .. });
         if session {
             if let Some(found) = self.find_session(spec).await? {

@@ -88,15 +88,8 @@ impl Images {
         if let Some(layer) = self.current(image) {
             return Ok(layer);
         }
-        if image != image::base_image_ref() {
-            return Err(NativeError::Unsupported {
-                option: "image",
-                why: format!(
-                    "{image}: the native backend runs only stockade's base image ({}), which it \
-                     builds from the host's files; use --backend docker for other images",
-                    image::base_image_ref()
-                ),
-            });
+        if let Some(e) = super::spec::unsupported(&crate::backend::Network::None, image) {
+            return Err(e);
         }
         let _lock = self.lock()?;
         if let Some(layer) = self.current(image) {

@@ -211,6 +211,31 @@ fn standard_mounts(host: &Host, user_ns: bool) -> Vec<Step> {
     steps
 }
 
+/// The first profile option the native backend cannot honour (a named network, an image
+/// other than stockade's base image), as the error that names it.
+pub fn unsupported(network: &Network, image: &str) -> Option<NativeError> {
+    if let Network::Named(name) = network {
+        return Some(NativeError::Unsupported {
+            option: "network",
+            why: format!(
+                "{name:?}: the native backend gives a sandbox only its own loopback \
+                 (network = \"none\"); use --backend docker for a named network"
+            ),
+        });
+    }
+    let base = crate::backend::docker::image::base_image_ref();
+    if image != base {
+        return Some(NativeError::Unsupported {
+            option: "image",
+            why: format!(
+                "{image}: the native backend runs only stockade's base image ({base}), which it \
+                 builds from the host's files; use --backend docker for other images"
+            ),
+        });
+    }
+    None
+}
+
 /// The set-up of `spec`'s sandbox. `home` is the sandbox user's home in the image;
 /// `seccomp` the programs compiled from the profile's file.
 pub fn render(
@@ -220,14 +245,8 @@ pub fn render(
     home: &str,
     seccomp: Vec<Vec<u8>>,
 ) -> Result<Setup, NativeError> {
-    if let Network::Named(name) = &spec.network {
-        return Err(NativeError::Unsupported {
-            option: "network",
-            why: format!(
-                "{name:?}: the native backend gives a sandbox only its own loopback \
-                 (network = \"none\"); use --backend docker for a named network"
-            ),
-        });
+    if let Some(e) = unsupported(&spec.network, &spec.image) {
+        return Err(e);
     }
     let Some(agent) = &spec.agent else {
         return Err(NativeError::Unsupported {
