@@ -2,9 +2,9 @@
 //! commands run in sandboxes, from the host (nothing here runs a command on the host).
 //!
 //! - processes: a new process that survives the run and runs as the sandbox user, sits in the
-//!   cgroup of a container that no longer exists, or was started by the kernel on behalf of
-//!   userspace (a child of kthreadd with a command line: core_pattern pipes, modprobe,
-//!   cgroup release agents);
+//!   cgroup of a container (or native sandbox) that no longer exists, or was started by the
+//!   kernel on behalf of userspace (a child of kthreadd with a command line: core_pattern
+//!   pipes, modprobe, cgroup release agents);
 //! - mounts of the host's mount namespace, outside the engine's own directories;
 //! - loaded kernel modules;
 //! - `/proc/sys/kernel/core_pattern` and `/proc/sys/kernel/modprobe`;
@@ -248,11 +248,19 @@ fn suspect(p: &Proc, sandbox_uid: u32, live_containers: &BTreeMap<String, bool>)
     None
 }
 
-/// The container id in a process's cgroup path (`.../docker/<64 hex>` or `docker-<id>.scope`).
+/// The sandbox a process's cgroup path names: a container id (`.../docker/<64 hex>` or
+/// `docker-<id>.scope`), or a native sandbox's name (`.../stockade/stockade-x-...`).
 fn container_of(p: &Proc) -> Option<&str> {
     p.cgroup.lines().find_map(|line| {
         let path = line.rsplit(':').next()?;
-        path.split('/').find_map(|part| {
+        let parts: Vec<&str> = path.split('/').collect();
+        parts.iter().enumerate().find_map(|(i, part)| {
+            let native = i > 0
+                && parts[i - 1] == crate::backend::native::host::CGROUP_DIR
+                && part.starts_with("stockade-");
+            if native {
+                return Some(*part);
+            }
             let id = part
                 .strip_prefix("docker-")
                 .and_then(|s| s.strip_suffix(".scope"))
@@ -383,6 +391,11 @@ mod tests {
             "kernel thread"
         );
         assert!(suspect(&proc_with(0, 1, "cargo build", "0::/"), 1000, &live).is_none());
+        // A native sandbox is named by its cgroup.
+        let native = "12:pids:/stockade/stockade-x-1a2b\n";
+        let live = BTreeMap::from([("stockade-x-1a2b".to_string(), true)]);
+        assert!(suspect(&proc_with(1000, 77, "sleep 1", native), 1000, &live).is_none());
+        assert!(suspect(&proc_with(0, 77, "sh", native), 1000, &BTreeMap::new()).is_some());
         let scope = format!("0::/system.slice/docker-{id}.scope\n");
         assert_eq!(
             container_of(&proc_with(0, 1, "", &scope)),

@@ -33,6 +33,9 @@ pub struct Config {
     /// The profile used when `--profile` is not given.
     #[serde(default = "default_profile")]
     pub default_profile: String,
+    /// Which backend runs sandboxes (`--backend` overrides it).
+    #[serde(default)]
+    pub backend: crate::backend::Choice,
     /// What happens to a command whose audit start record cannot be written.
     #[serde(default)]
     pub on_audit_failure: OnAuditFailure,
@@ -65,6 +68,7 @@ impl Default for Config {
             elevated_profile: default_elevated_profile(),
             default_profile: default_profile(),
             on_audit_failure: OnAuditFailure::default(),
+            backend: crate::backend::Choice::Auto,
         }
     }
 }

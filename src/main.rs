@@ -49,6 +49,13 @@ fn main() -> ExitCode {
         }
     }
     init_tracing(parsed.global.verbose);
+    // The native backend's sandbox inits outlive the process that forked them; as a
+    // subreaper stockade adopts them, so their ends are reaped by stockade (which waits for
+    // each it removes) rather than left to a host init that may not reap.
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
     // The servers run many executions at once; a command line runs one.
     let runtime = if matches!(parsed.command, Command::Serve(_) | Command::Mcp(_)) {
         tokio::runtime::Builder::new_multi_thread()

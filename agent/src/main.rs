@@ -11,8 +11,12 @@
 //!   waits; it runs as root with no capabilities, so the sandbox user cannot end it.
 //! - `kill --grace-ms N`: ends every process of the calling user but the init, the keeper and
 //!   itself (TERM, grace, KILL); exit 0 when all are gone, 3 when something survived KILL.
+//! - `init`: the native backend's sandbox, built from the host's set-up on stdin and held as
+//!   its PID 1 (see `init`). It runs on the host, as the user running stockade, until it has
+//!   entered the sandbox.
 
 mod files;
+mod init;
 mod ipc;
 mod launch;
 mod procs;
@@ -24,13 +28,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: stockade-agent serve --launch SOCKET | keep | kill --grace-ms N";
+const USAGE: &str = "usage: stockade-agent serve --launch SOCKET | keep | kill --grace-ms N | init";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["serve", "--launch", socket] => serve(PathBuf::from(socket)),
+        ["init"] => init::main(),
         ["keep"] => loop {
             // SAFETY: pause has no arguments; it returns only when a signal was caught.
             unsafe { libc::pause() };

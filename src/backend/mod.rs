@@ -12,9 +12,11 @@
 //! `kill_grace` KILL until none is left; if that cannot be confirmed, the sandbox is reset
 //! (a one-shot removed, a session restarted) and the outcome says so.
 
+mod any;
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
+pub mod native;
 pub mod output;
 mod spec;
 
@@ -28,6 +30,8 @@ pub use stockade_proto::cgroup::Hits as LimitsHit;
 /// The sandbox's cgroup counters of limits hit (cumulative over its life).
 pub use stockade_proto::Counters;
 
+pub use any::{AnyBackend, Choice};
+
 use crate::cancel::{Cancel, Reason};
 
 /// Which backend ran something (in results, audit records and `profile show`).
@@ -36,6 +40,8 @@ use crate::cancel::{Cancel, Reason};
 #[non_exhaustive]
 pub enum BackendKind {
     Docker,
+    /// Namespaces, cgroups and seccomp applied by stockade itself: no daemon.
+    Native,
     /// The scripted backend of unit tests.
     Fake,
 }
@@ -44,6 +50,7 @@ impl BackendKind {
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Docker => "docker",
+            BackendKind::Native => "native",
             BackendKind::Fake => "fake",
         }
     }
@@ -62,6 +69,8 @@ pub enum BackendError {
     Engine(#[from] docker::engine::EngineError),
     #[error(transparent)]
     Image(#[from] docker::image::ImageError),
+    #[error(transparent)]
+    Native(#[from] native::NativeError),
     #[error("session {session:?} already runs under a different profile or profile version ({profile:?}); remove it with `stockade session rm {session}` or use the same profile")]
     SessionMismatch { session: String, profile: String },
     #[error("session {session:?} was created by stockade {theirs}; this is stockade {ours}, which does not run commands in it: remove it with `stockade session rm {session}`")]

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::agent::Mounts;
 use crate::profile::SeccompPolicy;
@@ -41,7 +41,7 @@ pub struct BindMount {
 }
 
 /// The sandbox's cgroup limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     pub pids: i64,
     /// Memory, swap disabled (memory + swap = memory).
@@ -51,7 +51,7 @@ pub struct Limits {
 }
 
 /// One-shot (one execution, then removed) or a session's warm sandbox.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "kind")]
 pub enum SandboxKind {
     Oneshot { exec: String },

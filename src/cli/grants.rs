@@ -65,7 +65,7 @@ pub async fn run(global: &GlobalArgs, cmd: &GrantsCmd) -> anyhow::Result<u8> {
                 }
             })?;
             let registry = Registry::new(&state_dir);
-            let backend = settings::docker(&state_dir)?;
+            let backend = settings::backend(global, &settings::settings(global)?).await?;
             let mut removed = 0;
             for record in registry
                 .list()

@@ -52,6 +52,10 @@ pub struct GlobalArgs {
     /// The configuration file [env: STOCKADE_CONFIG; default: config dir/config.toml]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Which backend runs sandboxes: docker, native (namespaces, no daemon) or auto (Docker
+    /// when an engine answers, native otherwise) [env: STOCKADE_BACKEND; config: backend]
+    #[arg(long, global = true, value_name = "BACKEND")]
+    pub backend: Option<stockade::backend::Choice>,
     /// Diagnostic logging to stderr (repeat for more)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -1,5 +1,6 @@
 //! `stockade profile`: list, show, lint, diff, record and verify sandbox profiles.
 
+use stockade::backend::{Backend, BackendKind, Network};
 use stockade::profile;
 
 use super::lint::{self, DiffArgs, LintArgs};
@@ -40,16 +41,36 @@ pub async fn run(global: &GlobalArgs, cmd: &ProfileCmd) -> anyhow::Result<u8> {
             json,
         } => {
             let p = profile::load(name, &dirs)?;
+            let backend = settings::backend(global, &settings::settings(global)?).await?;
+            let kind = backend.kind();
+            // What the chosen backend cannot apply, said before any command runs into it.
+            let refused = match kind {
+                BackendKind::Native => {
+                    let network = match p.network.as_str() {
+                        "none" => Network::None,
+                        other => Network::Named(other.to_string()),
+                    };
+                    stockade::backend::native::spec::unsupported(&network, &p.image)
+                        .map(|e| e.to_string())
+                }
+                _ => None,
+            };
             if *json {
                 let mut value = serde_json::to_value(&p)?;
-                if let (Some(obj), Ok(summary)) =
-                    (value.as_object_mut(), stockade::seccomp::summarize(&p))
-                {
-                    obj.insert("seccomp_summary".into(), serde_json::to_value(summary)?);
+                if let Some(obj) = value.as_object_mut() {
+                    if let Ok(summary) = stockade::seccomp::summarize(&p) {
+                        obj.insert("seccomp_summary".into(), serde_json::to_value(summary)?);
+                    }
+                    obj.insert("backend".into(), serde_json::to_value(kind)?);
+                    obj.insert("backend_refuses".into(), serde_json::to_value(&refused)?);
                 }
                 out(serde_json::to_string_pretty(&value)?);
             } else {
-                out(p);
+                out(format_args!("{}", p.to_string().trim_end()));
+                out(format_args!("backend         {kind}"));
+                if let Some(why) = refused {
+                    out(format_args!("REFUSED         {why}"));
+                }
             }
             Ok(0)
         }

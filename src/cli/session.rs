@@ -32,8 +32,9 @@ pub enum SessionCmd {
 }
 
 pub async fn run(global: &GlobalArgs, cmd: &SessionCmd) -> anyhow::Result<u8> {
-    let state_dir = settings::state_dir(global)?;
-    let backend = settings::docker(&state_dir)?;
+    let settings = settings::settings(global)?;
+    let state_dir = settings.state_dir.clone();
+    let backend = settings::backend(global, &settings).await?;
     match cmd {
         SessionCmd::Ls { json } => {
             let sessions = session::list(&backend, &state_dir).await?;

@@ -1,5 +1,5 @@
 //! What the CLI reads from its flags and environment, in one place, and the service it builds
-//! from them.
+//! from them (`STOCKADE_BACKEND` and `STOCKADE_IMAGES_DIR` among them).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -9,6 +9,8 @@ use anyhow::Context as _;
 
 use stockade::backend::docker::engine::{self, DEFAULT_CALL_TIMEOUT, DEFAULT_HOST};
 use stockade::backend::docker::{DockerBackend, DockerOptions};
+use stockade::backend::native::{NativeBackend, NativeOptions};
+use stockade::backend::{AnyBackend, Choice};
 use stockade::cancel::{Cancel, Reason};
 use stockade::check::Checker;
 use stockade::config::{self, Config};
@@ -120,15 +122,90 @@ pub fn docker(state_dir: &std::path::Path) -> anyhow::Result<DockerBackend> {
     ))
 }
 
-/// The service over Docker: the rules compile on a thread of their own while the engine
-/// connection is made.
-pub async fn service(global: &GlobalArgs) -> anyhow::Result<Service<DockerBackend>> {
+/// How long `auto` waits for an engine to answer before it takes the native backend.
+const AUTO_PROBE: Duration = Duration::from_secs(3);
+
+/// Where the native backend's root filesystems are unpacked: `STOCKADE_IMAGES_DIR`, else
+/// `$XDG_DATA_HOME/stockade/images` (else `~/.local/share/stockade/images`), shared by every
+/// state directory of the user as an engine's images are; else the state directory's
+/// `images/`.
+pub fn images_dir(state_dir: &std::path::Path) -> PathBuf {
+    if let Some(dir) = env("STOCKADE_IMAGES_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(data) = env("XDG_DATA_HOME") {
+        return PathBuf::from(data).join("stockade").join("images");
+    }
+    match env("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/stockade/images"),
+        None => state_dir.join("images"),
+    }
+}
+
+/// The native backend (nothing is probed yet).
+pub fn native(state_dir: &std::path::Path) -> NativeBackend {
+    NativeBackend::new(NativeOptions {
+        state_dir: state_dir.to_path_buf(),
+        images_dir: images_dir(state_dir),
+    })
+}
+
+/// The backend asked for: `--backend`, `STOCKADE_BACKEND`, the configuration's `backend`.
+pub fn choice(global: &GlobalArgs, config: &Config) -> anyhow::Result<Choice> {
+    if let Some(choice) = global.backend {
+        return Ok(choice);
+    }
+    if let Some(value) = env("STOCKADE_BACKEND") {
+        let text = value.to_string_lossy();
+        return text
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("STOCKADE_BACKEND={text:?}: {e}"));
+    }
+    Ok(config.backend)
+}
+
+/// The chosen backend: Docker (connecting in the background), native, or for `auto` Docker
+/// when an engine answers within [`AUTO_PROBE`] and native otherwise.
+pub async fn backend(global: &GlobalArgs, settings: &Settings) -> anyhow::Result<AnyBackend> {
+    let state_dir = &settings.state_dir;
+    let no_agent = std::env::var_os("STOCKADE_NO_AGENT").is_some();
+    let native = || {
+        anyhow::ensure!(
+            !no_agent,
+            "STOCKADE_NO_AGENT applies to the Docker backend; the native backend runs every \
+             command through stockade's agent (unset it, or use --backend docker)"
+        );
+        Ok(AnyBackend::Native(native(state_dir)))
+    };
+    match choice(global, &settings.config)? {
+        Choice::Docker => {
+            let docker = docker(state_dir)?;
+            docker.warm_up();
+            Ok(AnyBackend::Docker(docker))
+        }
+        Choice::Native => native(),
+        Choice::Auto => {
+            let docker = docker(state_dir)?;
+            if docker.answers(AUTO_PROBE.min(call_timeout()?)).await {
+                Ok(AnyBackend::Docker(docker))
+            } else {
+                tracing::info!(
+                    host = docker.host(),
+                    "no engine answers: the native backend runs sandboxes"
+                );
+                native()
+            }
+        }
+    }
+}
+
+/// The service: the rules compile on a thread of their own while the backend is chosen (and
+/// the engine connection made).
+pub async fn service(global: &GlobalArgs) -> anyhow::Result<Service<AnyBackend>> {
     let settings = settings(global)?;
-    let backend = docker(&settings.state_dir)?;
-    backend.warm_up();
-    let checker = tokio::task::spawn_blocking(Checker::builtin)
-        .await?
-        .context("compiling the builtin rules")?;
+    let checker = tokio::task::spawn_blocking(Checker::builtin);
+    let backend = backend(global, &settings).await?;
+    let checker = checker.await?.context("compiling the builtin rules")?;
     Ok(Service::with_checker(
         backend,
         settings,

@@ -22,6 +22,44 @@ pub fn docker_available() -> bool {
     })
 }
 
+/// An engine address where nothing listens: the native pass runs with it, so no engine is
+/// involved however the machine is set up.
+pub const NOWHERE: &str = "unix:///nonexistent.sock";
+
+/// Whether the native backend works here (root, or a delegated cgroup v2 with user
+/// namespaces), with the base image's layer built for it. Probed once per test binary.
+pub fn native_available() -> bool {
+    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    let probed = AVAILABLE.get_or_init(|| {
+        let env = Env::native();
+        let built = env
+            .cmd()
+            .args(["image", "build", "--include"])
+            .args(TEST_INCLUDE)
+            .output()
+            .expect("run stockade image build");
+        if !built.status.success() {
+            return Err(String::from_utf8_lossy(&built.stderr).into_owned());
+        }
+        let out = env.exec(&[], "true");
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    match probed {
+        Ok(()) => true,
+        Err(why) => {
+            if std::env::var("STOCKADE_REQUIRE_NATIVE").as_deref() == Ok("1") {
+                panic!("the native backend does not work here, and STOCKADE_REQUIRE_NATIVE=1 requires it: {why}");
+            }
+            eprintln!("skipped: the native backend does not work here ({}); set STOCKADE_REQUIRE_NATIVE=1 to fail instead", why.trim());
+            false
+        }
+    }
+}
+
 /// Skips the test (returns) when there is no engine, unless STOCKADE_REQUIRE_DOCKER=1 demands one.
 #[macro_export]
 macro_rules! require_docker {
@@ -60,19 +98,33 @@ pub fn ensure_base_image() {
     });
 }
 
-/// An isolated stockade environment: its own state, config and profiles directories.
+/// An isolated stockade environment: its own state, config and profiles directories, and the
+/// backend its commands use.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The native backend with no engine reachable, else the Docker backend (named, so a
+    /// faulty engine never makes `auto` pick the other one).
+    pub native: bool,
 }
 
 impl Env {
+    /// Commands run on the Docker backend.
     pub fn new() -> Env {
         Env {
             dir: tempfile::Builder::new()
                 .prefix("stockade-test-")
                 .tempdir()
                 .expect("tempdir"),
+            native: false,
         }
+    }
+
+    /// Commands run with `DOCKER_HOST` pointing nowhere and the backend left to `auto`: the
+    /// native backend, as on a machine with no engine.
+    pub fn native() -> Env {
+        let mut env = Env::new();
+        env.native = true;
+        env
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -114,6 +166,12 @@ impl Env {
             .env_remove("STOCKADE_CONFIG")
             .env_remove("STOCKADE_PROFILES_DIR")
             .stdin(Stdio::null());
+        if self.native {
+            cmd.env_remove("STOCKADE_BACKEND")
+                .env("DOCKER_HOST", NOWHERE);
+        } else {
+            cmd.env("STOCKADE_BACKEND", "docker");
+        }
         cmd
     }
 
@@ -160,7 +218,9 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if self.state_dir().join("sessions").exists() && docker_available() {
+        let sandboxes =
+            self.state_dir().join("sessions").exists() || self.state_dir().join("native").exists();
+        if sandboxes && (self.native || docker_available()) {
             self.cleanup_sessions();
         }
     }

@@ -39,14 +39,14 @@ pub fn limited_profile(env: &Env, name: &str, limits: &[(&str, &str)]) -> String
 }
 
 /// `ps` inside a session: one `USER ARGS` line per process.
-fn session_processes(env: &Env, session: &str) -> String {
+pub fn session_processes(env: &Env, session: &str) -> String {
     let (code, v) = env.exec_json(&["--session", session], "ps -eo user=,args=");
     assert_eq!(code, 0, "{v}");
     v["stdout"].as_str().unwrap().to_string()
 }
 
 /// Processes of the sandbox user other than the `ps` itself and the session agent.
-fn leftovers(ps: &str) -> Vec<String> {
+pub fn leftovers(ps: &str) -> Vec<String> {
     ps.lines()
         .filter(|l| l.starts_with("sandbox"))
         .filter(|l| !l.contains("ps -eo") && !l.contains("stockade-agent serve"))
@@ -56,7 +56,7 @@ fn leftovers(ps: &str) -> Vec<String> {
 
 /// A command that leaves the usual survivors of a client-side kill: a `setsid` child that
 /// ignores TERM, a double-forked daemon, a `nohup` child, and a TERM-ignoring subshell.
-const HOSTILE_TREE: &str = "setsid bash -c 'trap \"\" TERM; exec sleep 91' & \
+pub const HOSTILE_TREE: &str = "setsid bash -c 'trap \"\" TERM; exec sleep 91' & \
      (bash -c 'sleep 92 & disown' &) ; nohup sleep 93 >/dev/null 2>&1 & \
      (trap '' TERM; while :; do sleep 1; done) & echo started; sleep 94";
 

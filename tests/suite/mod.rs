@@ -21,6 +21,7 @@ mod planted;
 mod profiles;
 mod proxy;
 mod record;
+mod sandbox;
 mod seccomp;
 mod secrets;
 mod serve;

@@ -19,6 +19,7 @@ pub mod codec;
 pub mod frame;
 pub mod mac;
 pub mod message;
+pub mod setup;
 
 pub use cgroup::Counters;
 pub use codec::DecodeError;

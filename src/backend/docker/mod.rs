@@ -85,6 +85,11 @@ impl DockerBackend {
         });
     }
 
+    /// Whether an engine answers at the address within `bound` (the connection is kept).
+    pub async fn answers(&self, bound: Duration) -> bool {
+        matches!(tokio::time::timeout(bound, self.engine()).await, Ok(Ok(_)))
+    }
+
     /// The connection, made on first use. A failure is not kept: the next call tries again.
     async fn engine(&self) -> Result<&Engine, BackendError> {
         let c = &self.connection;
@@ -101,6 +106,17 @@ impl DockerBackend {
     ) -> Result<String, BackendError> {
         let engine = self.engine().await?;
         Ok(image::build_base_image(&engine.docker, include, progress).await?)
+    }
+
+    /// Loads a base image root filesystem already built (so that another backend can unpack
+    /// the very same layer).
+    pub async fn load_image(
+        &self,
+        rootfs: &image::RootfsTar,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<String, BackendError> {
+        let engine = self.engine().await?;
+        Ok(image::load_base_image(&engine.docker, rootfs, progress).await?)
     }
 
     fn channel_for(&self, kind: &SandboxKind) -> Channel {

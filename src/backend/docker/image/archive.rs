@@ -11,7 +11,8 @@ use super::{LABEL_BASE, LABEL_ROOTFS, SANDBOX_USER};
 
 /// `created` of the image and its one history entry: fixed, so the image id is reproducible.
 const FIXED_CREATED: &str = "1970-01-01T00:00:00Z";
-pub(crate) const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The image's `PATH` (its config's `Env`), which the native backend gives its agent too.
+pub const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const WORKING_DIR: &str = "/workspace";
 
 /// A tarball ready for `/images/load`, and the id the engine will give the image.

@@ -7,6 +7,8 @@
 mod archive;
 mod rootfs;
 
+pub use archive::IMAGE_PATH;
+
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -130,9 +132,18 @@ pub async fn build_base_image(
     include: &[String],
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<String, ImageError> {
+    let rootfs = build_rootfs(include, &mut |line| progress(line))?;
+    load_base_image(docker, &rootfs, progress).await
+}
+
+/// Loads `rootfs` as the base image and returns its id (`sha256:...`).
+pub async fn load_base_image(
+    docker: &Docker,
+    rootfs: &RootfsTar,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<String, ImageError> {
     let started = Instant::now();
     let image = base_image_ref();
-    let rootfs = build_rootfs(include, &mut |line| progress(line))?;
     let with = if rootfs.included.is_empty() {
         String::new()
     } else {
@@ -143,9 +154,8 @@ pub async fn build_base_image(
         rootfs.files,
         rootfs.tar.len() as f64 / MIB
     ));
-    let save = archive::save_tarball(&rootfs, &image, env!("CARGO_PKG_VERSION"))
+    let save = archive::save_tarball(rootfs, &image, env!("CARGO_PKG_VERSION"))
         .map_err(|source| ImageError::Archive { source })?;
-    drop(rootfs);
 
     let options = ImportImageOptionsBuilder::default().quiet(true).build();
     let mut stream = docker.import_image(options, bollard::body_full(save.bytes.into()), None);
