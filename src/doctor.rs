@@ -242,11 +242,21 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<Finding>) {
             if depth < 3 {
                 walk(&path, depth + 1, out);
             }
-        } else if kind.is_file() && depth == 0 && mode != 0o600 && mode & 0o111 == 0 {
+        } else if kind.is_file()
+            && depth == 0
+            && (mode & 0o077 != 0 || (mode & 0o111 == 0 && mode != 0o600))
+        {
+            // Group or other access is never right; an executable (stockade's agent) keeps its
+            // owner's bits.
+            let fixed = if mode & 0o111 == 0 {
+                0o600
+            } else {
+                mode & 0o700
+            };
             out.push(Finding {
                 auto_fix: Some(Fix::Chmod {
                     path: path.clone(),
-                    mode: 0o600,
+                    mode: fixed,
                 }),
                 ..finding(
                     "session_security",
@@ -347,6 +357,15 @@ fn secrets_checks(at: &Installation<'_>, out: &mut Vec<Finding>) {
     let listed = secrets.list().unwrap_or_default();
     let key = secrets.key_path().to_path_buf();
     match std::fs::symlink_metadata(&key) {
+        Ok(meta) if meta.file_type().is_symlink() => out.push(finding(
+            "encryption",
+            Severity::Critical,
+            format!(
+                "the secrets key {} is a symbolic link: whoever controls its target controls the key",
+                key.display()
+            ),
+            "replace the link with the key file itself (mode 600), or name the real path with STOCKADE_SECRETS_KEY",
+        )),
         Ok(meta) => {
             let mode = meta.permissions().mode() & 0o777;
             if mode != 0o600 {
@@ -429,7 +448,10 @@ fn audit_checks(at: &Installation<'_>, out: &mut Vec<Finding>) {
         ));
     }
     let spill = at.state_dir.join(audit::SPILL_FILE);
-    if let Ok(meta) = std::fs::symlink_metadata(&spill) {
+    if let Some(meta) = std::fs::symlink_metadata(&spill)
+        .ok()
+        .filter(|m| m.len() > 0)
+    {
         out.push(finding(
             "audit_logging",
             Severity::Critical,
@@ -479,9 +501,13 @@ fn serve_checks(at: &Installation<'_>, out: &mut Vec<Finding>) {
             continue;
         };
         let path = entry.path();
-        let listening: Option<crate::server::Listening> = std::fs::read(&path)
-            .ok()
-            .filter(|b| b.len() < 64 * 1024)
+        // Only a small regular file is read: a FIFO or a link to a device planted under the
+        // name must not hang or exhaust doctor.
+        let regular = std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.file_type().is_file() && m.len() < 64 * 1024);
+        let listening: Option<crate::server::Listening> = regular
+            .then(|| std::fs::read(&path).ok())
+            .flatten()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let alive = pid > 0
             && !matches!(

@@ -268,14 +268,14 @@ impl Drop for Wiped {
 fn redact_result(redactor: &crate::secrets::Redactor, result: &mut ExecResult) {
     let mut count = 0;
     for text in [&mut result.stdout, &mut result.stderr] {
-        let (clean, n) = redactor.redact_str(text);
+        let (clean, n) = redactor.redact_output(text);
         *text = clean;
         count += n;
     }
-    for text in [result.output.as_mut(), result.error.as_mut()]
-        .into_iter()
-        .flatten()
-    {
+    if let Some(text) = result.output.as_mut() {
+        *text = redactor.redact_output(text).0;
+    }
+    if let Some(text) = result.error.as_mut() {
         *text = redactor.redact_str(text).0;
     }
     for hit in &mut result.rules {
@@ -488,7 +488,12 @@ impl<B: Backend> Service<B> {
         if !run {
             return Err(failed);
         }
-        self.pending.hold(&self.state_dir, body, &failed);
+        if !self.pending.hold(&self.state_dir, body, &failed) {
+            return Err(format!(
+                "{failed}; and the record cannot be held in {} either",
+                crate::audit::SPILL_FILE
+            ));
+        }
         Ok(Some(format!(
             "the audit log could not be written ({failed}); the command was not refused because \
              on_audit_failure = \"run\": its records are held and will be written after a gap \
@@ -560,10 +565,15 @@ impl<B: Backend> Service<B> {
             Ok(Some(held)) => result.audit_error = Some(held),
         }
         if let Some((outcome, why)) = refusal {
+            // A refusal names fragments of the command: those are redacted too.
+            let why = redactor.redact_str(&why).0;
             finish.outcome = outcome;
             finish.error = Some(why.clone());
             result.outcome = outcome;
             result.error = Some(why);
+            if !redactor.is_empty() {
+                redact_result(&redactor, &mut result);
+            }
             match self.record(audit.as_ref(), RecordBody::Finish(finish)) {
                 Err(e) => {
                     result.error = Some(format!(

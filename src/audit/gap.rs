@@ -20,118 +20,96 @@ use crate::state::{open_private_dir, open_private_file_at};
 
 /// The spill file in the state directory.
 pub const SPILL_FILE: &str = "audit-gap.jsonl";
-/// Records held in memory when not even the spill file can be written; past this they are
-/// counted as dropped.
-pub const MAX_HELD: usize = 4096;
 /// Largest spill file read back; a larger one is left for the operator and reported.
 pub const MAX_SPILL_BYTES: u64 = 16 << 20;
 
-/// One held record, as a line of the spill file.
+/// One held record, as a line of the spill file. `body` is absent for a record too large to
+/// ever be written: it is counted as dropped, so the gap says so.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Held {
     failed_at: String,
     error: String,
-    body: RecordBody,
+    #[serde(default)]
+    body: Option<RecordBody>,
 }
 
-#[derive(Debug, Default)]
-struct Memory {
-    held: Vec<Held>,
-    dropped: u64,
-}
-
-/// The records waiting for the log. One per [`crate::service::Service`].
+/// The records waiting for the log, in the state directory's spill file. One per
+/// [`crate::service::Service`]; it holds nothing in memory, so nothing is lost when a process
+/// exits.
 #[derive(Debug, Default)]
 pub struct Pending {
-    memory: Mutex<Memory>,
+    lock: Mutex<()>,
 }
 
 impl Pending {
-    /// Holds `body`, whose append failed with `error`: in the spill file when it can be
-    /// written, else in memory.
-    pub fn hold(&self, state_dir: &Path, body: RecordBody, error: &str) {
-        let held = Held {
+    /// Holds `body`, whose append failed with `error`, in the spill file. `false` when the
+    /// spill file cannot be written either: then the record cannot be kept, and the caller
+    /// must not run what it records.
+    pub fn hold(&self, state_dir: &Path, body: RecordBody, error: &str) -> bool {
+        let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = Held {
             failed_at: now_rfc3339(),
             error: error.to_string(),
-            body,
+            body: Some(body),
         };
-        if spill(state_dir, &held).is_ok() {
-            return;
+        let fits =
+            serde_json::to_vec(&held).is_ok_and(|l| (l.len() as u64) < super::MAX_LINE_BYTES / 2);
+        if !fits {
+            held.body = None;
         }
-        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        if memory.held.len() < MAX_HELD {
-            memory.held.push(held);
-        } else {
-            memory.dropped += 1;
-        }
+        spill(state_dir, &held).is_ok()
     }
 
-    /// Writes what is held (the spill file's records, then memory's) after one `gap` record,
-    /// under one append. Returns how many records were written; nothing held is cheap (one
-    /// failed open). On error everything stays held.
+    /// Writes what the spill file holds after one `gap` record, under one append, then
+    /// empties the file (under its lock; it is not removed, so a writer waiting for the lock
+    /// appends to the same file). Returns how many records were written; nothing held is cheap
+    /// (one failed open). On error everything stays held.
     pub fn flush(&self, log: &AuditLog, state_dir: &Path) -> Result<u64, AuditError> {
-        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        let spilled = open_spill(state_dir, false);
-        let Ok(Some(file)) = spilled else {
-            if memory.held.is_empty() && memory.dropped == 0 {
-                return Ok(0);
-            }
-            let written = write(log, Vec::new(), &mut memory, 0)?;
-            return Ok(written);
+        let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(file) = open_spill(state_dir, false)? else {
+            return Ok(0);
         };
-        let file = lock(file, state_dir)?;
-        let (lines, unreadable) = read_spill(&file, state_dir)?;
-        if lines.is_empty() && unreadable == 0 && memory.held.is_empty() && memory.dropped == 0 {
-            let _ = std::fs::remove_file(state_dir.join(SPILL_FILE));
+        if file.metadata().map(|m| m.len()).unwrap_or(1) == 0 {
             return Ok(0);
         }
-        let written = write(log, lines, &mut memory, unreadable)?;
-        // Written: the spill file's records are in the log now. Empty it under the lock before
-        // removing it, so a writer that opened it meanwhile cannot have its line counted twice.
-        let _ = file.set_len(0);
-        let _ = std::fs::remove_file(state_dir.join(SPILL_FILE));
+        let file = lock(file, state_dir)?;
+        let (lines, unreadable) = read_spill(&file, state_dir)?;
+        if lines.is_empty() && unreadable == 0 {
+            return Ok(0);
+        }
+        let written = write(log, lines, unreadable)?;
+        file.set_len(0)
+            .map_err(|e| io_error(state_dir, "truncate", Some(e)))?;
         Ok(written)
-    }
-
-    /// Records held in memory now (not counting the spill file).
-    pub fn held_in_memory(&self) -> usize {
-        self.memory.lock().map(|m| m.held.len()).unwrap_or(0)
     }
 }
 
-/// Appends the gap record and the held records; clears memory when that worked.
-fn write(
-    log: &AuditLog,
-    spilled: Vec<Held>,
-    memory: &mut Memory,
-    unreadable: u64,
-) -> Result<u64, AuditError> {
-    let all: Vec<&Held> = spilled.iter().chain(memory.held.iter()).collect();
-    let missed = all
+/// Appends the gap record and the held records.
+fn write(log: &AuditLog, held: Vec<Held>, unreadable: u64) -> Result<u64, AuditError> {
+    let kept: Vec<&RecordBody> = held.iter().filter_map(|h| h.body.as_ref()).collect();
+    let missed = kept
         .iter()
-        .filter(|h| matches!(h.body, RecordBody::Start(_)))
+        .filter(|b| matches!(b, RecordBody::Start(_)))
         .count() as u64;
+    let dropped = unreadable + (held.len() - kept.len()) as u64;
     let now = now_rfc3339();
-    let first = all.iter().map(|h| h.failed_at.as_str()).min();
-    let last = all.iter().map(|h| h.failed_at.as_str()).max();
+    let first = held.iter().map(|h| h.failed_at.as_str()).min();
+    let last = held.iter().map(|h| h.failed_at.as_str()).max();
     let gap = Gap {
         missed,
-        held: all.len() as u64,
-        dropped: memory.dropped + unreadable,
+        held: kept.len() as u64,
+        dropped,
         first_failed_at: first.unwrap_or(&now).to_string(),
         last_failed_at: last.unwrap_or(&now).to_string(),
-        error: all
+        error: held
             .last()
             .map(|h| h.error.clone())
-            .unwrap_or_else(|| "records were dropped before they could be held".to_string()),
+            .unwrap_or_else(|| "held records could not be read back".to_string()),
     };
-    let mut bodies = Vec::with_capacity(all.len() + 1);
+    let mut bodies = Vec::with_capacity(kept.len() + 1);
     bodies.push(RecordBody::Gap(gap));
-    bodies.extend(all.iter().map(|h| h.body.clone()));
-    let written = log.append_all(bodies)?.len() as u64;
-    memory.held.clear();
-    memory.dropped = 0;
-    Ok(written)
+    bodies.extend(kept.into_iter().cloned());
+    Ok(log.append_all(bodies)?.len() as u64)
 }
 
 /// Appends one line to the spill file, under its lock, durably.

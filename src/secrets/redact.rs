@@ -23,24 +23,47 @@ pub fn encodings(value: &[u8]) -> Vec<Vec<u8>> {
         URL_SAFE_NO_PAD.encode(value).into_bytes(),
         hex::encode(value).into_bytes(),
         hex::encode_upper(value).into_bytes(),
-        percent_encode(value),
+        percent_encode(value, b"-._~", false),
+        percent_encode(value, b"-._~", true),
+        // Python's `urllib.parse.quote` leaves `/` as it is by default.
+        percent_encode(value, b"-._~/", false),
+        percent_encode(value, b"-._~/", true),
     ];
+    // As the common tools print them: `base64` wraps at 76 columns, `xxd -p` at 60, each line
+    // ending in a newline.
+    for (text, width) in [
+        (STANDARD.encode(value), 76),
+        (hex::encode(value), 60),
+        (hex::encode_upper(value), 60),
+    ] {
+        if text.len() > width {
+            out.push(wrap(&text, width));
+        }
+    }
     out.sort();
     out.dedup();
     out
 }
 
-/// RFC 3986 percent-encoding of everything but the unreserved characters.
-fn percent_encode(value: &[u8]) -> Vec<u8> {
+/// RFC 3986 percent-encoding of everything but `keep` (upper- or lowercase hex digits).
+fn percent_encode(value: &[u8], keep: &[u8], lower: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len() * 3);
     for &b in value {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+        if b.is_ascii_alphanumeric() || keep.contains(&b) {
             out.push(b);
+        } else if lower {
+            out.extend_from_slice(format!("%{b:02x}").as_bytes());
         } else {
             out.extend_from_slice(format!("%{b:02X}").as_bytes());
         }
     }
     out
+}
+
+/// `text` in lines of `width` characters joined by newlines.
+fn wrap(text: &str, width: usize) -> Vec<u8> {
+    let lines: Vec<&[u8]> = text.as_bytes().chunks(width).collect();
+    lines.join(&b'\n')
 }
 
 impl Redactor {
@@ -99,7 +122,57 @@ impl Redactor {
         let (bytes, n) = self.redact(text.as_bytes());
         (String::from_utf8_lossy(&bytes).into_owned(), n)
     }
+
+    /// `bytes` with a spelling cut off at their end (or, `at_start`, their start) replaced:
+    /// output cut for the cap, or a stream that ended, can split a value in two.
+    pub fn redact_partial(&self, bytes: &[u8], at_start: bool) -> (Vec<u8>, u64) {
+        for (needle, name) in &self.needles {
+            let longest = needle.len().saturating_sub(1).min(bytes.len());
+            for len in (MIN_PARTIAL..=longest).rev() {
+                let hit = if at_start {
+                    bytes.starts_with(&needle[needle.len() - len..])
+                } else {
+                    bytes.ends_with(&needle[..len])
+                };
+                if hit {
+                    let mark = format!("[REDACTED:{name}]");
+                    let mut out = Vec::with_capacity(bytes.len());
+                    if at_start {
+                        out.extend_from_slice(mark.as_bytes());
+                        out.extend_from_slice(&bytes[len..]);
+                    } else {
+                        out.extend_from_slice(&bytes[..bytes.len() - len]);
+                        out.extend_from_slice(mark.as_bytes());
+                    }
+                    return (out, 1);
+                }
+            }
+        }
+        (bytes.to_vec(), 0)
+    }
+
+    /// Output text as returned (head, the cap's marker, tail): redacted whole, then around
+    /// each cut, so a value split by the cut is not returned in two halves.
+    pub fn redact_output(&self, text: &str) -> (String, u64) {
+        let (clean, mut count) = self.redact_str(text);
+        let Some(at) = clean.find(CUT_MARKER) else {
+            return (clean, count);
+        };
+        let end = clean[at..].find("]\n").map_or(clean.len(), |e| at + e + 2);
+        let (head, n1) = self.redact_partial(clean[..at].as_bytes(), false);
+        let (tail, n2) = self.redact_partial(clean[end..].as_bytes(), true);
+        count += n1 + n2;
+        let mut out = String::from_utf8_lossy(&head).into_owned();
+        out.push_str(&clean[at..end]);
+        out.push_str(&String::from_utf8_lossy(&tail));
+        (out, count)
+    }
 }
+
+/// Shortest piece of a value redacted where output was cut.
+const MIN_PARTIAL: usize = 4;
+/// How the cap's marker in returned output begins (backend/output.rs).
+const CUT_MARKER: &str = "\n[stockade: output truncated:";
 
 /// A sink that redacts before passing output on. Per stream it holds back the last bytes that
 /// could begin a value split across writes; they are passed on (redacted) when it is dropped.
@@ -159,6 +232,10 @@ impl Drop for RedactingSink {
             let rest = std::mem::take(&mut self.held[Self::slot(stream)]);
             if !rest.is_empty() {
                 let (rest, count) = self.redactor.redact(&rest);
+                // The stream ends here (or was cut for the cap): a value begun and not
+                // finished is not passed on either.
+                let (rest, partial) = self.redactor.redact_partial(&rest, false);
+                let count = count + partial;
                 self.count
                     .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
                 self.inner.write(stream, &rest);

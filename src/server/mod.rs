@@ -382,7 +382,6 @@ pub async fn serve<B: Backend>(
         unix = Some(bind_unix(path)?);
         addresses.push(format!("unix:{}", path.display()));
     }
-    on_ready(&addresses);
     // Where this server listens, for `stockade doctor`; gone when it stops.
     let listening = Listening {
         pid: std::process::id(),
@@ -398,6 +397,7 @@ pub async fn serve<B: Backend>(
             tracing::warn!("cannot record where the server listens: {e}");
         }
     }
+    on_ready(&addresses);
     let reaper = {
         let server = server.clone();
         let stop = stop.clone();

@@ -309,7 +309,14 @@ fn a_timeout_leaves_nothing_running_in_a_session(t: Target) {
 
 fn a_oneshot_timeout_leaves_no_sandbox(t: Target) {
     let env = t.env();
-    let (code, v) = env.exec_json(&["--timeout", "1s"], HOSTILE_TREE);
+    // Sleeps of lengths no other test uses (the faults tests and the other backend's run of
+    // this one use HOSTILE_TREE's own, at the same time), so `ps` below sees only this run's.
+    let marker = match t {
+        Target::Docker => "sleep 7",
+        Target::Native => "sleep 6",
+    };
+    let tree = HOSTILE_TREE.replace("sleep 9", marker);
+    let (code, v) = env.exec_json(&["--timeout", "1s"], &tree);
     assert_eq!(code, 124, "{v}");
     let name = v["sandbox"].as_str().unwrap();
     assert!(!t.sandbox_exists(name), "{name} left behind");
@@ -320,7 +327,7 @@ fn a_oneshot_timeout_leaves_no_sandbox(t: Target) {
         .unwrap();
     let left: Vec<String> = stdout(&host)
         .lines()
-        .filter(|l| l.contains("sleep 9"))
+        .filter(|l| l.contains(marker))
         .map(str::to_string)
         .collect();
     assert!(left.is_empty(), "on the host: {left:?}");
