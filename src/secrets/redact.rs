@@ -159,8 +159,8 @@ impl Redactor {
             return (clean, count);
         };
         let end = clean[at..].find("]\n").map_or(clean.len(), |e| at + e + 2);
-        let (head, n1) = self.redact_partial(clean[..at].as_bytes(), false);
-        let (tail, n2) = self.redact_partial(clean[end..].as_bytes(), true);
+        let (head, n1) = self.redact_partial(&clean.as_bytes()[..at], false);
+        let (tail, n2) = self.redact_partial(&clean.as_bytes()[end..], true);
         count += n1 + n2;
         let mut out = String::from_utf8_lossy(&head).into_owned();
         out.push_str(&clean[at..end]);
