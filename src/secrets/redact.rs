@@ -316,4 +316,27 @@ mod tests {
             proptest::prop_assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 1);
         }
     }
+
+    #[test]
+    fn a_value_split_by_the_cap_or_wrapped_by_a_tool_is_still_redacted() {
+        let secret = b"AKIAx/yz+Q9w=SECRETvalue7";
+        let r = Redactor::new([("K", &secret[..])]);
+        let cut = "...AKIAx/yz+Q9w\n[stockade: output truncated: 5 of 9 bytes omitted after byte 3]\n=SECRETvalue7 end";
+        let (out, n) = r.redact_output(cut);
+        assert!(
+            !out.contains("AKIAx/yz") && !out.contains("SECRETvalue7"),
+            "{out}"
+        );
+        assert_eq!(n, 2, "{out}");
+        let long = vec![b'z'; 88];
+        let r = Redactor::new([("J", &long[..])]);
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&long);
+        let wrapped = format!("{}\n{}\n", &b64[..76], &b64[76..]);
+        let (out, n) = r.redact_str(&wrapped);
+        assert_eq!(n, 1, "{out}");
+        let quoted = "AKIAx/yz%2bQ9w%3dSECRETvalue7";
+        let r = Redactor::new([("K", &secret[..])]);
+        assert_eq!(r.redact_str(quoted).1, 1);
+    }
 }
