@@ -185,7 +185,15 @@ fn plan_with(
             planned[0].used_by.push(agent.id.clone());
             DEFAULT_PROFILE.to_string()
         } else {
-            let name = profile_name(&agent.id);
+            // Two agents may map to one name (`default` and `agent-default`): never let one
+            // profile file stand for both.
+            let base = profile_name(&agent.id);
+            let mut name = base.clone();
+            let mut n = 2;
+            while planned.iter().any(|p| p.name == name) {
+                name = format!("{base}-{n}");
+                n += 1;
+            }
             planned.push(Planned {
                 name: name.clone(),
                 what: format!(

@@ -956,3 +956,26 @@ fn a_workspace_is_bound_where_it_exists_unless_a_tmpfs_takes_its_place() {
     assert!(m.report.blocked);
     assert!(reason(&m, "agents.defaults.workspace").contains("duplicate mount points"));
 }
+
+#[test]
+fn two_agents_never_share_one_profile_file() {
+    let m = migrate(
+        r#"{agents:{defaults:{sandbox:{mode:"all"}},list:[
+            {id:"default",sandbox:{docker:{memory:"1g"}}},
+            {id:"agent-default",sandbox:{docker:{memory:"2g"}}}]}}"#,
+        false,
+    );
+    let mut names: Vec<String> = m
+        .files
+        .iter()
+        .map(|f| f.path.to_string_lossy().into_owned())
+        .collect();
+    let before = names.len();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), before, "one file per profile: {names:?}");
+    assert!(
+        names.iter().any(|n| n.contains("openclaw-agent-default-2")),
+        "{names:?}"
+    );
+}
