@@ -37,12 +37,15 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The local user of `stockade mcp`. Its sandboxes are owned by `local:NAME`, a name no
-    /// API token can have (token names have no ':'), so a token named like the user never
-    /// reaches them.
+    /// The local user of one `stockade mcp` session. Its sandboxes are owned by
+    /// `local:NAME:SESSION`: a name no API token can have (token names have no ':'), so a token
+    /// named like the user never reaches them, and with a random session part of its own, so two
+    /// sessions of one user (two conversations, or an injected one beside a real one) neither
+    /// see nor remove each other's sandboxes.
     pub fn local(principal: Principal) -> Caller {
+        let session = uuid::Uuid::new_v4().simple().to_string();
         Caller {
-            owner: format!("local:{}", principal.name),
+            owner: format!("local:{}:{}", principal.name, &session[..16]),
             principal,
             admin: false,
         }
@@ -157,4 +160,24 @@ fn done(value: serde_json::Value, text: String) -> CallToolResult {
 /// A tool error the model can act on: what went wrong and what to do.
 fn failed(message: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message.into())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_local_sessions_of_one_user_do_not_share_sandboxes() {
+        let user = || Principal {
+            name: "alice".to_string(),
+            via: None,
+        };
+        let (a, b) = (Caller::local(user()), Caller::local(user()));
+        assert_ne!(a.owner, b.owner);
+        assert!(a.owner.starts_with("local:alice:"), "{}", a.owner);
+        assert!(!a.may_touch(&b.owner) && !b.may_touch(&a.owner));
+        assert!(a.may_touch(&a.owner));
+        // No API token (names without ':') can be either owner.
+        assert!(!a.may_touch("alice"));
+    }
 }

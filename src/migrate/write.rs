@@ -40,13 +40,13 @@ pub fn write(
             return Err(MigrateError::Exists { paths: existing });
         }
     }
-    make_private_dir(out)?;
+    make_private_dir(out, Follow::Yes)?;
     for file in &files {
         if let Some(parent) = file.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             let mut dir = out.to_path_buf();
             for part in parent.components() {
                 dir.push(part);
-                make_private_dir(&dir)?;
+                make_private_dir(&dir, Follow::No)?;
             }
         }
     }
@@ -80,9 +80,18 @@ pub fn write(
     Ok(targets)
 }
 
-/// Creates `dir` 0700 if missing; an existing one must be a directory that no one else may
-/// write (else another user could swap the profiles under stockade).
-fn make_private_dir(dir: &Path) -> Result<(), MigrateError> {
+/// Whether an existing directory may be reached through a symlink: `--out` itself, named by the
+/// user, may; a directory inside it (`profiles/`) may not, or a link planted there would send
+/// the profiles anywhere the link points.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    Yes,
+    No,
+}
+
+/// Creates `dir` 0700 if missing; an existing one must be a directory of this user that no one
+/// else may write (else another user could swap the profiles under stockade).
+fn make_private_dir(dir: &Path, follow: Follow) -> Result<(), MigrateError> {
     match std::fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
         Ok(()) => {
             // The umask may have narrowed the mode, never widened it; set it exactly.
@@ -94,10 +103,20 @@ fn make_private_dir(dir: &Path) -> Result<(), MigrateError> {
             )
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let meta = std::fs::metadata(dir).map_err(|source| MigrateError::Write {
+            let meta = match follow {
+                Follow::Yes => std::fs::metadata(dir),
+                Follow::No => std::fs::symlink_metadata(dir),
+            }
+            .map_err(|source| MigrateError::Write {
                 path: dir.to_path_buf(),
                 source,
             })?;
+            if meta.file_type().is_symlink() {
+                return Err(MigrateError::OutDir {
+                    path: dir.to_path_buf(),
+                    problem: "is a symbolic link: stockade writes profiles only into real directories under --out; remove the link".to_string(),
+                });
+            }
             if !meta.is_dir() {
                 return Err(MigrateError::OutDir {
                     path: dir.to_path_buf(),
@@ -113,13 +132,22 @@ fn make_private_dir(dir: &Path) -> Result<(), MigrateError> {
                     ),
                 });
             }
+            if follow == Follow::No && meta.uid() != nix::unistd::geteuid().as_raw() {
+                return Err(MigrateError::OutDir {
+                    path: dir.to_path_buf(),
+                    problem: format!(
+                        "belongs to uid {}, not to this user: its owner could replace the profiles; remove it or use another --out",
+                        meta.uid()
+                    ),
+                });
+            }
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // A missing parent: create the chain, each level private.
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                make_private_dir(parent)?;
-                return make_private_dir(dir);
+                make_private_dir(parent, follow)?;
+                return make_private_dir(dir, follow);
             }
             Err(MigrateError::Write {
                 path: dir.to_path_buf(),
@@ -230,6 +258,24 @@ mod tests {
             Err(MigrateError::Exists { .. })
         ));
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    }
+
+    #[test]
+    fn a_symlinked_profiles_directory_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, out.join("profiles")).unwrap();
+        let err = write(&minimal(), &out, false, &[]).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        // Nor with --force.
+        let err = write(&minimal(), &out, true, &[]).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 
     #[test]

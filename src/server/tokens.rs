@@ -185,11 +185,64 @@ pub fn digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Shannon entropy of the token's characters times its length: what a guesser who knows the
-/// character frequencies faces. Repetition and small alphabets score low
-/// (`passwordpasswordpassword...` ~88 bits over 32 characters; 32 random base64 characters
-/// ~140).
+/// The lower of two estimates: zxcvbn's guess count (dictionary words, keyboard walks, dates,
+/// sequences and repeats of any substring, so `Password1!` four times over scores as one
+/// `Password1!` repeated), and the Shannon entropy of the token's characters times its length
+/// (what a guesser who knows the character frequencies faces: small alphabets score low).
+/// 43 random base64url characters score well over 200 bits by either.
 pub fn estimated_bits(token: &str) -> f64 {
+    shannon_bits(token).min(guessing_bits(token))
+}
+
+/// How many characters zxcvbn looks at (it reads no further).
+const ZXCVBN_CHARS: usize = 100;
+
+/// The guessing estimate, in bits: zxcvbn's cheapest split of the token into matches, each
+/// dictionary word, keyboard walk, sequence, date or repeat counted as zxcvbn's guesses for it,
+/// each stretch of no pattern (and whatever lies past the characters zxcvbn reads) as random
+/// characters of the token's character classes. zxcvbn's own total stops at 2^64, too low to
+/// tell 100 bits from 250, so the sum is taken here in bits.
+fn guessing_bits(token: &str) -> f64 {
+    let chars: Vec<char> = token.chars().collect();
+    if chars.is_empty() {
+        return 0.0;
+    }
+    let per_char = class_bits(&chars);
+    let head: String = chars.iter().take(ZXCVBN_CHARS).collect();
+    let entropy = zxcvbn::zxcvbn(&head, &[]);
+    let matched: f64 = entropy
+        .sequence()
+        .iter()
+        .map(|m| match m.pattern {
+            zxcvbn::matching::patterns::MatchPattern::BruteForce => {
+                (m.j + 1 - m.i) as f64 * per_char
+            }
+            _ => (m.guesses.unwrap_or(1).max(1) as f64).log2(),
+        })
+        .sum();
+    matched + chars.len().saturating_sub(ZXCVBN_CHARS) as f64 * per_char
+}
+
+/// Bits per character of a random string over the classes `chars` uses (lower, upper, digits,
+/// other printable ASCII).
+fn class_bits(chars: &[char]) -> f64 {
+    let mut size = 0u32;
+    if chars.iter().any(|c| c.is_ascii_lowercase()) {
+        size += 26;
+    }
+    if chars.iter().any(|c| c.is_ascii_uppercase()) {
+        size += 26;
+    }
+    if chars.iter().any(|c| c.is_ascii_digit()) {
+        size += 10;
+    }
+    if chars.iter().any(|c| !c.is_ascii_alphanumeric()) {
+        size += 33;
+    }
+    f64::from(size.max(2)).log2()
+}
+
+fn shannon_bits(token: &str) -> f64 {
     let chars: Vec<char> = token.chars().collect();
     if chars.is_empty() {
         return 0.0;
@@ -435,6 +488,10 @@ mod tests {
 
     #[test]
     fn generated_tokens_are_strong_and_distinct() {
+        for _ in 0..20 {
+            let bits = estimated_bits(&generate());
+            assert!(bits > 200.0, "{bits}");
+        }
         let a = generate();
         assert!(a.starts_with("stk_") && a.len() == 47, "{a}");
         assert_ne!(a, generate());
@@ -447,6 +504,9 @@ mod tests {
         assert!(why("short").contains("at least 32"));
         assert!(why(&"a".repeat(40)).contains("entropy"));
         assert!(why(&"password".repeat(4)).contains("entropy"));
+        // Many distinct characters, but one weak password repeated, or a keyboard walk.
+        assert!(why(&"Password1!".repeat(4)).contains("entropy"));
+        assert!(why("qwertyuiop[]asdfghjkl;'zxcvbnm,./1234567890").contains("entropy"));
         assert!(why(&format!("{} x", "Ab3$".repeat(10))).contains("printable"));
         assert!(why(&"Zq9".repeat(100)).contains("longer than"));
         check_strength("f3A9-kQ2z_Lm8Rt5Vx1Bn7Hc4Wd6Yp0Js").unwrap();
