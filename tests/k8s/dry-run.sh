@@ -69,8 +69,8 @@ if [ -n "$pod_manifest" ]; then
   check "create $pod" K create -f "$pod_manifest"
   phase=$(jp "$pod" '{.status.phase}')
   [ "$phase" = Pending ] && ok "$pod is Pending (no kubelet)" || fail "$pod phase: '$phase' (want Pending)"
-  want='true|false|ALL|Localhost|stockade/x.json|true|65532|false|None|Never|Memory'
-  got=$(jp "$pod" '{.spec.containers[0].securityContext.readOnlyRootFilesystem}|{.spec.containers[0].securityContext.allowPrivilegeEscalation}|{.spec.containers[0].securityContext.capabilities.drop[0]}|{.spec.securityContext.seccompProfile.type}|{.spec.securityContext.seccompProfile.localhostProfile}|{.spec.securityContext.runAsNonRoot}|{.spec.securityContext.runAsUser}|{.spec.automountServiceAccountToken}|{.spec.dnsPolicy}|{.spec.restartPolicy}|{.spec.volumes[0].emptyDir.medium}')
+  want='true|false|ALL|Localhost|stockade/x.json|true|65532|false|None|127.0.0.1|Never|Memory'
+  got=$(jp "$pod" '{.spec.containers[0].securityContext.readOnlyRootFilesystem}|{.spec.containers[0].securityContext.allowPrivilegeEscalation}|{.spec.containers[0].securityContext.capabilities.drop[0]}|{.spec.securityContext.seccompProfile.type}|{.spec.securityContext.seccompProfile.localhostProfile}|{.spec.securityContext.runAsNonRoot}|{.spec.securityContext.runAsUser}|{.spec.automountServiceAccountToken}|{.spec.dnsPolicy}|{.spec.dnsConfig.nameservers[0]}|{.spec.restartPolicy}|{.spec.volumes[0].emptyDir.medium}')
   [ "$got" = "$want" ] && ok "$pod stored with its security fields" || fail "$pod stored fields: $got (want $want)"
   qos=$(jp "$pod" '{.status.qosClass}')
   [ "$qos" = Guaranteed ] && ok "$pod QoS Guaranteed" || fail "$pod QoS '$qos' (want Guaranteed)"
@@ -194,6 +194,18 @@ if [ -r "$bad" ]; then
     ok "misspelt field, --validate=true: kubectl refused it: $(grep -m1 'unknown field' "$work/out" | sed 's/^ *//')"
   else
     fail "misspelt field, --validate=true:"; sed 's/^/     | /' "$work/out"
+  fi
+fi
+
+# --- 6. dnsPolicy None needs a nameserver ---------------------------------------
+bad=$here/invalid/pod-dns-empty.yaml
+if [ -r "$bad" ]; then
+  if K create --dry-run=server -f "$bad" >"$work/out" 2>&1; then
+    fail "dnsPolicy None with an empty dnsConfig was accepted"
+  elif grep -q 'at least one DNS nameserver' "$work/out"; then
+    ok "dnsPolicy None with dnsConfig {}: refused: $(head -1 "$work/out")"
+  else
+    fail "dnsPolicy None with dnsConfig {}:"; sed 's/^/     | /' "$work/out"
   fi
 fi
 
