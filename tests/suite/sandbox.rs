@@ -684,3 +684,34 @@ fn native_session_prune_removes_idle_sessions_and_orphans() {
         .unwrap();
     assert_eq!(stdout(&ls).trim(), "[]");
 }
+
+/// `profile record --verify` on the native backend: the recorded profile runs its workload
+/// under stockade's own filter and refuses `unshare` and `mount`.
+#[test]
+fn profile_record_works_natively() {
+    if !common::native_available() {
+        return;
+    }
+    let env = Env::native();
+    let profile = env.dir.path().join("recorded.json");
+    let out = env
+        .cmd()
+        .args(["profile", "record", "-o"])
+        .arg(&profile)
+        .args(["--verify", "--", "ls -la / && cat /etc/os-release"])
+        .output()
+        .unwrap();
+    let report = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(report.contains("workload ok"), "{report}");
+    assert!(report.contains("unshare  ok    denied (EPERM)"), "{report}");
+    assert!(report.contains("mount    ok    denied (EPERM)"), "{report}");
+    assert!(report.contains("verify passed"), "{report}");
+    assert!(profile.exists());
+    let ls = env
+        .cmd()
+        .args(["session", "ls", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&ls).trim(), "[]", "the recording session is removed");
+}

@@ -200,7 +200,18 @@ fn loopback_up() -> Result<(), Failed> {
     }
     // SAFETY: SIOCSIFFLAGS reads `req`.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } != 0 {
-        return Err(os_error("bringing the loopback interface up"));
+        let e = std::io::Error::last_os_error();
+        // Without a user namespace the new network namespace belongs to the caller's, so
+        // setting its flags needs CAP_NET_ADMIN there (network_namespaces(7)), which a
+        // container's root lacks by default.
+        let hint = if e.raw_os_error() == Some(libc::EPERM) {
+            " (this needs CAP_NET_ADMIN: inside a container, add it; see docs/backends.md)"
+        } else {
+            ""
+        };
+        return Err(Failed(format!(
+            "bringing the loopback interface up: {e}{hint}"
+        )));
     }
     Ok(())
 }
