@@ -105,6 +105,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Doctor(args) => cli::doctor::run(global, args).await,
         Command::Grants(cmd) => cli::grants::run(global, cmd).await,
         Command::Migrate(args) => cli::migrate::run(global, args),
+        #[cfg(feature = "kubernetes")]
+        Command::K8s(cmd) => cli::k8s::run(global, cmd),
     }
 }
 

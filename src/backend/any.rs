@@ -17,7 +17,19 @@ pub enum Choice {
     Auto,
     Docker,
     Native,
+    /// A cluster: accepted only in a build with the `kubernetes` feature, which so far renders
+    /// manifests (`stockade k8s render`) and runs nothing.
+    Kubernetes,
 }
+
+/// Why `--backend kubernetes` cannot run a sandbox in this build.
+pub const KUBERNETES_STATE: &str = if cfg!(feature = "kubernetes") {
+    "the Kubernetes backend renders manifests only so far (stockade k8s render); it does not \
+     yet run sandboxes on a cluster: use --backend docker or native"
+} else {
+    "this stockade was built without the Kubernetes backend: build it with \
+     `cargo build --features kubernetes`"
+};
 
 impl std::str::FromStr for Choice {
     type Err = String;
@@ -27,6 +39,8 @@ impl std::str::FromStr for Choice {
             "auto" => Ok(Choice::Auto),
             "docker" => Ok(Choice::Docker),
             "native" => Ok(Choice::Native),
+            "kubernetes" if cfg!(feature = "kubernetes") => Ok(Choice::Kubernetes),
+            "kubernetes" => Err(KUBERNETES_STATE.to_string()),
             other => Err(format!(
                 "unknown backend {other:?}: expected docker, native or auto"
             )),
@@ -40,6 +54,7 @@ impl std::fmt::Display for Choice {
             Choice::Auto => "auto",
             Choice::Docker => "docker",
             Choice::Native => "native",
+            Choice::Kubernetes => "kubernetes",
         })
     }
 }

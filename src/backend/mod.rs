@@ -16,6 +16,8 @@ mod any;
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod native;
 pub mod output;
 mod spec;
@@ -30,7 +32,7 @@ pub use stockade_proto::cgroup::Hits as LimitsHit;
 /// The sandbox's cgroup counters of limits hit (cumulative over its life).
 pub use stockade_proto::Counters;
 
-pub use any::{AnyBackend, Choice};
+pub use any::{AnyBackend, Choice, KUBERNETES_STATE};
 
 use crate::cancel::{Cancel, Reason};
 

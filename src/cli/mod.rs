@@ -9,6 +9,8 @@ pub mod doctor;
 pub mod exec;
 pub mod grants;
 pub mod image;
+#[cfg(feature = "kubernetes")]
+pub mod k8s;
 pub mod lint;
 pub mod mcp;
 pub mod migrate;
@@ -52,8 +54,8 @@ pub struct GlobalArgs {
     /// The configuration file [env: STOCKADE_CONFIG; default: config dir/config.toml]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Which backend runs sandboxes: docker, native (namespaces, no daemon) or auto (Docker
-    /// when an engine answers, native otherwise) [env: STOCKADE_BACKEND; config: backend]
+    /// Which backend runs sandboxes: docker, native (namespaces, no daemon), auto (Docker
+    /// when an engine answers, native otherwise) or kubernetes (--features kubernetes) [env: STOCKADE_BACKEND; config: backend]
     #[arg(long, global = true, value_name = "BACKEND")]
     pub backend: Option<stockade::backend::Choice>,
     /// Diagnostic logging to stderr (repeat for more)
@@ -103,6 +105,10 @@ pub enum Command {
     Grants(grants::GrantsCmd),
     /// Another sandbox's configuration as stockade profiles and a config (docs/migrate.md)
     Migrate(migrate::MigrateArgs),
+    /// Kubernetes manifests of a sandbox, for review and dry runs (docs/kubernetes.md)
+    #[cfg(feature = "kubernetes")]
+    #[command(subcommand)]
+    K8s(k8s::K8sCmd),
 }
 
 /// Parses a duration flag (`30s`, `2m`, `1h`, `500ms`).

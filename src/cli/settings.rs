@@ -184,6 +184,10 @@ pub async fn backend(global: &GlobalArgs, settings: &Settings) -> anyhow::Result
             Ok(AnyBackend::Docker(docker))
         }
         Choice::Native => native(),
+        Choice::Kubernetes => anyhow::bail!(
+            "--backend kubernetes: {}",
+            stockade::backend::KUBERNETES_STATE
+        ),
         Choice::Auto => {
             let docker = docker(state_dir)?;
             if docker.answers(AUTO_PROBE.min(call_timeout()?)).await {

@@ -69,7 +69,9 @@ if [ -n "$pod_manifest" ]; then
   check "create $pod" K create -f "$pod_manifest"
   phase=$(jp "$pod" '{.status.phase}')
   [ "$phase" = Pending ] && ok "$pod is Pending (no kubelet)" || fail "$pod phase: '$phase' (want Pending)"
-  want='true|false|ALL|Localhost|stockade/x.json|true|65532|false|None|127.0.0.1|Never|Memory'
+  # The seccomp file is the manifest's own (a content-addressed name when rendered).
+  seccomp_file=$(K create --dry-run=client -f "$pod_manifest" -o jsonpath='{.spec.securityContext.seccompProfile.localhostProfile}')
+  want="true|false|ALL|Localhost|$seccomp_file|true|65532|false|None|127.0.0.1|Never|Memory"
   got=$(jp "$pod" '{.spec.containers[0].securityContext.readOnlyRootFilesystem}|{.spec.containers[0].securityContext.allowPrivilegeEscalation}|{.spec.containers[0].securityContext.capabilities.drop[0]}|{.spec.securityContext.seccompProfile.type}|{.spec.securityContext.seccompProfile.localhostProfile}|{.spec.securityContext.runAsNonRoot}|{.spec.securityContext.runAsUser}|{.spec.automountServiceAccountToken}|{.spec.dnsPolicy}|{.spec.dnsConfig.nameservers[0]}|{.spec.restartPolicy}|{.spec.volumes[0].emptyDir.medium}')
   [ "$got" = "$want" ] && ok "$pod stored with its security fields" || fail "$pod stored fields: $got (want $want)"
   qos=$(jp "$pod" '{.status.qosClass}')
@@ -121,7 +123,10 @@ can no create pods/exec "$other_ns"
 can no create pods default
 # not just the review: the server refuses the request itself
 if [ -n "$pod_manifest" ]; then
-  if "$kubectl" --kubeconfig "$kc" --cache-dir "$work/cache" create --dry-run=server -n "$other_ns" -f "$pod_manifest" >"$work/out" 2>&1; then
+  # The same pod with no namespace of its own, so the request names only $other_ns.
+  K create --dry-run=client -f "$pod_manifest" -o json |
+    python3 -c 'import json,sys; o=json.load(sys.stdin); o["metadata"].pop("namespace",None); json.dump(o,sys.stdout)' >"$work/other-pod.json"
+  if "$kubectl" --kubeconfig "$kc" --cache-dir "$work/cache" create --dry-run=server -n "$other_ns" -f "$work/other-pod.json" >"$work/out" 2>&1; then
     fail "stockade could create a pod in $other_ns"
   elif grep -q Forbidden "$work/out"; then ok "create pod -n $other_ns: Forbidden"
   else fail "create pod -n $other_ns:"; sed 's/^/     | /' "$work/out"; fi

@@ -1,0 +1,80 @@
+//! `stockade k8s render`: a profile's sandbox as the objects the Kubernetes backend would
+//! create, printed for review or for a server-side dry run (`kubectl create --dry-run=server`).
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use stockade::backend::kubernetes::{render, RenderOptions};
+use stockade::plan::{sandbox_spec, state_id};
+use stockade::profile;
+
+use super::{out, settings, GlobalArgs};
+
+/// How long a rendered session pod may live before `activeDeadlineSeconds` ends it.
+const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+/// The exec id of a rendered one-shot (a real one-shot has a fresh one).
+const RENDER_EXEC_ID: &str = "render";
+
+#[derive(Debug, Subcommand)]
+pub enum K8sCmd {
+    /// Print the SeccompProfile, NetworkPolicy and Pod for a profile's sandbox
+    Render {
+        /// The profile (name or path)
+        #[arg(long, default_value = "default")]
+        profile: String,
+        /// Render a session's pod (else a one-shot's)
+        #[arg(long, value_name = "NAME")]
+        session: Option<String>,
+        #[arg(long, default_value = "stockade-sandboxes")]
+        namespace: String,
+        /// The node architecture (amd64, arm64, ...), for the seccomp profile
+        #[arg(long, default_value = "amd64")]
+        arch: String,
+        /// A session pod's lifetime (its activeDeadlineSeconds backstop)
+        #[arg(long, value_parser = super::parse_duration)]
+        lifetime: Option<Duration>,
+        /// json (a List) or yaml (documents separated by ---)
+        #[arg(long, default_value = "yaml", value_parser = ["yaml", "json"])]
+        format: String,
+    },
+}
+
+pub fn run(global: &GlobalArgs, cmd: &K8sCmd) -> anyhow::Result<u8> {
+    let K8sCmd::Render {
+        profile: name,
+        session,
+        namespace,
+        arch,
+        lifetime,
+        format,
+    } = cmd;
+    let settings = settings::settings(global)?;
+    let p = profile::load(name, &settings.profile_dirs)?;
+    let spec = sandbox_spec(
+        &p,
+        session.as_deref(),
+        RENDER_EXEC_ID,
+        &state_id(&settings.state_dir),
+        None,
+    );
+    let lifetime = match session {
+        Some(_) => lifetime.unwrap_or(DEFAULT_SESSION_LIFETIME),
+        None => p.timeout,
+    };
+    let mut opts = RenderOptions::new(namespace, lifetime, p.kill_grace);
+    opts.arch = arch.clone();
+    let manifests = render(&spec, &opts)?;
+    let objects = manifests.objects();
+    if format == "json" {
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
+        out(serde_json::to_string_pretty(&list)?);
+    } else {
+        for object in &objects {
+            out(format!(
+                "---\n{}",
+                serde_yaml::to_string(object)?.trim_end()
+            ));
+        }
+    }
+    Ok(0)
+}
