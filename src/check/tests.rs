@@ -248,6 +248,13 @@ fn su_and_script_run_their_command_string_wherever_it_is() {
         "su -l bob -c 'nsenter -t 1 -m sh'",
         "su - -c 'nsenter -t 1 -m sh'",
         "script -qc 'nsenter -t 1 -m sh' /dev/null",
+        "script -c'nsenter -t 1 -m sh'",
+        "script -qc'nsenter -t 1 -m sh' /dev/null",
+        "su -c'nsenter -t 1 -m sh'",
+        "runuser -u bob -c'nsenter -t 1 -m sh'",
+        "su -s/bin/sh -c'nsenter -t 1 -m sh'",
+        "su -- root -c 'nsenter -t 1 -m sh'",
+        "su root -- -c 'nsenter -t 1 -m sh'",
     ] {
         assert_eq!(decide(cmd), Decision::Deny, "{cmd}");
     }

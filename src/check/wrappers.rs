@@ -545,6 +545,11 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
         let a = args[i].as_str();
         if a == "--" {
             i += 1;
+            if name == "su" {
+                // `su root -- -c CMD`: what follows the user goes to the user's shell, which
+                // runs a `-c` it is given.
+                continue;
+            }
             break;
         }
         if spec.no_command.contains(&a) {
@@ -573,11 +578,22 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
         if a.starts_with('-') && a.len() > 1 {
             if spec.value_opts.contains(&a) {
                 i += 2;
-            } else if let Some(v) = cluster_script(&spec, a).and(args.get(i + 1)) {
-                // `script -qc CMD`, `su -lc CMD`: flags clustered before the script option.
-                inner.scripts.push(v.clone());
+            } else if let Some(attached) = cluster_script(&spec, a) {
+                // `script -qc CMD`, `su -lc CMD`: flags clustered before the script option;
+                // `script -c'CMD'`, `su -qcCMD`: its value attached, as getopt reads it.
+                match attached {
+                    Some(v) => {
+                        inner.scripts.push(v);
+                        i += 1;
+                    }
+                    None => {
+                        if let Some(v) = args.get(i + 1) {
+                            inner.scripts.push(v.clone());
+                        }
+                        i += 2;
+                    }
+                }
                 script_found = true;
-                i += 2;
             } else {
                 // A short option with its value attached (`-n10`, `-t1`) or a flag cluster
                 // (`sudo -lU bob` lists, it runs nothing).
@@ -637,13 +653,27 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
     (!inner.commands.is_empty() || !inner.scripts.is_empty()).then_some(inner)
 }
 
-/// A cluster of short flags ending in a script option (`-qc`, `-lc`): the script option.
-fn cluster_script(spec: &Spec, a: &str) -> Option<()> {
-    let last = a
-        .strip_prefix('-')
-        .filter(|r| r.len() > 1 && !r.starts_with('-'))?;
-    let opt = format!("-{}", last.chars().last()?);
-    spec.script_opts.contains(&opt.as_str()).then_some(())
+/// A short-option word holding a script option as getopt reads it: flags, then the script
+/// option, then its value attached (`-c'CMD'`, `-qcCMD`: `Some(value)`) or in the next
+/// argument (`-qc CMD`: `None`). A value-taking option before it takes the rest of the word as
+/// its own value, so there is no script option in it (`-sbash` is a shell named `bash`).
+fn cluster_script(spec: &Spec, a: &str) -> Option<Option<String>> {
+    let rest = a.strip_prefix('-').filter(|r| !r.starts_with('-'))?;
+    for (at, c) in rest.char_indices() {
+        let opt = format!("-{c}");
+        let value = &rest[at + c.len_utf8()..];
+        if spec.script_opts.contains(&opt.as_str()) {
+            if at == 0 && value.is_empty() {
+                // The option alone: handled by the caller's exact match.
+                return None;
+            }
+            return Some((!value.is_empty()).then(|| value.to_string()));
+        }
+        if spec.value_opts.contains(&opt.as_str()) {
+            return None;
+        }
+    }
+    None
 }
 
 /// `find ... -exec CMD ARGS ;` (also `-execdir`, `-ok`, `-okdir`, `+` terminators).
@@ -789,6 +819,22 @@ mod tests {
             unwrap("script", &v("-qc id /dev/null")).unwrap().scripts,
             ["id"]
         );
+        // getopt's attached values, and su's shell arguments after the user or `--`.
+        assert_eq!(unwrap("script", &v("-c'id'")).unwrap().scripts, ["id"]);
+        assert_eq!(
+            unwrap("script", &v("-qc'id' /dev/null")).unwrap().scripts,
+            ["id"]
+        );
+        assert_eq!(unwrap("su", &v("-cid")).unwrap().scripts, ["id"]);
+        assert_eq!(
+            unwrap("runuser", &v("-u bob -cid")).unwrap().scripts,
+            ["id"]
+        );
+        assert_eq!(unwrap("su", &v("-- root -c id")).unwrap().scripts, ["id"]);
+        assert_eq!(unwrap("su", &v("root -- -c id")).unwrap().scripts, ["id"]);
+        assert_eq!(unwrap("su", &v("-s/bin/sh -c id")).unwrap().scripts, ["id"]);
+        // A value-taking option first: the rest of the word is its value.
+        assert_eq!(unwrap("su", &v("-scsh bob")), None);
         assert_eq!(unwrap("su", &v("- bob")), None);
         assert_eq!(unwrap("sudo", &v("-l")), None);
         assert_eq!(unwrap("command", &v("-v nsenter")), None);

@@ -43,11 +43,17 @@ where
     let owner = caller.owner.clone();
     let reaper = {
         let server = server.clone();
-        let owner = owner.clone();
+        // The user's sessions' sandboxes, this one's and those a session killed before its
+        // end left behind: only the expired and idle ones go, which their own session would
+        // remove as well.
+        let user = match owner.rfind(':') {
+            Some(at) => owner[..=at].to_string(),
+            None => owner.clone(),
+        };
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(REAP_EVERY).await;
-                for id in api::reap_where(&server, |r| r.owner == owner).await {
+                for id in api::reap_where(&server, |r| r.owner.starts_with(&user)).await {
                     tracing::info!(sandbox = %id, "removed an expired or idle sandbox");
                 }
             }

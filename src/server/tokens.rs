@@ -199,8 +199,8 @@ const ZXCVBN_CHARS: usize = 100;
 
 /// The guessing estimate, in bits: zxcvbn's cheapest split of the token into matches, each
 /// dictionary word, keyboard walk, sequence, date or repeat counted as zxcvbn's guesses for it,
-/// each stretch of no pattern (and whatever lies past the characters zxcvbn reads) as random
-/// characters of the token's character classes. zxcvbn's own total stops at 2^64, too low to
+/// each stretch of no pattern as random characters of the token's character classes. zxcvbn
+/// reads 100 characters, so a longer token is scored 100 characters at a time. zxcvbn's own total stops at 2^64, too low to
 /// tell 100 bits from 250, so the sum is taken here in bits.
 fn guessing_bits(token: &str) -> f64 {
     let chars: Vec<char> = token.chars().collect();
@@ -208,19 +208,24 @@ fn guessing_bits(token: &str) -> f64 {
         return 0.0;
     }
     let per_char = class_bits(&chars);
-    let head: String = chars.iter().take(ZXCVBN_CHARS).collect();
-    let entropy = zxcvbn::zxcvbn(&head, &[]);
-    let matched: f64 = entropy
-        .sequence()
-        .iter()
-        .map(|m| match m.pattern {
-            zxcvbn::matching::patterns::MatchPattern::BruteForce => {
-                (m.j + 1 - m.i) as f64 * per_char
-            }
-            _ => (m.guesses.unwrap_or(1).max(1) as f64).log2(),
+    // Piece by piece, each scored on its own: a pattern repeated past the first piece scores
+    // as that pattern again, never as random characters.
+    chars
+        .chunks(ZXCVBN_CHARS)
+        .map(|piece| {
+            let piece: String = piece.iter().collect();
+            zxcvbn::zxcvbn(&piece, &[])
+                .sequence()
+                .iter()
+                .map(|m| match m.pattern {
+                    zxcvbn::matching::patterns::MatchPattern::BruteForce => {
+                        (m.j + 1 - m.i) as f64 * per_char
+                    }
+                    _ => (m.guesses.unwrap_or(1).max(1) as f64).log2(),
+                })
+                .sum::<f64>()
         })
-        .sum();
-    matched + chars.len().saturating_sub(ZXCVBN_CHARS) as f64 * per_char
+        .sum()
 }
 
 /// Bits per character of a random string over the classes `chars` uses (lower, upper, digits,
@@ -507,6 +512,10 @@ mod tests {
         // Many distinct characters, but one weak password repeated, or a keyboard walk.
         assert!(why(&"Password1!".repeat(4)).contains("entropy"));
         assert!(why("qwertyuiop[]asdfghjkl;'zxcvbnm,./1234567890").contains("entropy"));
+        // Past the 100 characters zxcvbn reads, the repetition goes on being seen.
+        assert!(why(&"password".repeat(17)).contains("entropy"));
+        assert!(why(&"Password1!".repeat(13)).contains("entropy"));
+        assert!(why(&"Password1!".repeat(25)).contains("entropy"));
         assert!(why(&format!("{} x", "Ab3$".repeat(10))).contains("printable"));
         assert!(why(&"Zq9".repeat(100)).contains("longer than"));
         check_strength("f3A9-kQ2z_Lm8Rt5Vx1Bn7Hc4Wd6Yp0Js").unwrap();
