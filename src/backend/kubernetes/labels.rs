@@ -1,5 +1,6 @@
-//! The labels that make a pod stockade's. Values are at most 63 characters (the API's limit),
-//! so names too long for a label value go in annotations only.
+//! The labels that make a pod stockade's. The API limits a label value to 63 characters of
+//! `[A-Za-z0-9._-]`, starting and ending alphanumeric; names are written as they are, so one
+//! outside those limits is refused by the API server (it fails closed; see docs/kubernetes.md).
 
 use std::collections::BTreeMap;
 

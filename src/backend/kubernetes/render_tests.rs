@@ -370,3 +370,48 @@ proptest! {
         );
     }
 }
+
+/// The operator object allows, on each architecture, every syscall stockade's own resolver (the
+/// one the Docker and native backends use) allows there unconditionally: a rule kept or dropped
+/// by `includes`/`excludes` differently would break the sandbox's programs (`arch_prctl` on
+/// amd64) or widen its filter.
+#[test]
+fn the_operator_object_allows_what_stockades_resolver_allows() {
+    let json = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/seccomp/default.json"),
+    )
+    .unwrap();
+    let model = crate::seccomp::load_profile_json(&json, &Default::default()).unwrap();
+    for (goarch, arch) in [
+        ("amd64", crate::seccomp::Arch::X86_64),
+        ("arm64", crate::seccomp::Arch::Aarch64),
+    ] {
+        let object = seccomp::render("default", &json, &BTreeSet::new(), goarch).unwrap();
+        let rendered: BTreeSet<String> = object
+            .spec
+            .syscalls
+            .iter()
+            .filter(|r| r.action == "SCMP_ACT_ALLOW" && r.args.is_empty())
+            .flat_map(|r| r.names.iter().cloned())
+            .collect();
+        let resolved =
+            crate::seccomp::resolve(&model, &BTreeSet::new(), arch, None).allowed_unconditionally();
+        let missing: Vec<_> = resolved.difference(&rendered).collect();
+        assert!(
+            missing.is_empty(),
+            "{goarch}: not allowed by the operator object: {missing:?}"
+        );
+    }
+    let amd64 = seccomp::render("default", &json, &BTreeSet::new(), "amd64").unwrap();
+    assert!(amd64
+        .spec
+        .syscalls
+        .iter()
+        .any(|r| r.names.iter().any(|n| n == "arch_prctl")));
+    let arm64 = seccomp::render("default", &json, &BTreeSet::new(), "arm64").unwrap();
+    assert!(!arm64
+        .spec
+        .syscalls
+        .iter()
+        .any(|r| r.names.iter().any(|n| n == "arch_prctl")));
+}

@@ -124,6 +124,7 @@ pub fn render(
         .ok_or_else(|| bad("defaultAction".into(), "missing"))?
         .to_string();
     let arch = scmp_arch(goarch)?;
+    let native = native_arch(goarch);
     let mut architectures = vec![arch.to_string()];
     for entry in doc
         .get("archMap")
@@ -144,8 +145,8 @@ pub fn render(
         .flatten()
         .enumerate()
     {
-        if !applies(rule.get("includes"), arch, &caps, true)
-            || applies(rule.get("excludes"), arch, &caps, false)
+        if !applies(rule.get("includes"), native, &caps, true)
+            || applies(rule.get("excludes"), native, &caps, false)
         {
             continue;
         }
@@ -241,8 +242,19 @@ fn full_cap(cap: &str) -> String {
     }
 }
 
+/// The name a profile's `includes.arches` / `excludes.arches` use for the node architecture
+/// (`goarch`, already checked by [`scmp_arch`]): moby's `goToNative`, as
+/// `seccomp::Arch::docker_name` for the architectures stockade itself compiles for.
+fn native_arch(goarch: &str) -> &str {
+    match goarch {
+        "386" => "x86",
+        other => other,
+    }
+}
+
 /// Whether a rule's `includes` (all listed must hold; absent holds) or `excludes` (any listed
-/// holds; absent does not) matches the architecture and capabilities.
+/// holds; absent does not) matches the architecture (its native name, [`native_arch`]) and
+/// capabilities.
 fn applies(cond: Option<&Value>, arch: &str, caps: &BTreeSet<String>, all: bool) -> bool {
     let Some(cond) = cond else { return all };
     let arches = strings(cond.get("arches"));
