@@ -270,10 +270,10 @@ pub struct Checker {
     resources: Vec<String>,
     /// Programs that run code given in options or the environment.
     runners: runners::Runners,
-    /// Program rules by program name.
-    by_name: HashMap<String, Vec<usize>>,
-    /// Program rules that apply to any program.
-    any_program: Vec<usize>,
+    /// Program rules by program name, with the sets of their patterns.
+    by_name: HashMap<String, (Vec<usize>, rules::View)>,
+    /// Program rules that apply to any program, with the sets of their patterns.
+    any_program: (Vec<usize>, rules::View),
     signal_rules: Vec<usize>,
     requires_rules: Vec<usize>,
 }
@@ -350,6 +350,27 @@ impl Checker {
                 Matcher::Requires(_) => requires_rules.push(i),
             }
         }
+        let view = |group: &[usize]| {
+            compiled.sets.view(
+                group
+                    .iter()
+                    .filter_map(|&i| match &compiled.rules[i].matcher {
+                        Matcher::Program(m) => Some(m),
+                        _ => None,
+                    }),
+            )
+        };
+        let by_name = by_name
+            .into_iter()
+            .map(|(name, group)| {
+                let v = view(&group);
+                (name, (group, v))
+            })
+            .collect();
+        let any_program = {
+            let v = view(&any_program);
+            (any_program, v)
+        };
         let checker = Checker {
             rules: compiled.rules,
             sets: compiled.sets,
@@ -410,6 +431,25 @@ impl Checker {
         }
         report.rules = self.rules.len();
         report
+    }
+
+    /// How many patterns the field sets compiled so far hold: what the commands checked so
+    /// far have cost (each group of rules compiles its sets on first use).
+    pub fn compiled_patterns(&self) -> usize {
+        self.by_name
+            .values()
+            .chain([&self.any_program])
+            .map(|(_, view)| view.compiled())
+            .sum()
+    }
+
+    /// How many patterns the field sets hold, compiled or not.
+    pub fn view_patterns(&self) -> usize {
+        self.by_name
+            .values()
+            .chain([&self.any_program])
+            .map(|(_, view)| view.len())
+            .sum()
     }
 
     /// The rules, in load order.
@@ -496,27 +536,23 @@ impl Checker {
     }
 
     fn match_program(&self, inv: &Invocation, hit: &mut [Option<String>]) {
-        let named = self
-            .by_name
-            .get(&inv.name)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        if named.is_empty() && self.any_program.is_empty() {
-            return;
-        }
-        let mut cache = FieldCache::default();
-        for &i in named.iter().chain(self.any_program.iter()) {
-            if hit[i].is_some() {
-                continue;
-            }
-            let Matcher::Program(m) = &self.rules[i].matcher else {
-                continue;
-            };
-            if m.commands_not.contains(&inv.name) {
-                continue;
-            }
-            if let Some(f) = self.program_fragment(m, inv, &mut cache) {
-                hit[i] = Some(f);
+        let mut rendered = None;
+        let named = self.by_name.get(&inv.name).into_iter();
+        for (group, view) in named.chain([&self.any_program]) {
+            let mut cache = FieldCache::default();
+            for &i in group {
+                if hit[i].is_some() {
+                    continue;
+                }
+                let Matcher::Program(m) = &self.rules[i].matcher else {
+                    continue;
+                };
+                if m.commands_not.contains(&inv.name) {
+                    continue;
+                }
+                if let Some(f) = self.program_fragment(m, inv, view, &mut cache, &mut rendered) {
+                    hit[i] = Some(f);
+                }
             }
         }
     }
@@ -526,16 +562,14 @@ impl Checker {
         &self,
         m: &rules::ProgramMatch,
         inv: &Invocation,
+        view: &rules::View,
         c: &mut FieldCache,
+        rendered: &mut Option<String>,
     ) -> Option<String> {
         if !m.args.is_empty() || m.args_not.is_some() {
-            let set = c.args.get_or_insert_with(|| {
-                self.sets
-                    .args
-                    .matches(&inv.args.join(" "))
-                    .into_iter()
-                    .collect()
-            });
+            let set = c
+                .args
+                .get_or_insert_with(|| view.args.matches(&inv.args.join(" ")).collect());
             if !m.args.iter().all(|i| set.contains(i)) {
                 return None;
             }
@@ -547,13 +581,9 @@ impl Checker {
             if inv.env.is_empty() {
                 return None;
             }
-            let set = c.env.get_or_insert_with(|| {
-                self.sets
-                    .env
-                    .matches(&lines(&inv.env))
-                    .into_iter()
-                    .collect()
-            });
+            let set = c
+                .env
+                .get_or_insert_with(|| view.env.matches(&lines(&inv.env)).collect());
             if !set.contains(&i) {
                 return None;
             }
@@ -563,13 +593,9 @@ impl Checker {
             if inv.writes.is_empty() {
                 return None;
             }
-            let set = c.write.get_or_insert_with(|| {
-                self.sets
-                    .write
-                    .matches(&lines(&inv.writes))
-                    .into_iter()
-                    .collect()
-            });
+            let set = c
+                .write
+                .get_or_insert_with(|| view.write.matches(&lines(&inv.writes)).collect());
             if !set.contains(&i) {
                 return None;
             }
@@ -583,13 +609,9 @@ impl Checker {
             if inv.operands.is_empty() {
                 return None;
             }
-            let set = c.path.get_or_insert_with(|| {
-                self.sets
-                    .path
-                    .matches(&lines(&inv.operands))
-                    .into_iter()
-                    .collect()
-            });
+            let set = c
+                .path
+                .get_or_insert_with(|| view.path.matches(&lines(&inv.operands)).collect());
             if !set.contains(&i) {
                 return None;
             }
@@ -602,13 +624,13 @@ impl Checker {
             }
         }
         if let Some(i) = m.text {
-            let rendered = c.rendered.get_or_insert_with(|| inv.render());
+            let rendered = rendered.get_or_insert_with(|| inv.render());
             let found = self.sets.text_each[i].get().find(rendered)?;
             if fragment.is_none() {
                 fragment = Some(found.as_str().to_string());
             }
         }
-        let rendered = c.rendered.get_or_insert_with(|| inv.render());
+        let rendered = rendered.get_or_insert_with(|| inv.render());
         Some(match fragment {
             Some(f) if m.commands.is_none() => format!("{f} (in: {})", short(rendered)),
             _ => short(rendered),
@@ -623,7 +645,6 @@ struct FieldCache {
     path: Option<Vec<usize>>,
     write: Option<Vec<usize>>,
     env: Option<Vec<usize>>,
-    rendered: Option<String>,
 }
 
 /// Values joined one per line (newlines inside a value become spaces) so `(?m)^...$` anchors

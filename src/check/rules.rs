@@ -1,7 +1,7 @@
 //! Escape-detection rules as data (profiles/rules/*.toml): the file format, its validation, and
 //! compilation into regex sets so that a command is matched in one pass per field.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use regex::{Regex, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
@@ -149,18 +149,71 @@ pub struct Rule {
     pub not_match: Vec<String>,
 }
 
-/// The regexes of all rules, one set per field.
+/// The regexes of all rules, by field.
 #[derive(Debug, Clone)]
 pub struct Sets {
-    pub args: LazySet,
-    pub path: LazySet,
-    pub write: LazySet,
-    pub env: LazySet,
-    pub text: LazySet,
+    pub args: FieldPatterns,
+    pub path: FieldPatterns,
+    pub write: FieldPatterns,
+    pub env: FieldPatterns,
+    pub text: FieldPatterns,
     /// The same patterns one by one, to find the matched fragment after a set says which.
     pub path_each: Vec<LazyRegex>,
     pub write_each: Vec<LazyRegex>,
     pub text_each: Vec<LazyRegex>,
+}
+
+impl Sets {
+    /// The sets the rules `group` match against, compiled on first use.
+    pub fn view<'a>(&self, group: impl IntoIterator<Item = &'a ProgramMatch>) -> View {
+        let (mut args, mut path, mut write, mut env) = (
+            BTreeSet::new(),
+            BTreeSet::new(),
+            BTreeSet::new(),
+            BTreeSet::new(),
+        );
+        for m in group {
+            args.extend(m.args.iter().copied().chain(m.args_not));
+            path.extend(m.path);
+            write.extend(m.write);
+            env.extend(m.env);
+        }
+        View {
+            args: self.args.subset(&args),
+            path: self.path.subset(&path),
+            write: self.write.subset(&write),
+            env: self.env.subset(&env),
+        }
+    }
+}
+
+/// One group of rules' patterns, by field.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub args: SubSet,
+    pub path: SubSet,
+    pub write: SubSet,
+    pub env: SubSet,
+}
+
+impl View {
+    /// Patterns compiled so far in this view's sets.
+    pub fn compiled(&self) -> usize {
+        self.sets().map(SubSet::compiled).sum()
+    }
+
+    /// Patterns in this view's sets.
+    pub fn len(&self) -> usize {
+        self.sets().map(SubSet::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn sets(&self) -> impl Iterator<Item = &SubSet> {
+        [&self.args, &self.path, &self.write, &self.env].into_iter()
+    }
 }
 
 /// Rules compiled from sources, before example checking.
@@ -191,33 +244,128 @@ pub enum Build {
     OnFirstUse,
 }
 
-/// One field's patterns as a set, compiled at load or on first use ([`Build`]).
+/// One field's patterns, checked at load ([`Build::Now`]) and matched through [`SubSet`]s:
+/// each group of rules (those of one program name, those of any program) gets a set of only
+/// the patterns it uses, compiled when a command first needs it. A command then pays for the
+/// rules of its own programs, not for every rule's patterns.
 #[derive(Debug, Clone)]
-pub struct LazySet {
+pub struct FieldPatterns {
     patterns: Patterns,
+}
+
+impl FieldPatterns {
+    fn new(patterns: Patterns, build: Build) -> Result<FieldPatterns, CheckError> {
+        if build == Build::Now {
+            patterns.build()?;
+        }
+        Ok(FieldPatterns { patterns })
+    }
+
+    /// The set of the patterns at `indices` (indices into this field's patterns).
+    pub fn subset(&self, indices: &BTreeSet<usize>) -> SubSet {
+        SubSet {
+            patterns: indices
+                .iter()
+                .map(|&i| self.patterns.list[i].clone())
+                .collect(),
+            global: indices.iter().copied().collect(),
+            set: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+/// Some of a field's patterns as one set, compiled on first use; matches are reported as
+/// indices into the field's patterns.
+#[derive(Debug, Clone)]
+pub struct SubSet {
+    patterns: Vec<String>,
+    global: Vec<usize>,
     set: std::sync::OnceLock<RegexSet>,
 }
 
-impl LazySet {
-    fn new(patterns: Patterns, build: Build) -> Result<LazySet, CheckError> {
-        let set = std::sync::OnceLock::new();
-        if build == Build::Now {
-            let _ = set.set(patterns.build()?);
-        }
-        Ok(LazySet { patterns, set })
+impl SubSet {
+    /// How many patterns this set holds.
+    pub fn len(&self) -> usize {
+        self.patterns.len()
     }
 
-    pub fn matches(&self, text: &str) -> regex::SetMatches {
-        self.set
-            .get_or_init(|| {
-                // Proof: only the builtin rules are built on first use, and the test suite
-                // compiles every one of their sets (`Checker::builtin_verified`).
-                self.patterns
-                    .build()
-                    .expect("the builtin rules' sets compile (the test suite builds them)")
-            })
-            .matches(text)
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
     }
+
+    /// How many patterns this set holds once compiled (0 before its first use).
+    pub fn compiled(&self) -> usize {
+        if self.set.get().is_some() {
+            self.patterns.len()
+        } else {
+            0
+        }
+    }
+
+    /// Indices (into the field's patterns) of the patterns that match `text`.
+    pub fn matches(&self, text: &str) -> impl Iterator<Item = usize> + '_ {
+        let hits = if self.patterns.is_empty() {
+            Vec::new()
+        } else {
+            self.set
+                .get_or_init(|| {
+                    // Proof: every pattern is one of a field whose whole set compiled within
+                    // the same size limits (`Build::Now`: at load; builtin rules: the test
+                    // suite, `Checker::builtin_verified`), and a subset compiles to no more.
+                    set_builder(&self.patterns)
+                        .build()
+                        .expect("a subset of a field's patterns compiles as the field did")
+                })
+                .matches(text)
+                .into_iter()
+                .collect()
+        };
+        hits.into_iter().map(|i| self.global[i])
+    }
+}
+
+/// `pattern` with its word boundaries (`\\b`, `\\B`) made ASCII ones: a shell word is split on
+/// ASCII blanks and operators, never on a Unicode letter class, and an ASCII boundary keeps
+/// a set on its lazy DFA (a Unicode one sends any search over non-ASCII text to the far
+/// slower NFA simulation). Next to a non-ASCII letter it sees a boundary where Unicode sees
+/// none, which can only add matches.
+fn ascii_word_boundaries(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    let mut class_depth = 0usize;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(b @ ('b' | 'B')) if class_depth == 0 => {
+                    out.push_str("(?-u:\\");
+                    out.push(b);
+                    out.push(')');
+                }
+                Some(e) => {
+                    out.push('\\');
+                    out.push(e);
+                }
+                None => out.push('\\'),
+            },
+            '[' => {
+                class_depth += 1;
+                out.push(c);
+            }
+            ']' => {
+                class_depth = class_depth.saturating_sub(1);
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn set_builder(patterns: &[String]) -> RegexSetBuilder {
+    let mut b = RegexSetBuilder::new(patterns);
+    b.size_limit(REGEX_SET_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SET_SIZE_LIMIT);
+    b
 }
 
 /// A regex compiled when first used.
@@ -243,10 +391,11 @@ impl Patterns {
         pattern: &str,
         multi_line: bool,
     ) -> Result<usize, CheckError> {
+        let pattern = ascii_word_boundaries(pattern);
         let p = if multi_line {
             format!("(?m:{pattern})")
         } else {
-            pattern.to_string()
+            pattern
         };
         self.list.push(p);
         self.origin.push((rule.to_string(), field));
@@ -256,26 +405,22 @@ impl Patterns {
     /// One compiled set for all patterns. Patterns are not compiled one by one first (that
     /// doubled load time); when the set fails, the pattern at fault is found and named.
     fn build(&self) -> Result<RegexSet, CheckError> {
-        RegexSetBuilder::new(&self.list)
-            .size_limit(REGEX_SET_SIZE_LIMIT)
-            .dfa_size_limit(REGEX_SET_SIZE_LIMIT)
-            .build()
-            .map_err(|set_error| {
-                for (p, (rule, field)) in self.list.iter().zip(&self.origin) {
-                    if let Err(source) = Regex::new(p) {
-                        return CheckError::Regex {
-                            rule: rule.clone(),
-                            field,
-                            source: Box::new(source),
-                        };
-                    }
+        set_builder(&self.list).build().map_err(|set_error| {
+            for (p, (rule, field)) in self.list.iter().zip(&self.origin) {
+                if let Err(source) = Regex::new(p) {
+                    return CheckError::Regex {
+                        rule: rule.clone(),
+                        field,
+                        source: Box::new(source),
+                    };
                 }
-                CheckError::Regex {
-                    rule: "*".to_string(),
-                    field: "set",
-                    source: Box::new(set_error),
-                }
-            })
+            }
+            CheckError::Regex {
+                rule: "*".to_string(),
+                field: "set",
+                source: Box::new(set_error),
+            }
+        })
     }
 
     /// Each pattern on its own, compiled on first use (only to locate a matched fragment).
@@ -450,11 +595,11 @@ pub fn compile(sources: &[(String, String)], build: Build) -> Result<Compiled, C
         path_each: path.each(),
         write_each: write.each(),
         text_each: text.each(),
-        args: LazySet::new(args, build)?,
-        path: LazySet::new(path, build)?,
-        write: LazySet::new(write, build)?,
-        env: LazySet::new(env, build)?,
-        text: LazySet::new(text, build)?,
+        args: FieldPatterns::new(args, build)?,
+        path: FieldPatterns::new(path, build)?,
+        write: FieldPatterns::new(write, build)?,
+        env: FieldPatterns::new(env, build)?,
+        text: FieldPatterns::new(text, build)?,
     };
     let mut resources: Vec<String> = resources.into_values().flatten().collect();
     resources.sort();
@@ -469,4 +614,32 @@ pub fn compile(sources: &[(String, String)], build: Build) -> Result<Compiled, C
         resources,
         runners,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ascii_word_boundaries as ascii;
+
+    #[test]
+    fn word_boundaries_become_ascii_and_nothing_else_changes() {
+        assert_eq!(ascii(r"\bnc\b"), r"(?-u:\b)nc(?-u:\b)");
+        assert_eq!(ascii(r"\Bx"), r"(?-u:\B)x");
+        // An escaped backslash before `b` is a literal backslash and a `b`.
+        assert_eq!(ascii(r"a\\b"), r"a\\b");
+        assert_eq!(ascii(r"\\\b"), r"\\(?-u:\b)");
+        // Other escapes and classes pass through.
+        assert_eq!(ascii(r"[\w\]]+\s\d"), r"[\w\]]+\s\d");
+        assert_eq!(ascii(r"[[:alpha:]]\b"), r"[[:alpha:]](?-u:\b)");
+        assert_eq!(ascii("trailing\\"), "trailing\\");
+    }
+
+    #[test]
+    fn an_ascii_boundary_still_matches_what_the_rules_meant() {
+        let re = regex::Regex::new(&ascii(r"\bnsenter\b")).unwrap();
+        assert!(re.is_match("nsenter -t 1"));
+        assert!(re.is_match("/usr/bin/nsenter -a"));
+        assert!(!re.is_match("xnsenter"));
+        // Beside a non-ASCII letter an ASCII boundary sees a boundary: more matches, never fewer.
+        assert!(re.is_match("énsenter"));
+    }
 }

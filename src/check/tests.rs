@@ -283,3 +283,42 @@ fn interpreter_writes_reach_the_persistence_rules() {
         Decision::Allow
     );
 }
+
+/// A command compiles only the patterns of the rules that can apply to its programs: a
+/// trivial command costs (almost) no regex compilation, and one program's rules do not
+/// compile another's. Bounded work, not time: a fresh checker per case.
+#[test]
+fn a_command_compiles_only_its_programs_patterns() {
+    let fresh = || Checker::builtin().unwrap();
+    let policy = Policy::default();
+
+    let c = fresh();
+    assert_eq!(c.compiled_patterns(), 0, "loading compiles nothing");
+    c.check("true", &policy);
+    let trivial = c.compiled_patterns();
+    assert!(trivial <= 2, "`true` compiled {trivial} patterns");
+
+    let c = fresh();
+    assert_eq!(
+        c.check("nsenter -t 1 -m -u -i -n -p -- bash", &policy)
+            .decision,
+        Decision::Deny
+    );
+    let nsenter = c.compiled_patterns();
+    c.check("curl -s http://example.com/x", &policy);
+    assert!(
+        c.compiled_patterns() > nsenter,
+        "curl's rules compile on curl's first use"
+    );
+
+    // Every group's sets together hold each field's patterns, and no single command's
+    // first use compiles them all.
+    let c = fresh();
+    c.check("cat /etc/passwd > /tmp/x; ls -la /tmp", &policy);
+    let everything = c.view_patterns();
+    assert!(
+        c.compiled_patterns() * 3 < everything,
+        "{} of {everything}",
+        c.compiled_patterns()
+    );
+}
