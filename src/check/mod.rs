@@ -436,20 +436,17 @@ impl Checker {
     /// How many patterns the field sets compiled so far hold: what the commands checked so
     /// far have cost (each group of rules compiles its sets on first use).
     pub fn compiled_patterns(&self) -> usize {
-        self.by_name
-            .values()
-            .chain([&self.any_program])
-            .map(|(_, view)| view.compiled())
-            .sum()
+        self.views().map(rules::View::compiled).sum()
     }
 
     /// How many patterns the field sets hold, compiled or not.
     pub fn view_patterns(&self) -> usize {
-        self.by_name
-            .values()
-            .chain([&self.any_program])
-            .map(|(_, view)| view.len())
-            .sum()
+        self.views().map(rules::View::patterns).sum()
+    }
+
+    fn views(&self) -> impl Iterator<Item = &rules::View> {
+        let groups = self.by_name.values().chain([&self.any_program]);
+        groups.map(|(_, view)| view)
     }
 
     /// The rules, in load order.

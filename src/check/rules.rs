@@ -1,5 +1,5 @@
 //! Escape-detection rules as data (profiles/rules/*.toml): the file format, its validation, and
-//! compilation into regex sets so that a command is matched in one pass per field.
+//! compilation into regex sets, one per program name and field, compiled on first use.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -156,7 +156,6 @@ pub struct Sets {
     pub path: FieldPatterns,
     pub write: FieldPatterns,
     pub env: FieldPatterns,
-    pub text: FieldPatterns,
     /// The same patterns one by one, to find the matched fragment after a set says which.
     pub path_each: Vec<LazyRegex>,
     pub write_each: Vec<LazyRegex>,
@@ -203,12 +202,8 @@ impl View {
     }
 
     /// Patterns in this view's sets.
-    pub fn len(&self) -> usize {
-        self.sets().map(SubSet::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    pub fn patterns(&self) -> usize {
+        self.sets().map(|s| s.patterns.len()).sum()
     }
 
     fn sets(&self) -> impl Iterator<Item = &SubSet> {
@@ -284,15 +279,6 @@ pub struct SubSet {
 }
 
 impl SubSet {
-    /// How many patterns this set holds.
-    pub fn len(&self) -> usize {
-        self.patterns.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
-    }
-
     /// How many patterns this set holds once compiled (0 before its first use).
     pub fn compiled(&self) -> usize {
         if self.set.get().is_some() {
@@ -304,9 +290,7 @@ impl SubSet {
 
     /// Indices (into the field's patterns) of the patterns that match `text`.
     pub fn matches(&self, text: &str) -> impl Iterator<Item = usize> + '_ {
-        let hits = if self.patterns.is_empty() {
-            Vec::new()
-        } else {
+        let hits = (!self.patterns.is_empty()).then(|| {
             self.set
                 .get_or_init(|| {
                     // Proof: every pattern is one of a field whose whole set compiled within
@@ -317,14 +301,12 @@ impl SubSet {
                         .expect("a subset of a field's patterns compiles as the field did")
                 })
                 .matches(text)
-                .into_iter()
-                .collect()
-        };
-        hits.into_iter().map(|i| self.global[i])
+        });
+        hits.into_iter().flatten().map(|i| self.global[i])
     }
 }
 
-/// `pattern` with its word boundaries (`\\b`, `\\B`) made ASCII ones: a shell word is split on
+/// `pattern` with its word boundaries (`\b`, `\B`) made ASCII ones: a shell word is split on
 /// ASCII blanks and operators, never on a Unicode letter class, and an ASCII boundary keeps
 /// a set on its lazy DFA (a Unicode one sends any search over non-ASCII text to the far
 /// slower NFA simulation). Next to a non-ASCII letter it sees a boundary where Unicode sees
@@ -591,6 +573,10 @@ pub fn compile(sources: &[(String, String)], build: Build) -> Result<Compiled, C
         });
     }
     watched.remove("");
+    // `text` patterns are matched one by one (`text_each`); their set only checks them.
+    if build == Build::Now {
+        text.build()?;
+    }
     let sets = Sets {
         path_each: path.each(),
         write_each: write.each(),
@@ -599,7 +585,6 @@ pub fn compile(sources: &[(String, String)], build: Build) -> Result<Compiled, C
         path: FieldPatterns::new(path, build)?,
         write: FieldPatterns::new(write, build)?,
         env: FieldPatterns::new(env, build)?,
-        text: FieldPatterns::new(text, build)?,
     };
     let mut resources: Vec<String> = resources.into_values().flatten().collect();
     resources.sort();
