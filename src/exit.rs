@@ -10,3 +10,5 @@ pub const EXIT_DENIED: u8 = 126;
 pub const EXIT_CHECK_WARN: u8 = 10;
 /// `stockade check`: the verdict was deny.
 pub const EXIT_CHECK_DENY: u8 = 11;
+/// `stockade k8s pool claim`: the warm pool had no unclaimed pod; nothing was claimed or made.
+pub const EXIT_POOL_EMPTY: u8 = 12;

@@ -106,7 +106,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Grants(cmd) => cli::grants::run(global, cmd).await,
         Command::Migrate(args) => cli::migrate::run(global, args),
         #[cfg(feature = "kubernetes")]
-        Command::K8s(cmd) => cli::k8s::run(global, cmd),
+        Command::K8s(cmd) => cli::k8s::run(global, cmd).await,
     }
 }
 

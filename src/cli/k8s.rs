@@ -1,5 +1,6 @@
 //! `stockade k8s render`: a profile's sandbox as the objects the Kubernetes backend would
 //! create, printed for review or for a server-side dry run (`kubectl create --dry-run=server`).
+//! `stockade k8s pool` is in k8s_pool.rs.
 
 use std::time::Duration;
 
@@ -18,36 +19,49 @@ const RENDER_EXEC_ID: &str = "render";
 #[derive(Debug, Subcommand)]
 pub enum K8sCmd {
     /// Print the SeccompProfile, NetworkPolicy and Pod for a profile's sandbox
-    Render {
-        /// The profile (name or path)
-        #[arg(long, default_value = "default")]
-        profile: String,
-        /// Render a session's pod (else a one-shot's)
-        #[arg(long, value_name = "NAME")]
-        session: Option<String>,
-        #[arg(long, default_value = "stockade-sandboxes")]
-        namespace: String,
-        /// The node architecture (amd64, arm64, ...), for the seccomp profile
-        #[arg(long, default_value = "amd64")]
-        arch: String,
-        /// A session pod's lifetime (its activeDeadlineSeconds backstop)
-        #[arg(long, value_parser = super::parse_duration)]
-        lifetime: Option<Duration>,
-        /// json (a List) or yaml (documents separated by ---)
-        #[arg(long, default_value = "yaml", value_parser = ["yaml", "json"])]
-        format: String,
-    },
+    Render(RenderArgs),
+    /// A profile's warm pool of one-shot pods on a cluster (docs/kubernetes.md)
+    #[command(subcommand)]
+    Pool(super::k8s_pool::PoolCmd),
 }
 
-pub fn run(global: &GlobalArgs, cmd: &K8sCmd) -> anyhow::Result<u8> {
-    let K8sCmd::Render {
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    /// The profile (name or path)
+    #[arg(long, default_value = "default")]
+    profile: String,
+    /// Render a session's pod (else a one-shot's)
+    #[arg(long, value_name = "NAME")]
+    session: Option<String>,
+    #[arg(long, default_value = "stockade-sandboxes")]
+    namespace: String,
+    /// The node architecture (amd64, arm64, ...), for the seccomp profile
+    #[arg(long, default_value = "amd64")]
+    arch: String,
+    /// A session pod's lifetime (its activeDeadlineSeconds backstop)
+    #[arg(long, value_parser = super::parse_duration)]
+    lifetime: Option<Duration>,
+    /// json (a List) or yaml (documents separated by ---)
+    #[arg(long, default_value = "yaml", value_parser = ["yaml", "json"])]
+    format: String,
+}
+
+pub async fn run(global: &GlobalArgs, cmd: &K8sCmd) -> anyhow::Result<u8> {
+    match cmd {
+        K8sCmd::Render(args) => render_cmd(global, args),
+        K8sCmd::Pool(pool) => super::k8s_pool::run(global, pool).await,
+    }
+}
+
+fn render_cmd(global: &GlobalArgs, args: &RenderArgs) -> anyhow::Result<u8> {
+    let RenderArgs {
         profile: name,
         session,
         namespace,
         arch,
         lifetime,
         format,
-    } = cmd;
+    } = args;
     let settings = settings::settings(global)?;
     let p = profile::load(name, &settings.profile_dirs)?;
     let spec = sandbox_spec(

@@ -11,6 +11,8 @@ pub mod grants;
 pub mod image;
 #[cfg(feature = "kubernetes")]
 pub mod k8s;
+#[cfg(feature = "kubernetes")]
+pub mod k8s_pool;
 pub mod lint;
 pub mod mcp;
 pub mod migrate;
@@ -105,7 +107,7 @@ pub enum Command {
     Grants(grants::GrantsCmd),
     /// Another sandbox's configuration as stockade profiles and a config (docs/migrate.md)
     Migrate(migrate::MigrateArgs),
-    /// Kubernetes manifests of a sandbox, for review and dry runs (docs/kubernetes.md)
+    /// Kubernetes: a sandbox's manifests, for review and dry runs; the warm pool (docs/kubernetes.md)
     #[cfg(feature = "kubernetes")]
     #[command(subcommand)]
     K8s(k8s::K8sCmd),

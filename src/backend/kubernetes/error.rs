@@ -73,3 +73,125 @@ pub enum RenderError {
     #[error("node architecture {arch:?} is not one stockade's seccomp profiles name")]
     Arch { arch: String },
 }
+
+/// A name or label value the API server would refuse, refused before any request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    #[error("{what} {value:?} {why} (a DNS-1123 label)")]
+    Name {
+        what: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    #[error("label {key}: value {value:?} {why}")]
+    LabelValue {
+        key: String,
+        value: String,
+        why: &'static str,
+    },
+    #[error("label key {key:?} {why}")]
+    LabelKey { key: String, why: &'static str },
+}
+
+/// What the warm pool could not do, each saying what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("pool {pool}: a fill of {count} pods is more than {max}; fill in smaller steps")]
+    TooMany {
+        pool: String,
+        count: usize,
+        max: usize,
+    },
+    #[error(
+        "pool {pool} in namespace {namespace} has no unclaimed pod; fill it \
+         (stockade k8s pool fill) and claim again"
+    )]
+    Empty { pool: String, namespace: String },
+    #[error(
+        "pool {pool} in namespace {namespace}: every unclaimed pod was taken by another claimer \
+         in {rounds} rounds ({conflicts} conflicts); claim again, or fill the pool"
+    )]
+    Contended {
+        pool: String,
+        namespace: String,
+        rounds: usize,
+        conflicts: usize,
+    },
+    #[error(
+        "pod {pod} in namespace {namespace} is not held by claim {claim} ({held}); nothing was \
+         deleted: release only a pod your claim holds"
+    )]
+    NotHeld {
+        pod: String,
+        namespace: String,
+        claim: String,
+        held: String,
+    },
+    // The message leaves the source out: kube's kubeconfig errors repeat their own source.
+    #[error("kubeconfig {path} cannot be used (pass a readable kubeconfig with --kubeconfig)")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no kubeconfig found (pass one with --kubeconfig or set KUBECONFIG)")]
+    InferConfig {
+        #[source]
+        source: kube::config::InferConfigError,
+    },
+    #[error("cannot build a Kubernetes client: {source}")]
+    Client {
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// `error` is not a `#[source]`: its text is in this message once, where kube's own
+    /// chain would repeat the server's message three times.
+    #[error(
+        "{action} {name} in namespace {namespace}: {}{}",
+        api_detail(error),
+        api_hint(error)
+    )]
+    Api {
+        action: &'static str,
+        name: String,
+        namespace: String,
+        error: Box<kube::Error>,
+    },
+}
+
+/// The server's own words and status, or the transport's error.
+fn api_detail(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(r) => format!("{} ({} {})", r.message, r.code, r.reason),
+        other => {
+            let mut text = other.to_string();
+            let mut cause = std::error::Error::source(other);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            text
+        }
+    }
+}
+
+/// What to do about an API error, by its status code.
+fn api_hint(e: &kube::Error) -> &'static str {
+    match e {
+        kube::Error::Api(r) if r.code == 401 => {
+            "; the kubeconfig's credentials were refused: check them"
+        }
+        kube::Error::Api(r) if r.code == 403 => {
+            "; stockade's identity lacks a permission: grant the Role in docs/kubernetes.md"
+        }
+        kube::Error::Api(r) if r.code == 404 => "; check the namespace exists",
+        kube::Error::Api(_) => "",
+        _ => "; check the API server is reachable at the kubeconfig's address",
+    }
+}

@@ -1,16 +1,19 @@
-//! The Kubernetes backend (cargo feature `kubernetes`), first tier: a sandbox spec rendered as
-//! the objects a cluster runs it from. Pure: nothing here talks to a cluster. The objects are
-//! typed k8s-openapi structs (API v1.26, the oldest the crate offers), so a misspelt security
-//! field cannot be written; the API server would drop it silently.
+//! The Kubernetes backend (cargo feature `kubernetes`): a sandbox spec rendered as the objects
+//! a cluster runs it from (pure), and the warm pool of one-shot pods (`pool`, the one part
+//! that talks to a cluster). The objects are typed k8s-openapi structs (API v1.26, the oldest
+//! the crate offers), so a misspelt security field cannot be written; the API server would
+//! drop it silently.
 
 mod checks;
 mod error;
 mod labels;
+pub mod names;
+pub mod pool;
 mod render;
 mod seccomp;
 
 pub use checks::{check_network, check_node_pids, NetworkEnforcement, PidsOverride};
-pub use error::RenderError;
+pub use error::{NameError, PoolError, RenderError};
 pub use labels::{
     LABEL_MANAGED_BY, LABEL_OWNER, LABEL_PROFILE, LABEL_SANDBOX, LABEL_SESSION, MANAGED_BY,
 };
@@ -20,3 +23,7 @@ pub use seccomp::{SeccompProfile, SeccompProfileSpec, SeccompRule, SPO_API_VERSI
 #[cfg(test)]
 #[path = "render_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod pool_tests;

@@ -282,6 +282,6 @@ fn ceil_secs(d: Duration) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX)
 }
 
-fn deadline_seconds(opts: &RenderOptions) -> i64 {
+pub(super) fn deadline_seconds(opts: &RenderOptions) -> i64 {
     ceil_secs(opts.lifetime + opts.kill_grace + DEADLINE_SLACK).max(1)
 }
