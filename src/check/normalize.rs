@@ -310,6 +310,7 @@ pub fn analyze_with(command: &str, known: &Known<'_>) -> Analysis {
         runners: known.runners,
         out: Analysis::default(),
         decoded_files: Vec::new(),
+        repaired: false,
     };
     w.script_text(command, &Vars::default(), 0);
     w.out
@@ -323,6 +324,8 @@ struct Walker<'w> {
     /// Files that received computable or decoded output earlier in the command, and what was
     /// written.
     decoded_files: Vec<(String, Output)>,
+    /// The command was also judged with an open quote removed.
+    repaired: bool,
 }
 
 /// Most written files remembered per command.
@@ -371,6 +374,13 @@ impl Walker<'_> {
         }
         let mut vars = vars.clone();
         self.script(&parsed.script, &parsed.heredocs, &mut vars, depth);
+        // A line bash would refuse for a quote left open is judged as meant too: with that
+        // quote gone. Once per command, so repairs cannot multiply.
+        if let Some(at) = parsed.open_quote.filter(|_| depth == 0 && !self.repaired) {
+            self.repaired = true;
+            let meant = format!("{}{}", &text[..at], &text[at + 1..]);
+            self.script_text(&meant, &Vars::default(), 0);
+        }
     }
 
     fn script(&mut self, script: &Script, heredocs: &[Heredoc], vars: &mut Vars, depth: u8) {
@@ -660,8 +670,12 @@ impl Walker<'_> {
             }
         }
 
+        // What a wrapper's single inner command prints is the wrapper's output
+        // (`busybox base64 -d`, `env X=1 tr ..`).
+        let mut inner_out: Option<Output> = None;
         if wrap_depth < MAX_WRAP_DEPTH {
             if let Some(inner) = wrappers::unwrap(&name, &args) {
+                let single = inner.commands.len() == 1 && inner.scripts.is_empty();
                 for range in &inner.commands {
                     let mut sub: Vec<Field> = fields[1..]
                         .get(range.clone())
@@ -677,7 +691,7 @@ impl Walker<'_> {
                     }
                     let mut sub_env = env.clone();
                     sub_env.extend(inner.env.iter().cloned());
-                    self.command(
+                    let out = self.command(
                         sub,
                         sub_env,
                         Vec::new(),
@@ -688,12 +702,22 @@ impl Walker<'_> {
                         Some(&inner),
                         wrap_depth + 1,
                     );
+                    if single {
+                        inner_out = Some(out);
+                    }
                 }
                 for script in &inner.scripts {
-                    if inner.escape_parent && is_bare_shell_text(script) {
+                    let before = self.out.invocations.len();
+                    self.run_script(Some(script.clone()), 0, vars, depth);
+                    // A bare shell anywhere in what the program runs (`watch -x sh -c 'reset;
+                    // exec sh'`, `rsync -e 'sh -c "sh 0<&2"'`) hands over a shell.
+                    let spawned = is_bare_shell_text(script)
+                        || self.out.invocations[before..]
+                            .iter()
+                            .any(|i| is_bare_shell(&i.name, &i.args));
+                    if inner.escape_parent && spawned {
                         self.signal(signals::SPAWNED_SHELL, script);
                     }
-                    self.run_script(Some(script.clone()), 0, vars, depth);
                 }
             }
         }
@@ -771,7 +795,11 @@ impl Walker<'_> {
             }
         }
         super::builtins::apply(&name, &fields, stdin.as_ref(), vars);
-        eval::run(&fields, stdin)
+        let out = eval::run(&fields, stdin);
+        match inner_out {
+            Some(o) if out.text.is_none() && (o.text.is_some() || o.flags != 0) => o,
+            _ => out,
+        }
     }
 
     /// Code that a runner program (`man -H`, `rsync -e`, `PAGER=`) will run, checked as

