@@ -237,7 +237,6 @@ pub fn parse(src: &str) -> Parsed {
         nodes: 0,
         pending: Vec::new(),
         out: Parsed::default(),
-        dquote_closed: true,
     };
     let script = p.script(Term::Eof);
     let mut out = p.out;
@@ -265,8 +264,6 @@ struct Parser<'a> {
     nodes: usize,
     pending: Vec<PendingHeredoc>,
     out: Parsed,
-    /// Whether the last double-quoted string reached its closing quote.
-    dquote_closed: bool,
 }
 
 fn is_blank(b: u8) -> bool {
@@ -800,7 +797,6 @@ impl<'a> Parser<'a> {
             nodes: self.nodes,
             pending: Vec::new(),
             out: Parsed::default(),
-            dquote_closed: true,
         };
         let mut parts = Vec::new();
         if sub.depth > MAX_NESTING {
@@ -896,8 +892,7 @@ impl<'a> Parser<'a> {
                     flush(&mut lit, &mut parts);
                     let open = self.pos;
                     self.pos += 1;
-                    self.dquote_body(&mut parts, Some(b'"'));
-                    if !self.dquote_closed {
+                    if !self.dquote_body(&mut parts, Some(b'"')) {
                         self.out.open_quote.get_or_insert(open);
                     }
                 }
@@ -935,19 +930,20 @@ impl<'a> Parser<'a> {
     }
 
     /// The inside of a double-quoted string, up to `close` (or the end of input when `None`).
-    fn dquote_body(&mut self, parts: &mut Vec<Part>, close: Option<u8>) {
+    /// Whether `close` was reached (always true without one).
+    fn dquote_body(&mut self, parts: &mut Vec<Part>, close: Option<u8>) -> bool {
         let mut text = String::new();
+        let mut closed = true;
         loop {
             let Some(b) = self.peek() else {
                 if close.is_some() {
                     self.out.unbalanced = true;
-                    self.dquote_closed = false;
+                    closed = false;
                 }
                 break;
             };
             if Some(b) == close {
                 self.pos += 1;
-                self.dquote_closed = true;
                 break;
             }
             match b {
@@ -988,6 +984,7 @@ impl<'a> Parser<'a> {
         }
         // An empty `""` still makes a (quoted, empty) part so `""` is a word.
         parts.push(Part::Quoted(text));
+        closed
     }
 
     /// `$'...'` body after the opening quote; returns the decoded text.
@@ -1246,7 +1243,6 @@ impl<'a> Parser<'a> {
             nodes: self.nodes,
             pending: Vec::new(),
             out: Parsed::default(),
-            dquote_closed: true,
         };
         let mut script = sub.script(Term::Eof);
         self.nodes = sub.nodes;
