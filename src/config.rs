@@ -39,6 +39,37 @@ pub struct Config {
     /// What happens to a command whose audit start record cannot be written.
     #[serde(default)]
     pub on_audit_failure: OnAuditFailure,
+    /// The cluster `backend = "kubernetes"` runs sandboxes on (docs/kubernetes.md).
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+}
+
+/// `[kubernetes]`: where and how sandboxes run on a cluster. The facts stockade cannot read
+/// from the API (the node's pids limit, whether NetworkPolicy is enforced) are the operator's
+/// assertions here, recorded in every audit record of a pod; none can come from a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The kubeconfig (else `$STOCKADE_KUBECONFIG`, `KUBECONFIG`, `~/.kube/config`, in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace (else the kubeconfig context's).
+    pub namespace: Option<String>,
+    /// The image pods run (else `stockade/cluster:<version>`, `stockade k8s image`).
+    pub image: Option<String>,
+    /// `Never` where the nodes hold the image already (a registry-less node), else the
+    /// cluster's default (`IfNotPresent`).
+    pub image_pull_policy: Option<String>,
+    /// Where the node's kubelet reads `operator/` seccomp profiles, when stockade writes them
+    /// itself (a node on this machine) instead of the Security Profiles Operator.
+    pub seccomp_dir: Option<PathBuf>,
+    /// `"trusted"`: the operator asserts the CNI enforces NetworkPolicy. Unset, a sandbox
+    /// with `network = "none"` is refused.
+    pub network_enforcement: Option<String>,
+    /// The nodes' kubelet `podPidsLimit`, as the operator knows it; unset or looser than a
+    /// profile's `limits.pids` refuses that profile unless `allow_looser_pids`.
+    pub node_pids_limit: Option<i64>,
+    #[serde(default)]
+    pub allow_looser_pids: bool,
 }
 
 /// `on_audit_failure`: whether an execution the audit log cannot record still runs.
@@ -69,6 +100,7 @@ impl Default for Config {
             default_profile: default_profile(),
             on_audit_failure: OnAuditFailure::default(),
             backend: crate::backend::Choice::Auto,
+            kubernetes: KubernetesConfig::default(),
         }
     }
 }

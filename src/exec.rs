@@ -98,6 +98,8 @@ pub struct ExecResult {
     pub profile: Option<String>,
     pub elevated: bool,
     pub backend: BackendKind,
+    /// Where on a cluster the sandbox runs (the Kubernetes backend).
+    pub placement: Option<crate::backend::Placement>,
     /// How it ran: `agent` (results under the agent's MAC) or `exec`.
     pub runner: Option<Runner>,
     /// What deserves a look (a profile uid that is a host account...).
@@ -195,6 +197,7 @@ impl ExecResult {
             profile: None,
             elevated: false,
             backend,
+            placement: None,
             runner: None,
             warnings: Vec::new(),
             notes: Vec::new(),
@@ -612,6 +615,7 @@ impl<B: Backend> Service<B> {
         streams.finish();
 
         finish.sandbox = result.sandbox.clone();
+        finish.placement = result.placement.clone();
         finish.duration_ms = started.elapsed().as_millis() as u64;
         finish.stdout_bytes = streams.stdout.total();
         finish.stderr_bytes = streams.stderr.total();
@@ -787,6 +791,7 @@ impl<B: Backend> Service<B> {
             }
         };
         result.sandbox = Some(sandbox.name.clone());
+        result.placement = sandbox.placement.clone();
         if let Some(recovered) = sandbox.recovered {
             result.sandbox_reset = true;
             result.notes.push(recovered.note().to_string());

@@ -8,9 +8,13 @@
 //!   listener from the host over SOCKET (see `launch`), then runs one command per connection
 //!   (see `run`) and reports each under a MAC (see the `stockade-proto` crate).
 //! - `keep`: the container's keeper process (the first child of the engine's init), which only
-//!   waits; it runs as root with no capabilities, so the sandbox user cannot end it.
+//!   waits; it runs as root with no capabilities, so the sandbox user cannot end it. In a pod
+//!   it is PID 1 itself (no signal without a handler reaches it) and reaps every orphan.
 //! - `kill --grace-ms N`: ends every process of the calling user but the init, the keeper and
 //!   itself (TERM, grace, KILL); exit 0 when all are gone, 3 when something survived KILL.
+//! - `exec --cwd DIR [--env NAME=VALUE]... -- PROGRAM ARG...`: enters DIR, sets the variables
+//!   and replaces itself with PROGRAM. A cluster's exec has no working directory or environment
+//!   of its own; this gives a pod's command both (exit 125 when DIR cannot be entered).
 //! - `init`: the native backend's sandbox, built from the host's set-up on stdin and held as
 //!   its PID 1 (see `init`). It runs on the host, as the user running stockade, until it has
 //!   entered the sandbox.
@@ -28,7 +32,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: stockade-agent serve --launch SOCKET | keep | kill --grace-ms N | init";
+const USAGE: &str =
+    "usage: stockade-agent serve --launch SOCKET | keep | kill --grace-ms N | init \
+                     | exec --cwd DIR [--env NAME=VALUE]... -- PROGRAM [ARG]...";
+/// `exec`'s exit code when the working directory cannot be entered (as the engines' own 125).
+pub const EXEC_NO_WORKDIR: u8 = 125;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,10 +44,8 @@ fn main() -> ExitCode {
     match args.as_slice() {
         ["serve", "--launch", socket] => serve(PathBuf::from(socket)),
         ["init"] => init::main(),
-        ["keep"] => loop {
-            // SAFETY: pause has no arguments; it returns only when a signal was caught.
-            unsafe { libc::pause() };
-        },
+        ["keep"] => keep(),
+        ["exec", "--cwd", cwd, rest @ ..] => exec(cwd, rest),
         ["kill", "--grace-ms", ms] => match ms.parse::<u64>() {
             Ok(ms) => {
                 let spared = procs::Spared::find();
@@ -53,6 +59,72 @@ fn main() -> ExitCode {
             Err(_) => usage(),
         },
         _ => usage(),
+    }
+}
+
+/// The keeper. As a container's PID 1 (a pod, which has no init of the engine's) it also reaps
+/// every process that ends up its child: the orphans of each command re-parent to it, and
+/// unreaped they would hold the pod's pids until nothing could fork.
+fn keep() -> ExitCode {
+    // SAFETY: getpid has no preconditions.
+    let pid1 = unsafe { libc::getpid() } == 1;
+    // SAFETY: sigset_t is plain data, initialized by sigemptyset before use; the calls take
+    // pointers to sets we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        if pid1 {
+            // Blocked, SIGCHLD stays pending until sigwaitinfo takes it: no exit is missed
+            // between the reaping and the wait.
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        loop {
+            if pid1 {
+                let mut status = 0;
+                while libc::waitpid(-1, &mut status, libc::WNOHANG) > 0 {}
+                libc::sigwaitinfo(&set, std::ptr::null_mut());
+            } else {
+                // It returns only when a signal was caught.
+                libc::pause();
+            }
+        }
+    }
+}
+
+/// `exec --cwd DIR [--env NAME=VALUE]... -- PROGRAM ARG...`.
+fn exec(cwd: &str, rest: &[&str]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let mut env = Vec::new();
+    let mut rest = rest;
+    loop {
+        match rest {
+            ["--env", entry, tail @ ..] => match entry.split_once('=') {
+                Some((name, value)) if !name.is_empty() => {
+                    env.push((name, value));
+                    rest = tail;
+                }
+                _ => return usage(),
+            },
+            ["--", program, args @ ..] => {
+                if let Err(e) = std::env::set_current_dir(cwd) {
+                    eprintln!("stockade-agent: cannot enter the working directory {cwd}: {e}");
+                    return ExitCode::from(EXEC_NO_WORKDIR);
+                }
+                let e = std::process::Command::new(program)
+                    .args(args)
+                    .envs(env)
+                    .exec();
+                eprintln!("stockade-agent: cannot run {program}: {e}");
+                let code = if e.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                };
+                return ExitCode::from(code);
+            }
+            _ => return usage(),
+        }
     }
 }
 

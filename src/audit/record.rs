@@ -145,6 +145,9 @@ pub struct Finish {
     /// The sandbox it ran in (`container` in earlier logs).
     #[serde(alias = "container")]
     pub sandbox: Option<String>,
+    /// Where on a cluster the sandbox runs: cluster, namespace, pod, node, seccomp digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<crate::backend::Placement>,
     pub outcome: Outcome,
     pub exit_code: Option<i64>,
     pub signal: Option<i32>,
@@ -236,6 +239,7 @@ impl Finish {
             id: id.to_string(),
             session,
             sandbox: None,
+            placement: None,
             outcome: Outcome::Error,
             exit_code: None,
             signal: None,

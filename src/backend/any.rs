@@ -2,6 +2,8 @@
 //! `impl Future`, so the choice is an enum that delegates, not a trait object.
 
 use super::docker::DockerBackend;
+#[cfg(feature = "kubernetes")]
+use super::kubernetes::KubernetesBackend;
 use super::native::NativeBackend;
 use super::{
     Backend, BackendError, BackendKind, Copied, ProcessSpec, Ran, Sandbox, SandboxInfo,
@@ -17,19 +19,13 @@ pub enum Choice {
     Auto,
     Docker,
     Native,
-    /// A cluster: accepted only in a build with the `kubernetes` feature, which so far renders
-    /// manifests (`stockade k8s render`) and runs nothing.
+    /// A cluster: accepted only in a build with the `kubernetes` feature.
     Kubernetes,
 }
 
 /// Why `--backend kubernetes` cannot run a sandbox in this build.
-pub const KUBERNETES_STATE: &str = if cfg!(feature = "kubernetes") {
-    "the Kubernetes backend renders manifests only so far (stockade k8s render); it does not \
-     yet run sandboxes on a cluster: use --backend docker or native"
-} else {
-    "this stockade was built without the Kubernetes backend: build it with \
-     `cargo build --features kubernetes`"
-};
+pub const KUBERNETES_STATE: &str = "this stockade was built without the Kubernetes backend: \
+     build it with `cargo build --features kubernetes`";
 
 impl std::str::FromStr for Choice {
     type Err = String;
@@ -64,6 +60,8 @@ impl std::fmt::Display for Choice {
 pub enum AnyBackend {
     Docker(DockerBackend),
     Native(NativeBackend),
+    #[cfg(feature = "kubernetes")]
+    Kubernetes(KubernetesBackend),
 }
 
 macro_rules! delegate {
@@ -71,6 +69,8 @@ macro_rules! delegate {
         match $self {
             AnyBackend::Docker($b) => $call,
             AnyBackend::Native($b) => $call,
+            #[cfg(feature = "kubernetes")]
+            AnyBackend::Kubernetes($b) => $call,
         }
     };
 }

@@ -171,6 +171,7 @@ impl Backend for FakeBackend {
             kind: spec.kind.clone(),
             channel: None,
             recovered,
+            placement: None,
         })
     }
 

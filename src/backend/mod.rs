@@ -44,6 +44,8 @@ pub enum BackendKind {
     Docker,
     /// Namespaces, cgroups and seccomp applied by stockade itself: no daemon.
     Native,
+    /// Pods on a cluster (cargo feature `kubernetes`).
+    Kubernetes,
     /// The scripted backend of unit tests.
     Fake,
 }
@@ -53,6 +55,7 @@ impl BackendKind {
         match self {
             BackendKind::Docker => "docker",
             BackendKind::Native => "native",
+            BackendKind::Kubernetes => "kubernetes",
             BackendKind::Fake => "fake",
         }
     }
@@ -98,6 +101,9 @@ pub enum BackendError {
     Files { what: String },
     #[error("unexpected engine behaviour: {what}")]
     Protocol { what: String },
+    /// The cluster refused, or could not do, what a pod sandbox needs; `what` says what to do.
+    #[error("{what}")]
+    Cluster { what: String },
     /// `source` broke the run before the command could be confirmed ended, so the sandbox was
     /// reset (or resetting it failed: `failed`).
     #[error("{source}; {}", match failed {
@@ -188,6 +194,29 @@ pub struct Sandbox {
     pub channel: Option<crate::agent::Channel>,
     /// What happened to an existing session's sandbox before it could be used.
     pub recovered: Option<Recovered>,
+    /// Where on a cluster it runs (the Kubernetes backend), for the audit.
+    pub placement: Option<Placement>,
+}
+
+/// Where a sandbox runs on a cluster, and what the operator asserted for it: recorded in the
+/// audit record of every execution in it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Placement {
+    /// The API server's URL.
+    pub cluster: String,
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    pub node: String,
+    /// SHA-256 of the seccomp profile object the pod runs under.
+    pub seccomp_sha256: String,
+    /// Taken from a warm pool (else created for this execution or session).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_pool: bool,
+    /// The operator's assertions the cluster could not prove (`network_enforcement=trusted`,
+    /// `node_pids_limit=N`, `allow_looser_pids`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub asserted: Vec<String>,
 }
 
 impl Sandbox {

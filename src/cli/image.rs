@@ -43,6 +43,11 @@ pub async fn run(global: &GlobalArgs, cmd: &ImageCmd) -> anyhow::Result<u8> {
             ));
             out(format_args!("{} {id}", base_image_ref()));
         }
+        #[cfg(feature = "kubernetes")]
+        AnyBackend::Kubernetes(_) => anyhow::bail!(
+            "a cluster runs the cluster image: build it with `stockade k8s image --load` or \
+             `--output FILE` and make it reachable by the nodes"
+        ),
         AnyBackend::Native(native) => {
             let layer = native.build_image(include, &mut progress)?;
             say(format_args!(

@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use stockade::backend::kubernetes::{render, RenderOptions};
+use stockade::backend::docker::image::{cluster_image_archive, cluster_image_ref};
+use stockade::backend::kubernetes::{cluster_render_options, render};
 use stockade::plan::{sandbox_spec, state_id};
 use stockade::profile;
 
-use super::{out, settings, GlobalArgs};
+use super::{out, say, settings, GlobalArgs};
 
 /// How long a rendered session pod may live before `activeDeadlineSeconds` ends it.
 const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
@@ -23,6 +24,16 @@ pub enum K8sCmd {
     /// A profile's warm pool of one-shot pods on a cluster (docs/kubernetes.md)
     #[command(subcommand)]
     Pool(super::k8s_pool::PoolCmd),
+    /// Build the cluster image (the base image plus the agent as the pods' PID 1), offline:
+    /// into the local engine's image store (a node that shares it) or a `docker load` archive
+    Image {
+        /// Load it into the local Docker engine
+        #[arg(long)]
+        load: bool,
+        /// Write it as a `docker load` archive (for a registry: docker load, tag, push)
+        #[arg(long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -50,7 +61,39 @@ pub async fn run(global: &GlobalArgs, cmd: &K8sCmd) -> anyhow::Result<u8> {
     match cmd {
         K8sCmd::Render(args) => render_cmd(global, args),
         K8sCmd::Pool(pool) => super::k8s_pool::run(global, pool).await,
+        K8sCmd::Image { load, output } => image_cmd(global, *load, output.as_deref()).await,
     }
+}
+
+async fn image_cmd(
+    global: &GlobalArgs,
+    load: bool,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<u8> {
+    anyhow::ensure!(
+        load || output.is_some(),
+        "say where the image goes: --load (the local engine) and/or --output FILE"
+    );
+    let settings = settings::settings(global)?;
+    let mut progress = |line: &str| say(line);
+    if let Some(path) = output {
+        let (id, archive) = cluster_image_archive(&mut progress)?;
+        stockade::state::write_private_file(path, &archive)?;
+        say(format_args!(
+            "wrote {} ({id}) to {}",
+            cluster_image_ref(),
+            path.display()
+        ));
+    }
+    if load {
+        let docker = settings::docker(&settings.state_dir)?;
+        let rootfs = stockade::backend::docker::image::build_cluster_rootfs(&mut progress)?;
+        let id = docker
+            .load_image_as(&rootfs, &cluster_image_ref(), &mut progress)
+            .await?;
+        out(format_args!("{} {id}", cluster_image_ref()));
+    }
+    Ok(0)
 }
 
 fn render_cmd(global: &GlobalArgs, args: &RenderArgs) -> anyhow::Result<u8> {
@@ -75,7 +118,12 @@ fn render_cmd(global: &GlobalArgs, args: &RenderArgs) -> anyhow::Result<u8> {
         Some(_) => lifetime.unwrap_or(DEFAULT_SESSION_LIFETIME),
         None => p.timeout,
     };
-    let mut opts = RenderOptions::new(namespace, lifetime, p.kill_grace);
+    let mut opts = cluster_render_options(
+        &settings.config.kubernetes,
+        namespace,
+        lifetime,
+        p.kill_grace,
+    );
     opts.arch = arch.clone();
     let manifests = render(&spec, &opts)?;
     let objects = manifests.objects();

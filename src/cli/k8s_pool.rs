@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use stockade::backend::kubernetes::pool::{connect, Pool};
-use stockade::backend::kubernetes::{PoolError, RenderOptions};
+use stockade::backend::kubernetes::{cluster_render_options, PoolError};
 use stockade::exit::EXIT_POOL_EMPTY;
 use stockade::plan::{sandbox_spec, state_id};
 use stockade::profile;
@@ -147,8 +147,14 @@ async fn open(global: &GlobalArgs, args: &PoolArgs, warm_for: Duration) -> anyho
         &state_id(&settings.state_dir),
         None,
     );
-    let (client, context_ns) = connect(args.kubeconfig.as_deref()).await?;
-    let namespace = args.namespace.clone().unwrap_or(context_ns);
-    let opts = RenderOptions::new(&namespace, p.timeout, p.kill_grace);
+    let k8s = &settings.config.kubernetes;
+    let kubeconfig = args.kubeconfig.clone().or_else(|| k8s.kubeconfig.clone());
+    let (client, context_ns) = connect(kubeconfig.as_deref()).await?;
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(|| k8s.namespace.clone())
+        .unwrap_or(context_ns);
+    let opts = cluster_render_options(k8s, &namespace, p.timeout, p.kill_grace);
     Ok(Pool::new(client, spec, opts, warm_for)?)
 }

@@ -184,6 +184,12 @@ pub async fn backend(global: &GlobalArgs, settings: &Settings) -> anyhow::Result
             Ok(AnyBackend::Docker(docker))
         }
         Choice::Native => native(),
+        #[cfg(feature = "kubernetes")]
+        Choice::Kubernetes => Ok(AnyBackend::Kubernetes(
+            stockade::backend::kubernetes::KubernetesBackend::connect(&settings.config.kubernetes)
+                .await?,
+        )),
+        #[cfg(not(feature = "kubernetes"))]
         Choice::Kubernetes => anyhow::bail!(
             "--backend kubernetes: {}",
             stockade::backend::KUBERNETES_STATE

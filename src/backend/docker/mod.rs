@@ -5,6 +5,7 @@
 //! exec where the agent cannot run (`exec`), and the kill rule from outside (`kill`).
 
 mod agent;
+pub(crate) mod counters;
 pub mod engine;
 mod exec;
 pub mod image;
@@ -119,6 +120,17 @@ impl DockerBackend {
         Ok(image::load_base_image(&engine.docker, rootfs, progress).await?)
     }
 
+    /// Loads `rootfs` as `image` (the cluster image, for a node sharing this engine).
+    pub async fn load_image_as(
+        &self,
+        rootfs: &image::RootfsTar,
+        name: &str,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<String, BackendError> {
+        let engine = self.engine().await?;
+        Ok(image::load_image(&engine.docker, rootfs, name, progress).await?)
+    }
+
     fn channel_for(&self, kind: &SandboxKind) -> Channel {
         match kind {
             SandboxKind::Session { name } => Channel::session(&self.options.state_dir, name),
@@ -133,6 +145,7 @@ impl DockerBackend {
             kind: spec.kind.clone(),
             channel: spec.agent.as_ref().map(|_| self.channel_for(&spec.kind)),
             recovered,
+            placement: None,
         }
     }
 
@@ -441,6 +454,7 @@ impl Backend for DockerBackend {
             other => other?,
         };
         Ok(Sandbox {
+            placement: None,
             recovered: (session && known).then_some(Recovered::Recreated),
             ..created
         })

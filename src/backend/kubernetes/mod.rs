@@ -1,9 +1,10 @@
 //! The Kubernetes backend (cargo feature `kubernetes`): a sandbox spec rendered as the objects
-//! a cluster runs it from (pure), and the warm pool of one-shot pods (`pool`, the one part
-//! that talks to a cluster). The objects are typed k8s-openapi structs (API v1.26, the oldest
+//! a cluster runs it from (pure), the warm pool of one-shot pods (`pool`), and the backend
+//! that runs processes in pods (`backend`). The objects are typed k8s-openapi structs (API v1.26, the oldest
 //! the crate offers), so a misspelt security field cannot be written; the API server would
 //! drop it silently.
 
+mod backend;
 mod checks;
 mod error;
 mod labels;
@@ -12,6 +13,7 @@ pub mod pool;
 mod render;
 mod seccomp;
 
+pub use backend::{cluster_render_options, KubernetesBackend};
 pub use checks::{check_network, check_node_pids, NetworkEnforcement, PidsOverride};
 pub use error::{NameError, PoolError, RenderError};
 pub use labels::{

@@ -90,6 +90,15 @@ pub struct Drained {
 /// A client from a kubeconfig file (else from `KUBECONFIG`, `~/.kube/config` or the in-cluster
 /// service account), and the namespace its context names.
 pub async fn connect(kubeconfig: Option<&Path>) -> Result<(kube::Client, String), PoolError> {
+    connect_to(kubeconfig)
+        .await
+        .map(|(client, namespace, _)| (client, namespace))
+}
+
+/// [`connect`], and the API server's URL.
+pub async fn connect_to(
+    kubeconfig: Option<&Path>,
+) -> Result<(kube::Client, String, String), PoolError> {
     let config = match kubeconfig {
         Some(path) => {
             let at = |source| PoolError::Kubeconfig {
@@ -106,10 +115,11 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<(kube::Client, String)
             .map_err(|source| PoolError::InferConfig { source })?,
     };
     let namespace = config.default_namespace.clone();
+    let cluster = config.cluster_url.to_string();
     let client = kube::Client::try_from(config).map_err(|e| PoolError::Client {
         source: Box::new(e),
     })?;
-    Ok((client, namespace))
+    Ok((client, namespace, cluster))
 }
 
 impl Pool {

@@ -40,6 +40,8 @@ pub struct RenderOptions {
     pub lifetime: Duration,
     pub kill_grace: Duration,
     pub image_pull_policy: String,
+    /// The image to run instead of the spec's: the cluster image, which carries the agent.
+    pub image: Option<String>,
 }
 
 impl RenderOptions {
@@ -50,6 +52,7 @@ impl RenderOptions {
             lifetime,
             kill_grace,
             image_pull_policy: "IfNotPresent".to_string(),
+            image: None,
         }
     }
 }
@@ -212,7 +215,7 @@ fn pod_spec(spec: &SandboxSpec, opts: &RenderOptions, seccomp: &SeccompProfile) 
     };
     let container = Container {
         name: CONTAINER.into(),
-        image: Some(spec.image.clone()),
+        image: Some(opts.image.clone().unwrap_or_else(|| spec.image.clone())),
         image_pull_policy: Some(opts.image_pull_policy.clone()),
         command: Some(KEEPER_ARGV.iter().map(|s| s.to_string()).collect()),
         working_dir: Some("/".into()),

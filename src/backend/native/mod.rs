@@ -201,6 +201,7 @@ impl NativeBackend {
             kind: record.kind.clone(),
             channel: Some(self.channel_for(&record.kind)),
             recovered,
+            placement: None,
         }
     }
 
@@ -592,6 +593,7 @@ impl Backend for NativeBackend {
         let created = self.create(spec, &layer).await?;
         Ok(Sandbox {
             recovered: (session && known).then_some(Recovered::Recreated),
+            placement: None,
             ..created
         })
     }

@@ -142,15 +142,62 @@ pub async fn load_base_image(
     rootfs: &RootfsTar,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<String, ImageError> {
+    load_image(docker, rootfs, &base_image_ref(), progress).await
+}
+
+/// The image a cluster runs sandboxes from: the base image's files plus stockade's agent at
+/// [`CLUSTER_AGENT_PATH`] (a pod has no host bind mounts), tagged with the agent's digest.
+pub fn cluster_image_ref() -> String {
+    format!(
+        "{CLUSTER_IMAGE_REPO}:{}-r{BASE_IMAGE_REVISION}-{}",
+        env!("CARGO_PKG_VERSION"),
+        &crate::agent::BINARY_SHA256[..12]
+    )
+}
+
+pub const CLUSTER_IMAGE_REPO: &str = "stockade/cluster";
+/// Where the cluster image holds the agent: execute-only, as the agent is mounted elsewhere.
+pub const CLUSTER_AGENT_PATH: &str = "/usr/lib/stockade/stockade-agent";
+
+/// The cluster image's root filesystem.
+pub fn build_cluster_rootfs(progress: &mut dyn FnMut(&str)) -> Result<RootfsTar, ImageError> {
+    rootfs::build_with(
+        &[],
+        &[(
+            CLUSTER_AGENT_PATH,
+            crate::agent::BINARY_MODE,
+            crate::agent::BINARY,
+        )],
+        progress,
+    )
+}
+
+/// The cluster image as a `docker load` archive (for a registry or a node's image store).
+pub fn cluster_image_archive(
+    progress: &mut dyn FnMut(&str),
+) -> Result<(String, Vec<u8>), ImageError> {
+    let rootfs = build_cluster_rootfs(progress)?;
+    let save = archive::save_tarball(&rootfs, &cluster_image_ref(), env!("CARGO_PKG_VERSION"))
+        .map_err(|source| ImageError::Archive { source })?;
+    Ok((save.image_id, save.bytes))
+}
+
+/// Loads `rootfs` as `image` and returns its id (`sha256:...`).
+pub async fn load_image(
+    docker: &Docker,
+    rootfs: &RootfsTar,
+    image: &str,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<String, ImageError> {
     let started = Instant::now();
-    let image = base_image_ref();
+    let image = image.to_string();
     let with = if rootfs.included.is_empty() {
         String::new()
     } else {
         format!(" with {}", rootfs.included.join(", "))
     };
     progress(&format!(
-        "building base image {image} from host files{with}: {} files, {:.1} MiB",
+        "building image {image} from host files{with}: {} files, {:.1} MiB",
         rootfs.files,
         rootfs.tar.len() as f64 / MIB
     ));

@@ -492,6 +492,18 @@ fn shared_libraries(binaries: &[PathBuf]) -> Result<Vec<PathBuf>, ImageError> {
 
 /// Builds the root filesystem layer from the host's files, with the `include`d tools.
 pub fn build(include: &[String], progress: &mut dyn FnMut(&str)) -> Result<RootfsTar, ImageError> {
+    build_with(include, &[], progress)
+}
+
+/// A file of stockade's own put into the image: absolute path, mode, contents.
+pub type ExtraFile<'a> = (&'a str, u32, &'a [u8]);
+
+/// [`build`], plus stockade's own `extra` files (root-owned; parents made 0755).
+pub fn build_with(
+    include: &[String],
+    extra: &[ExtraFile<'_>],
+    progress: &mut dyn FnMut(&str),
+) -> Result<RootfsTar, ImageError> {
     let mut tree = Tree::default();
     // Keep the host's merged-/usr layout: these are symlinks on Debian 12.
     for top in ["/bin", "/sbin", "/lib", "/lib64"] {
@@ -568,6 +580,15 @@ pub fn build(include: &[String], progress: &mut dyn FnMut(&str)) -> Result<Rootf
     }
     tree.put("/workspace", sandbox_dir.clone());
     tree.put("/home/sandbox", sandbox_dir);
+    for (path, mode, data) in extra {
+        tree.put(
+            path,
+            Node::File {
+                mode: *mode,
+                data: data.to_vec(),
+            },
+        );
+    }
 
     let tar = tree
         .write_tar()
