@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use stockade::backend::kubernetes::pool::{connect, Pool};
-use stockade::backend::kubernetes::{cluster_render_options, PoolError};
+use stockade::backend::kubernetes::{cluster_render_options, install_seccomp, PoolError};
 use stockade::exit::EXIT_POOL_EMPTY;
 use stockade::plan::{sandbox_spec, state_id};
 use stockade::profile;
@@ -84,6 +84,9 @@ pub async fn run(global: &GlobalArgs, cmd: &PoolCmd) -> anyhow::Result<u8> {
             warm_for,
         } => {
             let pool = open(global, pool, warm_for.unwrap_or(DEFAULT_WARM_FOR)).await?;
+            // Where stockade installs the seccomp profile itself, the pods must find it.
+            let config = settings::settings(global)?.config.kubernetes;
+            install_seccomp(&config, &pool.manifests()?)?;
             for name in pool.fill(*count).await? {
                 out(name);
             }

@@ -100,14 +100,24 @@ impl KubernetesBackend {
         let path = config.kubeconfig.clone().or(env);
         let (client, context_ns, cluster) = pool::connect_to(path.as_deref()).await?;
         let namespace = config.namespace.clone().unwrap_or(context_ns);
-        super::names::dns_label("namespace", &namespace)?;
+        KubernetesBackend::from_client(client, &namespace, &cluster, config)
+    }
+
+    /// The backend over an existing client (`cluster` names it in the audit).
+    pub fn from_client(
+        client: kube::Client,
+        namespace: &str,
+        cluster: &str,
+        config: &KubernetesConfig,
+    ) -> Result<KubernetesBackend, PoolError> {
+        super::names::dns_label("namespace", namespace)?;
         Ok(KubernetesBackend {
             inner: Arc::new(Inner {
-                pods: Api::namespaced(client.clone(), &namespace),
-                policies: Api::namespaced(client.clone(), &namespace),
+                pods: Api::namespaced(client.clone(), namespace),
+                policies: Api::namespaced(client.clone(), namespace),
                 client,
-                namespace,
-                cluster,
+                namespace: namespace.to_string(),
+                cluster: cluster.to_string(),
                 config: config.clone(),
             }),
         })
@@ -168,30 +178,8 @@ impl KubernetesBackend {
         Ok(asserted)
     }
 
-    /// Writes the seccomp profile where the node's kubelet reads `operator/` profiles, when
-    /// stockade is configured to (no Security Profiles Operator). Content-addressed: an
-    /// existing file of the same name holds the same bytes, which is checked.
     fn install_seccomp(&self, manifests: &Manifests) -> Result<(), BackendError> {
-        let Some(dir) = &self.inner.config.seccomp_dir else {
-            return Ok(());
-        };
-        let object = &manifests.seccomp_profile;
-        let body = serde_json::to_vec(&object.spec).map_err(|e| BackendError::Cluster {
-            what: format!("seccomp profile: {e}"),
-        })?;
-        let name = object.metadata.name.clone().unwrap_or_default();
-        let path = dir.join("operator").join(format!("{name}.json"));
-        let fail = |e: crate::state::StateError| BackendError::Cluster {
-            what: format!(
-                "cannot write the seccomp profile to {} ([kubernetes] seccomp_dir): {e}",
-                path.display()
-            ),
-        };
-        if std::fs::read(&path).is_ok_and(|existing| existing == body) {
-            return Ok(());
-        }
-        crate::state::ensure_private_dir(&dir.join("operator")).map_err(fail)?;
-        crate::state::write_private_file(&path, &body).map_err(fail)
+        install_seccomp(&self.inner.config, manifests)
     }
 
     /// Creates the NetworkPolicy and Pod for `spec`.
@@ -705,6 +693,35 @@ impl KubernetesBackend {
     }
 }
 
+/// Writes the seccomp profile where the node's kubelet reads `operator/` profiles, when
+/// `config` says to (`seccomp_dir`: no Security Profiles Operator). Content-addressed: an
+/// existing file of the same name holding the same bytes is left as it is.
+pub fn install_seccomp(
+    config: &KubernetesConfig,
+    manifests: &Manifests,
+) -> Result<(), BackendError> {
+    let Some(dir) = &config.seccomp_dir else {
+        return Ok(());
+    };
+    let object = &manifests.seccomp_profile;
+    let body = serde_json::to_vec(&object.spec).map_err(|e| BackendError::Cluster {
+        what: format!("seccomp profile: {e}"),
+    })?;
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let path = dir.join("operator").join(format!("{name}.json"));
+    let fail = |e: crate::state::StateError| BackendError::Cluster {
+        what: format!(
+            "cannot write the seccomp profile to {} ([kubernetes] seccomp_dir): {e}",
+            path.display()
+        ),
+    };
+    if std::fs::read(&path).is_ok_and(|existing| existing == body) {
+        return Ok(());
+    }
+    crate::state::ensure_private_dir(&dir.join("operator")).map_err(fail)?;
+    crate::state::write_private_file(&path, &body).map_err(fail)
+}
+
 /// The render options of `config` for a pod in `namespace`: the cluster image unless one is
 /// configured (the base image has no agent to be PID 1).
 pub fn cluster_render_options(
@@ -1078,6 +1095,81 @@ mod tests {
             ..Default::default()
         };
         assert!(exit_code(Some(&internal)).is_err());
+    }
+
+    fn default_spec() -> SandboxSpec {
+        let p = crate::profile::load("default", &crate::profile::ProfileDirs::default()).unwrap();
+        crate::plan::sandbox_spec(&p, None, "x", "0123456789ab", None)
+    }
+
+    /// A backend whose client points at a port nothing listens on: what is refused before
+    /// any request is refused without one.
+    fn offline(config: KubernetesConfig) -> KubernetesBackend {
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        KubernetesBackend::from_client(client, "ns", "http://127.0.0.1:9", &config).unwrap()
+    }
+
+    fn trusted(pids: Option<i64>) -> KubernetesConfig {
+        KubernetesConfig {
+            network_enforcement: Some("trusted".into()),
+            node_pids_limit: pids,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn what_the_cluster_cannot_prove_is_refused_unless_the_operator_asserts_it() {
+        let spec = default_spec();
+        let refused = |config: KubernetesConfig| match offline(config).vouch(&spec) {
+            Err(BackendError::Cluster { what }) => what,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        // No assertion about NetworkPolicy: network = "none" cannot be promised.
+        let what = refused(KubernetesConfig {
+            node_pids_limit: Some(256),
+            ..Default::default()
+        });
+        assert!(what.contains("NetworkPolicy"), "{what}");
+        assert!(refused(KubernetesConfig {
+            network_enforcement: Some("yes".into()),
+            node_pids_limit: Some(256),
+            ..Default::default()
+        })
+        .contains("\"trusted\""));
+        // The node's pids limit unknown, or looser than the profile's 256.
+        assert!(refused(trusted(None)).contains("256"));
+        assert!(refused(trusted(Some(512))).contains("512"));
+        assert!(refused(trusted(Some(0))).contains("unlimited"));
+        // Asserted, and the assertions are what the audit records.
+        assert_eq!(
+            offline(trusted(Some(256))).vouch(&spec).unwrap(),
+            ["network_enforcement=trusted", "node_pids_limit=256"]
+        );
+        assert_eq!(
+            offline(trusted(Some(128))).vouch(&spec).unwrap(),
+            ["network_enforcement=trusted", "node_pids_limit=128"]
+        );
+        let looser = KubernetesConfig {
+            allow_looser_pids: true,
+            ..trusted(None)
+        };
+        assert_eq!(
+            offline(looser).vouch(&spec).unwrap(),
+            ["network_enforcement=trusted", "allow_looser_pids"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_image_without_the_agent_is_refused_before_any_request() {
+        let mut spec = default_spec();
+        spec.image = "debian:12".into();
+        let backend = offline(trusted(Some(256)));
+        match backend.acquire(&spec, false, &mut |_| {}).await {
+            Err(BackendError::Cluster { what }) => assert!(what.contains("debian:12"), "{what}"),
+            other => panic!("expected the image refusal, got {other:?}"),
+        }
     }
 
     #[test]

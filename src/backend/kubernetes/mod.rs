@@ -13,7 +13,7 @@ pub mod pool;
 mod render;
 mod seccomp;
 
-pub use backend::{cluster_render_options, KubernetesBackend};
+pub use backend::{cluster_render_options, install_seccomp, KubernetesBackend};
 pub use checks::{check_network, check_node_pids, NetworkEnforcement, PidsOverride};
 pub use error::{NameError, PoolError, RenderError};
 pub use labels::{

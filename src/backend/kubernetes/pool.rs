@@ -149,6 +149,11 @@ impl Pool {
         &self.namespace
     }
 
+    /// The objects a pod of this pool is rendered into (its name aside).
+    pub fn manifests(&self) -> Result<super::Manifests, PoolError> {
+        Ok(render(&self.template, &self.opts)?)
+    }
+
     /// Creates `count` warm pods, each after its deny-all NetworkPolicy. Returns their names.
     pub async fn fill(&self, count: usize) -> Result<Vec<String>, PoolError> {
         if count > MAX_FILL {
