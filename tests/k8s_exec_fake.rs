@@ -34,6 +34,8 @@ enum Main {
 struct Seen {
     /// The `command` query values of each exec, joined by spaces.
     commands: Vec<String>,
+    /// What came on the main command's stdin channel.
+    stdin: Vec<u8>,
 }
 
 type Shared = Arc<Mutex<Seen>>;
@@ -101,7 +103,81 @@ fn percent_decode(v: &str) -> String {
 
 /// One exec connection: the kill sweep and the counters succeed; the main command follows
 /// `main`.
+/// The session pod as a GET returns it: started now, with the 8 h deadline of a session.
+fn pod_json() -> String {
+    let started = chrono_now();
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "stockade-s-test", "namespace": "exec-test"},
+        "spec": {"containers": [{"name": "sandbox"}], "activeDeadlineSeconds": 28832},
+        "status": {"phase": "Running", "startTime": started},
+    })
+    .to_string()
+}
+
+/// The current time as the API's RFC 3339 timestamp.
+fn chrono_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // civil-from-days (Howard Hinnant's algorithm)
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A plain request (not an exec upgrade): the pod, as JSON, and the connection closed.
+async fn plain(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = pod_json();
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
 async fn answer(stream: tokio::net::TcpStream, main: Main, seen: Shared) {
+    // An exec is a WebSocket upgrade; anything else is a plain GET of the pod.
+    let mut peek = [0u8; 4096];
+    let mut n = 0;
+    // The whole request head, however the bytes arrive (bounded: a head is small).
+    for _ in 0..1000 {
+        n = stream.peek(&mut peek).await.unwrap_or(0);
+        if n == peek.len() || peek[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    if !String::from_utf8_lossy(&peek[..n])
+        .to_ascii_lowercase()
+        .contains("upgrade: websocket")
+    {
+        return plain(stream).await;
+    }
     let mut command = String::new();
     // The handshake's callback type is tungstenite's; its error variant is a whole response.
     #[allow(clippy::result_large_err)]
@@ -117,6 +193,14 @@ async fn answer(stream: tokio::net::TcpStream, main: Main, seen: Shared) {
         return;
     };
     seen.lock().unwrap().commands.push(command.clone());
+    if command.contains(" --env-stdin ") {
+        // The environment comes first, on channel 0.
+        if let Some(Ok(Message::Binary(frame))) = ws.next().await {
+            if frame.first() == Some(&0) {
+                seen.lock().unwrap().stdin.extend_from_slice(&frame[1..]);
+            }
+        }
+    }
     let frames = if command.contains(" kill --grace-ms ") {
         vec![success()]
     } else if command.starts_with("/bin/sh -c") {
@@ -236,16 +320,22 @@ async fn the_exit_code_comes_from_the_status() {
     assert_eq!(code.unwrap(), 3);
     assert!(!timed_out);
     assert_eq!(streams.stdout.text(), "some output\n");
-    // The command went through the agent's exec, with its directory and environment.
+    // The command went through the agent's exec, with its directory; its environment came
+    // on stdin, never in the request's URL (which API servers log).
     let seen = seen.lock().unwrap();
+    let main =
+        "/usr/lib/stockade/stockade-agent exec --cwd /workspace --env-stdin 4 -- bash -c echo hi";
     assert!(
-        seen.commands.iter().any(|c| {
-            c
-            == "/usr/lib/stockade/stockade-agent exec --cwd /workspace --env A=1 -- bash -c echo hi"
-        }),
+        seen.commands.iter().any(|c| c == main),
         "{:?}",
         seen.commands
     );
+    assert!(
+        seen.commands.iter().all(|c| !c.contains("A=1")),
+        "{:?}",
+        seen.commands
+    );
+    assert_eq!(seen.stdin, b"A=1\0");
 }
 
 #[tokio::test]

@@ -72,6 +72,16 @@ pod=$(field "$r" placement.pod)
 kc get pod "$pod" >/dev/null 2>&1 && fail "the one-shot pod $pod is still there"
 ok "the one-shot pod is gone after its command"
 
+# --- the environment travels on the stream, never in the request URL the API server logs ------
+probe=probe-$RANDOM$RANDOM$RANDOM
+r=$("$bin" exec --json --env "LANG=$probe" -- 'printf %s "$LANG"')
+[ "$(field "$r" stdout)" = "$probe" ] || fail "the environment did not reach the command: $r"
+audit_log=$(dirname "$STOCKADE_KUBECONFIG")/audit.log
+[ -s "$audit_log" ] || fail "no API server audit log at $audit_log"
+grep -q "$probe" "$audit_log" && fail "an environment value is in the API server's audit log"
+grep -q 'stockade-agent' "$audit_log" || fail "the API server's audit log has no exec request (wrong log?)"
+ok "the command's environment reaches it and is not in the API server's audit log"
+
 # --- a timeout ends everything inside --------------------------------------------------------
 set +e
 r=$("$bin" exec --json --timeout 3s -- 'sleep 300 & sleep 301 & sleep 302')

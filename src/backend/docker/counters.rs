@@ -23,12 +23,14 @@ pub(crate) fn parse_counters(text: &str) -> Option<Counters> {
         let Ok(value) = value.parse::<u64>() else {
             continue;
         };
-        match (file, key) {
-            ("memory/memory.oom_control" | "memory.events", "oom_kill") => {
-                counters.oom_kills = Some(value)
-            }
-            ("pids/pids.events" | "pids.events", "max") => counters.pids_max = Some(value),
-            _ => {}
+        // A counter said twice is not a cgroup file's: nothing of it is taken.
+        let slot = match (file, key) {
+            ("memory/memory.oom_control" | "memory.events", "oom_kill") => &mut counters.oom_kills,
+            ("pids/pids.events" | "pids.events", "max") => &mut counters.pids_max,
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return None;
         }
     }
     (counters != Counters::default()).then_some(counters)
@@ -61,5 +63,10 @@ mod tests {
             })
         );
         assert_eq!(parse_counters(""), None);
+        // The same counter twice (an extra line from somewhere): not a reading.
+        assert_eq!(
+            parse_counters("pids.events max 3\npids.events max 0\n"),
+            None
+        );
     }
 }

@@ -21,7 +21,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{Api, AttachParams, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::checks::{check_network, check_node_pids, NetworkEnforcement, PidsOverride};
 use super::labels::{
@@ -45,8 +45,11 @@ const CONTAINER: &str = "sandbox";
 /// How long a pod may take to be scheduled and started.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const START_POLL: Duration = Duration::from_millis(100);
-/// A one-shot's lifetime at creation, before its own timeout lowers the deadline.
-const ONESHOT_LIFETIME: Duration = Duration::from_secs(3600);
+/// A one-shot's lifetime at creation: the longest timeout a profile may have (the deadline can
+/// only be lowered, which the command's own timeout does when it starts).
+const ONESHOT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Longest wait for one API request (the exec streams have their own deadlines).
+const API_TIMEOUT: Duration = Duration::from_secs(30);
 /// A session pod's lifetime: `activeDeadlineSeconds` can never be raised.
 const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 /// Past the timeout and the grace: time for the kill sweep before the deadline ends the pod.
@@ -192,23 +195,31 @@ impl KubernetesBackend {
             what: e.to_string(),
         })?;
         let post = PostParams::default();
-        match self
-            .inner
-            .policies
-            .create(&post, &manifests.network_policy)
-            .await
+        match bounded(
+            "create the NetworkPolicy",
+            &name,
+            self.inner.policies.create(&post, &manifests.network_policy),
+        )
+        .await?
         {
             Ok(_) => {}
             // A session's policy outlives a pod that went (the name is the session's).
             Err(kube::Error::Api(r)) if r.code == 409 => {}
             Err(e) => return Err(api("create the NetworkPolicy", &name, e)),
         }
-        if let Err(e) = self.inner.pods.create(&post, &manifests.pod).await {
-            let _ = self
-                .inner
-                .policies
-                .delete(&name, &DeleteParams::default())
-                .await;
+        if let Err(e) = bounded(
+            "create the pod",
+            &name,
+            self.inner.pods.create(&post, &manifests.pod),
+        )
+        .await?
+        {
+            let _ = bounded(
+                "delete the NetworkPolicy",
+                &name,
+                self.inner.policies.delete(&name, &DeleteParams::default()),
+            )
+            .await;
             return Err(api("create the pod", &name, e));
         }
         Ok(name)
@@ -218,12 +229,7 @@ impl KubernetesBackend {
     async fn wait_running(&self, name: &str) -> Result<Pod, BackendError> {
         let started = Instant::now();
         loop {
-            let pod = self
-                .inner
-                .pods
-                .get(name)
-                .await
-                .map_err(|e| api("read the pod", name, e))?;
+            let pod = timed("read the pod", name, self.inner.pods.get(name)).await?;
             let status = pod.status.clone().unwrap_or_default();
             let phase = status.phase.clone().unwrap_or_default();
             let container = status
@@ -321,7 +327,15 @@ impl KubernetesBackend {
             Duration::ZERO,
         )
         .map_err(pool_error)?;
-        match pool.claim(exec).await {
+        let claimed = tokio::time::timeout(API_TIMEOUT, pool.claim(exec))
+            .await
+            .map_err(|_| BackendError::Cluster {
+                what: format!(
+                    "claiming a warm pod took more than {} s; the API server is slow or gone",
+                    API_TIMEOUT.as_secs()
+                ),
+            })?;
+        match claimed {
             Ok(claim) => {
                 progress(&format!("claimed warm pod {}", claim.pod));
                 Ok((claim.pod, true))
@@ -342,7 +356,7 @@ impl KubernetesBackend {
         known: bool,
     ) -> Result<(String, Option<Recovered>), BackendError> {
         let name = spec.name.clone();
-        match self.inner.pods.get_opt(&name).await {
+        match bounded("read the pod", &name, self.inner.pods.get_opt(&name)).await? {
             Err(e) => Err(api("read the pod", &name, e)),
             Ok(Some(pod)) => {
                 let digest = pod
@@ -380,16 +394,17 @@ impl KubernetesBackend {
             grace_period_seconds: Some(0),
             ..Default::default()
         };
-        match self.inner.pods.delete(name, &dp).await {
+        match bounded("delete the pod", name, self.inner.pods.delete(name, &dp)).await? {
             Ok(_) => {}
             Err(kube::Error::Api(r)) if r.code == 404 => {}
             Err(e) => return Err(api("delete the pod", name, e)),
         }
-        match self
-            .inner
-            .policies
-            .delete(name, &DeleteParams::default())
-            .await
+        match bounded(
+            "delete the NetworkPolicy",
+            name,
+            self.inner.policies.delete(name, &DeleteParams::default()),
+        )
+        .await?
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(r)) if r.code == 404 => Ok(()),
@@ -403,14 +418,14 @@ impl KubernetesBackend {
             grace_period_seconds: Some(0),
             ..Default::default()
         };
-        match self.inner.pods.delete(name, &dp).await {
+        match bounded("delete the pod", name, self.inner.pods.delete(name, &dp)).await? {
             Ok(_) => {}
             Err(kube::Error::Api(r)) if r.code == 404 => return Ok(()),
             Err(e) => return Err(api("delete the pod", name, e)),
         }
         let started = Instant::now();
         while started.elapsed() < START_TIMEOUT {
-            match self.inner.pods.get_opt(name).await {
+            match bounded("read the pod", name, self.inner.pods.get_opt(name)).await? {
                 Ok(None) => return Ok(()),
                 Ok(Some(_)) => tokio::time::sleep(START_POLL).await,
                 Err(e) => return Err(api("read the pod", name, e)),
@@ -424,15 +439,15 @@ impl KubernetesBackend {
         })
     }
 
-    /// Lowers a one-shot pod's `activeDeadlineSeconds` to the time it has run plus this
-    /// command's timeout, grace and slack (it can only be lowered).
-    async fn lower_deadline(&self, name: &str, process: &ProcessSpec) -> Result<(), BackendError> {
-        let pod = self
-            .inner
-            .pods
-            .get(name)
-            .await
-            .map_err(|e| api("read the pod", name, e))?;
+    /// Checks that the pod's `activeDeadlineSeconds` leaves room for this command's timeout,
+    /// grace and slack, and with `lower` (a one-shot) lowers it to exactly that.
+    async fn fit_deadline(
+        &self,
+        name: &str,
+        process: &ProcessSpec,
+        lower: bool,
+    ) -> Result<(), BackendError> {
+        let pod = timed("read the pod", name, self.inner.pods.get(name)).await?;
         let current = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds);
         let started = pod
             .status
@@ -446,15 +461,37 @@ impl KubernetesBackend {
         let ran = started.map(|s| (now - s).max(0)).unwrap_or(0);
         let wanted =
             ran + ceil_secs(process.timeout) + ceil_secs(process.kill_grace) + DEADLINE_SLACK;
-        if current.is_some_and(|c| c <= wanted) {
+        // The deadline can only be lowered: a pod that would end inside this command's
+        // timeout would make the cluster's kill look like the command's own exit.
+        if let Some(c) = current.filter(|c| *c < wanted) {
+            return Err(BackendError::Cluster {
+                what: format!(
+                    "pod {name} ends in {} s (activeDeadlineSeconds {c}), before this command's \
+                     timeout of {} s could: {}",
+                    (c - ran).max(0),
+                    ceil_secs(process.timeout),
+                    if lower {
+                        "the warm pool was filled for shorter commands; drain it (stockade k8s \
+                         pool drain) or fill it with a longer --warm-for"
+                    } else {
+                        "the session's pod is near the end of its lifetime; remove the session \
+                         (stockade session rm) for a fresh pod"
+                    }
+                ),
+            });
+        }
+        if !lower || current == Some(wanted) {
             return Ok(());
         }
         let patch = json!({"spec": {"activeDeadlineSeconds": wanted}});
-        self.inner
-            .pods
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| api("lower the pod's deadline", name, e))?;
+        timed(
+            "lower the pod's deadline",
+            name,
+            self.inner
+                .pods
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await?;
         Ok(())
     }
 
@@ -472,12 +509,8 @@ impl KubernetesBackend {
             .stdout(true)
             .stderr(false);
         let run = async {
-            let mut attached = self
-                .inner
-                .pods
-                .exec(pod, argv, &params)
-                .await
-                .map_err(|e| api("exec in", pod, e))?;
+            let mut attached =
+                timed("exec in", pod, self.inner.pods.exec(pod, argv, &params)).await?;
             let status = attached.take_status();
             let mut text = Vec::new();
             if let Some(mut out) = attached.stdout() {
@@ -511,24 +544,54 @@ impl KubernetesBackend {
 
     /// The kill rule inside the pod: every process but PID 1 (the keeper) and the sweep.
     async fn kill_tree(&self, pod: &str, process: &ProcessSpec) -> bool {
+        self.sweep(pod, process, false).await.is_some()
+    }
+
+    /// The sweep, and with `counters` the counters it read once nothing else of the user ran
+    /// (so no process of the command's is left to forge them). `None`: not confirmed.
+    async fn sweep(
+        &self,
+        pod: &str,
+        process: &ProcessSpec,
+        counters: bool,
+    ) -> Option<Option<Counters>> {
         let grace = process.kill_grace;
-        let argv = vec![
+        let mut argv = vec![
             CLUSTER_AGENT_PATH.to_string(),
             "kill".to_string(),
             "--grace-ms".to_string(),
             grace.as_millis().to_string(),
         ];
+        if counters {
+            argv.push("--counters".to_string());
+        }
         match self.helper(pod, argv, grace + HELPER_TIMEOUT).await {
-            Ok((0, _)) => true,
+            Ok((0, text)) => Some(counters.then(|| parse_counters(&text)).flatten()),
             Ok((code, _)) => {
                 tracing::warn!(pod, code, "the kill sweep could not end every process");
-                false
+                None
             }
             Err(e) => {
                 tracing::warn!(pod, error = %e, "the kill sweep failed");
-                false
+                None
             }
         }
+    }
+
+    /// Whether `dir` cannot be entered in the pod (the agent's own exit 125, nothing run).
+    async fn workdir_missing(&self, pod: &str, dir: &str) -> bool {
+        let argv = vec![
+            CLUSTER_AGENT_PATH.to_string(),
+            "exec".to_string(),
+            "--cwd".to_string(),
+            dir.to_string(),
+            "--".to_string(),
+            "/bin/true".to_string(),
+        ];
+        matches!(
+            self.helper(pod, argv, HELPER_TIMEOUT).await,
+            Ok((EXEC_NO_WORKDIR, _))
+        )
     }
 
     async fn counters(&self, pod: &str) -> Option<Counters> {
@@ -546,20 +609,38 @@ impl KubernetesBackend {
         streams: &mut Streams,
         cancel: &Cancel,
     ) -> Result<Ended, BackendError> {
+        let block = env_block(process);
         let params = AttachParams::default()
             .container(CONTAINER)
-            .stdin(false)
+            .stdin(!block.is_empty())
             .stdout(true)
             .stderr(true)
             .max_stdout_buf_size(OUTPUT_CHUNK)
             .max_stderr_buf_size(OUTPUT_CHUNK);
         let started = Instant::now();
-        let mut attached = self
-            .inner
-            .pods
-            .exec(pod, agent_argv(process), &params)
-            .await
-            .map_err(|e| api("exec in", pod, e))?;
+        let mut attached = timed(
+            "exec in",
+            pod,
+            self.inner.pods.exec(pod, agent_argv(process), &params),
+        )
+        .await?;
+        // Held until the end: dropping the writer closes the whole stream, Status and all.
+        let mut stdin = attached.stdin();
+        if let Some(writer) = stdin.as_mut() {
+            let write = async {
+                writer.write_all(&block).await?;
+                writer.flush().await
+            };
+            match tokio::time::timeout(API_TIMEOUT, write).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(BackendError::Stream {
+                        reason: "the command's environment could not be sent on the exec stream"
+                            .to_string(),
+                    })
+                }
+            }
+        }
         let status = attached.take_status();
         let (Some(mut stdout), Some(mut stderr), Some(status)) =
             (attached.stdout(), attached.stderr(), status)
@@ -607,15 +688,15 @@ impl KubernetesBackend {
                 let code = match exit_code(status.as_ref()) {
                     Ok(code) => code,
                     Err(e) => {
-                        // No status: the command may still run. End it before saying so.
-                        let ended = self.kill_tree(pod, process).await;
-                        return Err(if ended {
-                            e
-                        } else {
-                            BackendError::Reset {
-                                source: Box::new(e),
-                                failed: None,
-                            }
+                        // No status: the command may still run. End it before saying so, and
+                        // where that cannot be confirmed, end the pod.
+                        if self.kill_tree(pod, process).await {
+                            return Err(e);
+                        }
+                        let failed = self.delete(pod).await.err().map(|e| e.to_string());
+                        return Err(BackendError::Reset {
+                            source: Box::new(e),
+                            failed,
                         });
                     }
                 };
@@ -673,6 +754,7 @@ impl KubernetesBackend {
             }
         }
         attached.abort();
+        drop(stdin);
         Ok(Ended {
             exit_code: match stop {
                 Stop::Timeout => None,
@@ -738,7 +820,9 @@ pub fn cluster_render_options(
     opts
 }
 
-/// `stockade-agent exec --cwd DIR --env ... -- ARGV`.
+/// `stockade-agent exec --cwd DIR [--env-stdin BYTES] -- ARGV`. The environment goes over the
+/// stream's stdin ([`env_block`]), never in the exec request's URL, which API servers log
+/// (the secrets of a command are in its environment).
 fn agent_argv(process: &ProcessSpec) -> Vec<String> {
     let mut argv = vec![
         CLUSTER_AGENT_PATH.to_string(),
@@ -746,13 +830,24 @@ fn agent_argv(process: &ProcessSpec) -> Vec<String> {
         "--cwd".to_string(),
         process.working_dir.clone(),
     ];
-    for e in &process.env {
-        argv.push("--env".to_string());
-        argv.push(e.clone());
+    let block = env_block(process);
+    if !block.is_empty() {
+        argv.push("--env-stdin".to_string());
+        argv.push(block.len().to_string());
     }
     argv.push("--".to_string());
     argv.extend(process.argv.iter().cloned());
     argv
+}
+
+/// The environment as NUL-separated `NAME=VALUE` entries.
+fn env_block(process: &ProcessSpec) -> Vec<u8> {
+    let mut block = Vec::new();
+    for e in &process.env {
+        block.extend_from_slice(e.as_bytes());
+        block.push(0);
+    }
+    block
 }
 
 /// The exit code in the exec's Status (`Success`, or `NonZeroExitCode` with an `ExitCode`
@@ -790,6 +885,34 @@ fn exit_code(status: Option<&Status>) -> Result<i64, BackendError> {
 
 fn ceil_secs(d: Duration) -> i64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)) as i64
+}
+
+/// `fut`, an API request, bounded by [`API_TIMEOUT`]: its own result, or the timeout's error.
+async fn bounded<T>(
+    action: &str,
+    name: &str,
+    fut: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<Result<T, kube::Error>, BackendError> {
+    tokio::time::timeout(API_TIMEOUT, fut)
+        .await
+        .map_err(|_| BackendError::Cluster {
+            what: format!(
+                "the API server did not answer within {} s (to {action} {name}); the next call \
+                 cleans up what this one left",
+                API_TIMEOUT.as_secs()
+            ),
+        })
+}
+
+/// [`bounded`], its error explained.
+async fn timed<T>(
+    action: &str,
+    name: &str,
+    fut: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, BackendError> {
+    bounded(action, name, fut)
+        .await?
+        .map_err(|e| api(action, name, e))
 }
 
 fn api(action: &str, name: &str, e: kube::Error) -> BackendError {
@@ -889,28 +1012,38 @@ impl Backend for KubernetesBackend {
         }
         let pod = &sandbox.id;
         let before = if sandbox.is_session() {
+            self.fit_deadline(pod, process, false).await?;
             self.counters(pod).await
         } else {
-            self.lower_deadline(pod, process).await?;
+            self.fit_deadline(pod, process, true).await?;
             Some(Counters {
                 pids_max: Some(0),
                 oom_kills: Some(0),
             })
         };
         let mut ended = self.exec_run(pod, process, streams, cancel).await?;
+        // Whatever the command left is ended before anything is read from the pod (a stopped
+        // command was swept already; once more costs nothing): none of its processes is left
+        // to forge the reading, which the sweep itself takes.
+        let mut after = None;
+        if !ended.kill_incomplete {
+            match self.sweep(pod, process, true).await {
+                Some(read) => after = read,
+                None => ended.kill_incomplete = true,
+            }
+        }
+        // Exit 125 with the agent's words may be the command's own: the directory is tried
+        // again by a fresh exec that runs nothing.
         if ended.exit_code == Some(EXEC_NO_WORKDIR)
+            && !ended.kill_incomplete
             && String::from_utf8_lossy(streams.stderr.head())
                 .starts_with("stockade-agent: cannot enter the working directory")
+            && self.workdir_missing(pod, &process.working_dir).await
         {
             return Err(BackendError::Workdir {
                 workdir: process.working_dir.clone(),
             });
         }
-        // A finished command may have left processes; a stopped one was swept already.
-        if !ended.kill_incomplete && sandbox.is_session() && ended.exit_code.is_some() {
-            ended.kill_incomplete = !self.kill_tree(pod, process).await;
-        }
-        let after = self.counters(pod).await;
         ended.hits = Some(match (before, after) {
             (Some(b), Some(a)) => b.hits(&a),
             _ => LimitsHit {
@@ -950,24 +1083,35 @@ impl Backend for KubernetesBackend {
         if let Some(owner) = owner {
             selector.push_str(&format!(",{LABEL_OWNER}={owner}"));
         }
-        let pods = self
-            .inner
-            .pods
-            .list(&ListParams::default().labels(&selector).limit(1000))
-            .await
-            .map_err(|e| api("list the pods of", &self.inner.namespace, e))?;
+        let pods = timed(
+            "list the pods of",
+            &self.inner.namespace,
+            self.inner
+                .pods
+                .list(&ListParams::default().labels(&selector).limit(1000)),
+        )
+        .await?;
         Ok(pods
             .items
             .iter()
             .filter_map(|p| {
                 let labels = p.metadata.labels.clone().unwrap_or_default();
                 let name = p.metadata.name.clone()?;
+                // A warm pod is the pool's, not an execution's: only `k8s pool drain` ends it.
+                if labels.get(pool::LABEL_POOL_STATE).map(String::as_str) == Some(pool::WARM) {
+                    return None;
+                }
                 let kind = match labels.get(LABEL_KIND).map(String::as_str) {
                     Some("session") => SandboxKind::Session {
                         name: labels.get(LABEL_SESSION).cloned().unwrap_or_default(),
                     },
+                    // A claimed pod's execution is its claim; a created one's is in its name.
                     _ => SandboxKind::Oneshot {
-                        exec: labels.get(pool::LABEL_CLAIM).cloned().unwrap_or_default(),
+                        exec: labels.get(pool::LABEL_CLAIM).cloned().unwrap_or_else(|| {
+                            name.strip_prefix("stockade-x-")
+                                .unwrap_or(&name)
+                                .to_string()
+                        }),
                     },
                 };
                 Some(SandboxInfo {
@@ -995,12 +1139,12 @@ impl Backend for KubernetesBackend {
     }
 
     async fn census(&self) -> Result<Vec<(String, bool)>, BackendError> {
-        let pods = self
-            .inner
-            .pods
-            .list(&ListParams::default().limit(1000))
-            .await
-            .map_err(|e| api("list the pods of", &self.inner.namespace, e))?;
+        let pods = timed(
+            "list the pods of",
+            &self.inner.namespace,
+            self.inner.pods.list(&ListParams::default().limit(1000)),
+        )
+        .await?;
         Ok(pods
             .items
             .iter()

@@ -114,6 +114,10 @@ pub async fn connect_to(
             .await
             .map_err(|source| PoolError::InferConfig { source })?,
     };
+    // kube's read timeout also bounds an upgraded exec stream, which would cut a command that
+    // is silent for that long; the backend bounds each request itself instead.
+    let mut config = config;
+    config.read_timeout = None;
     let namespace = config.default_namespace.clone();
     let cluster = config.cluster_url.to_string();
     let client = kube::Client::try_from(config).map_err(|e| PoolError::Client {
