@@ -53,6 +53,21 @@ pub async fn run(global: &GlobalArgs, cmd: &ProfileCmd) -> anyhow::Result<u8> {
                     stockade::backend::native::spec::unsupported(&network, &p.image)
                         .map(|e| e.to_string())
                 }
+                #[cfg(feature = "kubernetes")]
+                BackendKind::Kubernetes => match &backend {
+                    stockade::backend::AnyBackend::Kubernetes(k) => {
+                        let state = settings::settings(global)?.state_dir;
+                        let spec = stockade::plan::sandbox_spec(
+                            &p,
+                            None,
+                            "show",
+                            &stockade::plan::state_id(&state),
+                            None,
+                        );
+                        k.refusal(&spec)
+                    }
+                    _ => None,
+                },
                 _ => None,
             };
             if *json {

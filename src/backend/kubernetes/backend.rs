@@ -144,6 +144,20 @@ impl KubernetesBackend {
         )
     }
 
+    /// Why `spec` would be refused on this cluster, before anything is asked of it
+    /// (`profile show`).
+    pub fn refusal(&self, spec: &SandboxSpec) -> Option<String> {
+        if let Err(e) = self.vouch(spec) {
+            return Some(e.to_string());
+        }
+        render(
+            spec,
+            &self.render_options(ONESHOT_LIFETIME, Duration::from_secs(2)),
+        )
+        .err()
+        .map(|e| e.to_string())
+    }
+
     /// What the operator asserted for `spec`, refused where neither the cluster nor the
     /// operator vouches for it.
     fn vouch(&self, spec: &SandboxSpec) -> Result<Vec<String>, BackendError> {
