@@ -596,7 +596,17 @@ impl Walker<'_> {
         }
         let script_operand = interp::lang(&name)
             .filter(|_| code.is_none())
-            .and_then(|_| args.iter().find(|a| !a.starts_with('-')).cloned());
+            .and_then(|_| {
+                let mut operands = args.iter().filter(|a| !a.starts_with('-'));
+                let first = operands.next()?;
+                // `deno run F`, `bun run F`: a subcommand comes before the file.
+                if matches!(name.as_str(), "deno" | "bun") && matches!(first.as_str(), "run" | "x")
+                {
+                    operands.next().cloned()
+                } else {
+                    Some(first.clone())
+                }
+            });
         let inv = Invocation {
             name: name.clone(),
             args: args.clone(),
@@ -1508,6 +1518,27 @@ mod tests {
         assert!(names("echo x | xargs nsenter -t").contains(&"nsenter".to_string()));
         assert!(names("echo 'nsenter -t 1' > /tmp/a.sh && bash /tmp/a.sh")
             .contains(&"nsenter".to_string()));
+    }
+
+    #[test]
+    fn a_file_an_interpreter_runs_is_the_file_after_its_subcommand() {
+        let w = HashSet::new();
+        let files = |cmd: &str| -> Vec<String> {
+            analyze(cmd, &w)
+                .runs_files
+                .into_iter()
+                .map(|f| f.path)
+                .collect()
+        };
+        assert_eq!(files("python3 /workspace/s.py"), ["/workspace/s.py"]);
+        assert_eq!(files("deno run /workspace/s.ts"), ["/workspace/s.ts"]);
+        // (bun also reads package.json: `bun run NAME` may be one of its scripts)
+        assert!(files("bun run /workspace/s.js").contains(&"/workspace/s.js".to_string()));
+        assert_eq!(
+            files("deno run --allow-all /workspace/s.ts"),
+            ["/workspace/s.ts"]
+        );
+        assert!(!files("deno run x.ts").iter().any(|f| f == "run"));
     }
 
     #[test]
