@@ -105,7 +105,7 @@ fn percent_decode(v: &str) -> String {
 /// `main`.
 /// The session pod as a GET returns it: started now, with the 8 h deadline of a session.
 fn pod_json() -> String {
-    let started = chrono_now();
+    let started = stockade::audit::now_rfc3339();
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "stockade-s-test", "namespace": "exec-test"},
@@ -113,31 +113,6 @@ fn pod_json() -> String {
         "status": {"phase": "Running", "startTime": started},
     })
     .to_string()
-}
-
-/// The current time as the API's RFC 3339 timestamp.
-fn chrono_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // civil-from-days (Howard Hinnant's algorithm)
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// A plain request (not an exec upgrade): the pod, as JSON, and the connection closed.

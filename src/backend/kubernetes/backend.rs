@@ -403,16 +403,23 @@ impl KubernetesBackend {
         }
     }
 
-    async fn delete(&self, name: &str) -> Result<(), BackendError> {
+    /// Deletes the pod at once (no grace: what runs in it is ended either way). `false`: it
+    /// was gone already.
+    async fn delete_pod(&self, name: &str) -> Result<bool, BackendError> {
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
             ..Default::default()
         };
         match bounded("delete the pod", name, self.inner.pods.delete(name, &dp)).await? {
-            Ok(_) => {}
-            Err(kube::Error::Api(r)) if r.code == 404 => {}
-            Err(e) => return Err(api("delete the pod", name, e)),
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(r)) if r.code == 404 => Ok(false),
+            Err(e) => Err(api("delete the pod", name, e)),
         }
+    }
+
+    /// Deletes the pod and its NetworkPolicy; gone already is not an error.
+    async fn delete(&self, name: &str) -> Result<(), BackendError> {
+        self.delete_pod(name).await?;
         match bounded(
             "delete the NetworkPolicy",
             name,
@@ -428,14 +435,8 @@ impl KubernetesBackend {
 
     /// Deletes the pod and waits until the name is free (a session's pod is recreated under it).
     async fn delete_and_wait(&self, name: &str) -> Result<(), BackendError> {
-        let dp = DeleteParams {
-            grace_period_seconds: Some(0),
-            ..Default::default()
-        };
-        match bounded("delete the pod", name, self.inner.pods.delete(name, &dp)).await? {
-            Ok(_) => {}
-            Err(kube::Error::Api(r)) if r.code == 404 => return Ok(()),
-            Err(e) => return Err(api("delete the pod", name, e)),
+        if !self.delete_pod(name).await? {
+            return Ok(());
         }
         let started = Instant::now();
         while started.elapsed() < START_TIMEOUT {
@@ -1331,7 +1332,7 @@ mod tests {
     }
 
     #[test]
-    fn the_agent_enters_the_directory_and_sets_the_environment() {
+    fn the_agent_enters_the_directory_and_gets_the_environment_on_stdin() {
         let process = ProcessSpec {
             argv: vec!["bash".into(), "-c".into(), "echo $A".into()],
             user: crate::profile::User {
@@ -1353,15 +1354,20 @@ mod tests {
                 "exec",
                 "--cwd",
                 "/workspace",
-                "--env",
-                "A=1",
-                "--env",
-                "B=x y",
+                "--env-stdin",
+                "10",
                 "--",
                 "bash",
                 "-c",
                 "echo $A"
             ]
         );
+        // The values go on the stream, NUL-separated, never into the URL's argv.
+        assert_eq!(env_block(&process), b"A=1\0B=x y\0");
+        let none = ProcessSpec {
+            env: Vec::new(),
+            ..process
+        };
+        assert!(!agent_argv(&none).contains(&"--env-stdin".to_string()));
     }
 }
