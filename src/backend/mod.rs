@@ -210,6 +210,11 @@ pub struct Placement {
     pub node: String,
     /// SHA-256 of the seccomp profile object the pod runs under.
     pub seccomp_sha256: String,
+    /// The image the pod runs, as its spec names it and as the node resolved it.
+    #[serde(default)]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_id: String,
     /// Taken from a warm pool (else created for this execution or session).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_pool: bool,

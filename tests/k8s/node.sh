@@ -65,6 +65,8 @@ ok "non-root, no capabilities, no_new_privs, seccomp filter, read-only root, uns
 [ "$(field "$r" backend)" = kubernetes ] || fail "backend: $r"
 [ "$(field "$r" placement.node)" = localhost ] || fail "placement: $r"
 [ -n "$(field "$r" placement.seccomp_sha256)" ] || fail "no seccomp digest: $r"
+case $(field "$r" placement.image) in stockade/cluster:*) ;; *) fail "placement.image: $r" ;; esac
+[ -n "$(field "$r" placement.image_id)" ] || fail "no image id: $r"
 [ -s "$SECCOMP_DIR/operator/stockade-default-$(field "$r" placement.seccomp_sha256 | cut -c1-12).json" ] \
   || fail "the seccomp profile the pod names is not in the kubelet's seccomp root"
 ok "the result names the backend, node and seccomp digest, and the profile file is where the kubelet reads it"

@@ -321,6 +321,19 @@ impl KubernetesBackend {
                 .get(ANNOTATION_SECCOMP_SHA256)
                 .cloned()
                 .unwrap_or_default(),
+            image: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.iter().find(|c| c.name == CONTAINER))
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default(),
+            image_id: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.iter().find(|c| c.name == CONTAINER))
+                .map(|c| c.image_id.clone())
+                .unwrap_or_default(),
             from_pool,
             asserted,
         }
