@@ -87,6 +87,10 @@ impl std::fmt::Debug for KubernetesBackend {
     }
 }
 
+/// What a sweep found: `None` when it could not confirm that every process ended, else the
+/// counters it read once they had (`None` when not asked for or not readable).
+type Swept = Option<Option<Counters>>;
+
 /// Why a running command was stopped.
 #[derive(Debug, Clone, Copy)]
 enum Stop {
@@ -577,12 +581,7 @@ impl KubernetesBackend {
 
     /// The sweep, and with `counters` the counters it read once nothing else of the user ran
     /// (so no process of the command's is left to forge them). `None`: not confirmed.
-    async fn sweep(
-        &self,
-        pod: &str,
-        process: &ProcessSpec,
-        counters: bool,
-    ) -> Option<Option<Counters>> {
+    async fn sweep(&self, pod: &str, process: &ProcessSpec, counters: bool) -> Swept {
         let grace = process.kill_grace;
         let mut argv = vec![
             CLUSTER_AGENT_PATH.to_string(),
@@ -629,14 +628,15 @@ impl KubernetesBackend {
     }
 
     /// Runs `process` in `pod`, feeding the captures, until it ends, times out, floods or is
-    /// cancelled (then the kill rule ends it inside the pod).
+    /// cancelled (then the kill rule ends it inside the pod). With the outcome comes the sweep
+    /// that stopped it, if one did: `Some(reading)` once it was confirmed.
     async fn exec_run(
         &self,
         pod: &str,
         process: &ProcessSpec,
         streams: &mut Streams,
         cancel: &Cancel,
-    ) -> Result<Ended, BackendError> {
+    ) -> Result<(Ended, Option<Swept>), BackendError> {
         let block = env_block(process);
         let params = AttachParams::default()
             .container(CONTAINER)
@@ -687,24 +687,18 @@ impl KubernetesBackend {
         let (mut out_open, mut err_open) = (true, true);
         let stop = loop {
             tokio::select! {
-                n = stdout.read(&mut out_buf), if out_open => match n {
-                    Ok(0) | Err(_) => out_open = false,
-                    Ok(n) => {
-                        streams.push(Stream::Stdout, &out_buf[..n]);
-                        if streams.total() > process.output_hard_limit {
-                            break Err(Stop::Flood);
-                        }
+                n = stdout.read(&mut out_buf), if out_open => {
+                    feed(n, &mut out_open, Stream::Stdout, &out_buf, streams);
+                    if streams.total() > process.output_hard_limit {
+                        break Err(Stop::Flood);
                     }
-                },
-                n = stderr.read(&mut err_buf), if err_open => match n {
-                    Ok(0) | Err(_) => err_open = false,
-                    Ok(n) => {
-                        streams.push(Stream::Stderr, &err_buf[..n]);
-                        if streams.total() > process.output_hard_limit {
-                            break Err(Stop::Flood);
-                        }
+                }
+                n = stderr.read(&mut err_buf), if err_open => {
+                    feed(n, &mut err_open, Stream::Stderr, &err_buf, streams);
+                    if streams.total() > process.output_hard_limit {
+                        break Err(Stop::Flood);
                     }
-                },
+                }
                 // The Status comes after the output; with output still unread it waits.
                 s = &mut status, if !out_open && !err_open => break Ok(s),
                 _ = &mut deadline => break Err(Stop::Timeout),
@@ -728,7 +722,7 @@ impl KubernetesBackend {
                         });
                     }
                 };
-                return Ok(Ended {
+                let ended = Ended {
                     exit_code: Some(code),
                     timed_out: false,
                     flooded: false,
@@ -738,41 +732,39 @@ impl KubernetesBackend {
                     hits: None,
                     leftovers: 0,
                     ipc_removed: 0,
-                });
+                };
+                return Ok((ended, None));
             }
             Err(stop) => stop,
         };
         // Output keeps being read while the kill runs, so the command's writes never block
         // the stream the kill's own status comes back beside.
-        let kill = self.kill_tree(pod, process);
+        let kill = self.sweep(pod, process, true);
         tokio::pin!(kill);
-        let ended = loop {
+        let swept = loop {
             tokio::select! {
-                ended = &mut kill => break ended,
-                n = stdout.read(&mut out_buf), if out_open => match n {
-                    Ok(0) | Err(_) => out_open = false,
-                    Ok(n) => streams.push(Stream::Stdout, &out_buf[..n]),
-                },
-                n = stderr.read(&mut err_buf), if err_open => match n {
-                    Ok(0) | Err(_) => err_open = false,
-                    Ok(n) => streams.push(Stream::Stderr, &err_buf[..n]),
-                },
+                swept = &mut kill => break swept,
+                n = stdout.read(&mut out_buf), if out_open => {
+                    feed(n, &mut out_open, Stream::Stdout, &out_buf, streams)
+                }
+                n = stderr.read(&mut err_buf), if err_open => {
+                    feed(n, &mut err_open, Stream::Stderr, &err_buf, streams)
+                }
             }
         };
+        let ended = swept.is_some();
         let mut code = None;
         if ended {
             let drain = tokio::time::sleep(DRAIN_AFTER_KILL);
             tokio::pin!(drain);
             loop {
                 tokio::select! {
-                    n = stdout.read(&mut out_buf), if out_open => match n {
-                        Ok(0) | Err(_) => out_open = false,
-                        Ok(n) => streams.push(Stream::Stdout, &out_buf[..n]),
-                    },
-                    n = stderr.read(&mut err_buf), if err_open => match n {
-                        Ok(0) | Err(_) => err_open = false,
-                        Ok(n) => streams.push(Stream::Stderr, &err_buf[..n]),
-                    },
+                    n = stdout.read(&mut out_buf), if out_open => {
+                        feed(n, &mut out_open, Stream::Stdout, &out_buf, streams)
+                    }
+                    n = stderr.read(&mut err_buf), if err_open => {
+                        feed(n, &mut err_open, Stream::Stderr, &err_buf, streams)
+                    }
                     s = &mut status, if !out_open && !err_open => {
                         code = exit_code(s.as_ref()).ok();
                         break;
@@ -783,7 +775,7 @@ impl KubernetesBackend {
         }
         attached.abort();
         drop(stdin);
-        Ok(Ended {
+        let ended = Ended {
             exit_code: match stop {
                 Stop::Timeout => None,
                 _ => code,
@@ -799,7 +791,8 @@ impl KubernetesBackend {
             hits: None,
             leftovers: 0,
             ipc_removed: 0,
-        })
+        };
+        Ok((ended, Some(swept)))
     }
 }
 
@@ -846,6 +839,20 @@ pub fn cluster_render_options(
         opts.image_pull_policy = policy.clone();
     }
     opts
+}
+
+/// One read of an exec stream: its bytes to the captures; its end (or an error) closes it.
+fn feed(
+    read: std::io::Result<usize>,
+    open: &mut bool,
+    which: Stream,
+    buf: &[u8],
+    streams: &mut Streams,
+) {
+    match read {
+        Ok(0) | Err(_) => *open = false,
+        Ok(n) => streams.push(which, &buf[..n]),
+    }
 }
 
 /// `stockade-agent exec --cwd DIR [--env-stdin BYTES] -- ARGV`. The environment goes over the
@@ -1049,17 +1056,21 @@ impl Backend for KubernetesBackend {
                 oom_kills: Some(0),
             })
         };
-        let mut ended = self.exec_run(pod, process, streams, cancel).await?;
+        let (mut ended, stopped_by) = self.exec_run(pod, process, streams, cancel).await?;
         // Whatever the command left is ended before anything is read from the pod (a stopped
-        // command was swept already; once more costs nothing): none of its processes is left
-        // to forge the reading, which the sweep itself takes.
-        let mut after = None;
-        if !ended.kill_incomplete {
-            match self.sweep(pod, process, true).await {
-                Some(read) => after = read,
-                None => ended.kill_incomplete = true,
+        // command's sweep did that already): none of its processes is left to forge the
+        // reading, which the sweep itself takes.
+        let swept = match stopped_by {
+            Some(swept) => swept,
+            None => self.sweep(pod, process, true).await,
+        };
+        let after = match swept {
+            Some(read) => read,
+            None => {
+                ended.kill_incomplete = true;
+                None
             }
-        }
+        };
         // Exit 125 with the agent's words may be the command's own: the directory is tried
         // again by a fresh exec that runs nothing.
         if ended.exit_code == Some(EXEC_NO_WORKDIR)
