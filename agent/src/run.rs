@@ -136,24 +136,6 @@ fn command(request: &Request) -> Command {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // The command and all it starts are the memory killer's first choice, never this agent:
-    // an agent killed by a command's memory use would take the result with it. Raising one's
-    // own score needs no privilege; without CAP_SYS_RESOURCE a command can lower it again only
-    // as far as the score the sandbox started with, the agent's own, where size decides.
-    // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-            let fd = libc::open(
-                c"/proc/self/oom_score_adj".as_ptr(),
-                libc::O_WRONLY | libc::O_CLOEXEC,
-            );
-            if fd >= 0 {
-                libc::write(fd, b"1000".as_ptr().cast(), 4);
-                libc::close(fd);
-            }
-            Ok(())
-        });
-    }
     for entry in &request.env {
         if let Some(at) = entry.iter().position(|&b| b == b'=') {
             command.env(
@@ -266,6 +248,7 @@ pub fn run(
     match spawned {
         Ok(mut child) => {
             reaped = Reaped::watching(Some(child.id() as i32));
+            sys::prefer_for_oom_kill(child.id() as i32);
             stdout = Pipe::new(child.stdout.take(), frame::STDOUT);
             stderr = Pipe::new(child.stderr.take(), frame::STDERR);
             stdin = child.stdin.take();

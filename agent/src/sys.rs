@@ -211,3 +211,24 @@ pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
 pub fn sleep(d: Duration) {
     std::thread::sleep(d);
 }
+
+/// Makes process `pid` (and what it starts from now on) the memory killer's first choice,
+/// never this agent: an agent killed by a command's memory use would take the result with it,
+/// and under memory pressure the kernel may pass over a victim it cannot reap in time and take
+/// the next largest. Raising a score needs no privilege; without CAP_SYS_RESOURCE a command
+/// can lower it again only as far as the score the sandbox started with, the agent's own.
+///
+/// Written from here once `spawn` has returned, that is once the child has exec'd: before the
+/// exec the child is a non-dumpable copy of this agent, whose /proc files belong to root, so it
+/// cannot write its own score (the kernel's `task_dump_owner`), and making it dumpable would
+/// open the agent's memory to the sandbox. Best effort: a child that exec'd an unreadable
+/// program stays non-dumpable, and what it forks before this write keeps the sandbox's score.
+pub fn prefer_for_oom_kill(pid: i32) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/oom_score_adj"))
+    {
+        use std::io::Write;
+        let _ = f.write_all(b"1000");
+    }
+}

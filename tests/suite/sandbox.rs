@@ -370,6 +370,10 @@ fn a_memory_bomb_is_oom_killed(t: Target) {
     let env = t.env();
     let p = limited_profile(&env, "smallmem", &[("memory", "\"64m\"")]);
     let s = unique("oom");
+    // The command, not the agent that reports it, is the memory killer's first choice. The
+    // agent raises the score once the command has exec'd; the pause leaves it that moment.
+    let (code, v) = env.exec_json(&["--profile", &p], "sleep 0.5; cat /proc/$$/oom_score_adj");
+    assert_eq!((code, v["stdout"].as_str()), (0, Some("1000\n")), "{v}");
     for session in [None, Some(s.as_str())] {
         let mut args = vec!["--profile", p.as_str()];
         if let Some(s) = session {
