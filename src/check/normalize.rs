@@ -116,6 +116,25 @@ fn runnable_file(path: &str) -> bool {
     )
 }
 
+/// Whether a glob names at least one character outright (a literal, or a bracket of one or two
+/// characters: `ns*er`, `[n]senter`), unlike `[a-z][3-9]`, a pattern that happens to fit `m4`.
+fn pins_a_letter(glob: &str) -> bool {
+    let mut chars = glob.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' | '?' => {}
+            '[' => {
+                let set: String = chars.by_ref().take_while(|&c| c != ']').collect();
+                if !set.contains('-') && set.trim_start_matches(['!', '^']).chars().count() <= 2 {
+                    return true;
+                }
+            }
+            _ => return true,
+        }
+    }
+    false
+}
+
 /// Whether a glob singles something out: its last component keeps at least two literal
 /// characters (`k?ore`, `doc*.sock`, `sd?`), unlike a sweep (`*`, `[ubso]*`).
 fn pointed_glob(pattern: &str) -> bool {
@@ -567,6 +586,11 @@ impl Walker<'_> {
         }
         operands.extend(reads);
         operands.extend(writes.iter().cloned());
+        if first.known() && first.text.contains('/') {
+            // A program run by its path is a path like any other: `/proc/1/root/bin/sh` runs
+            // the host's shell.
+            operands.push(first.text.clone());
+        }
         let mut all_writes = writes;
         all_writes.extend(command_writes(&name, &args));
         if let Some((lang, c)) = &code {
@@ -845,12 +869,14 @@ impl Walker<'_> {
                 continue;
             }
             let scripts = match found.kind {
-                Kind::Shell | Kind::Argv => vec![found.code],
+                Kind::Shell | Kind::Argv | Kind::Calls | Kind::Sed | Kind::Tcl => {
+                    vec![found.code]
+                }
                 Kind::Ex => runners::ex_commands(&found.code),
                 Kind::Strings => runners::string_commands(&found.code),
             };
             for s in scripts {
-                if is_bare_shell_text(&s) {
+                if found.escape && is_bare_shell_text(&s) {
                     self.signal(signals::SPAWNED_SHELL, &s);
                 }
                 self.run_script(Some(s), 0, vars, depth);
@@ -975,7 +1001,7 @@ impl Walker<'_> {
             return f.text.clone();
         }
         let mut name = basename(&f.text).to_string();
-        if f.flags & GLOB != 0 && name.contains(['*', '?', '[']) {
+        if f.flags & GLOB != 0 && name.contains(['*', '?', '[']) && pins_a_letter(&name) {
             // Only a glob that singles out one watched name resolves (`ns*er`); `*` or `a*` are
             // patterns, not a disguised program.
             let mut candidates = self.watched.iter().filter(|w| expand::glob_match(&name, w));

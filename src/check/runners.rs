@@ -20,6 +20,13 @@ pub enum Kind {
     Strings,
     /// The operands after the options form a command line (`pkexec CMD ARGS`).
     Argv,
+    /// The arguments of the row's `calls` in the value are command lines (m4's
+    /// `esyscmd(CMD)`, TeX's `\write18{CMD}`, make's `$(shell CMD)`, rpm's `%(CMD)`).
+    Calls,
+    /// A sed script: its `e COMMAND` commands (GNU sed) run a shell command.
+    Sed,
+    /// Tcl or expect code: the words after `exec` and `spawn` are a command.
+    Tcl,
 }
 
 /// One row of the table, as written.
@@ -42,6 +49,28 @@ pub struct RunnerSpec {
     /// Environment variables whose value is code.
     #[serde(default)]
     pub env: Vec<String>,
+    /// With `argv`: options that take the next argument as their value (`cpulimit -l 100`).
+    #[serde(default)]
+    pub value_options: Vec<String>,
+    /// With `argv`: operands before the command (`logsave FILE CMD`, `ssh HOST CMD`).
+    #[serde(default)]
+    pub positional: usize,
+    /// With `calls`: where a call starts, up to and including its opening bracket (`esyscmd(`,
+    /// `\write18{`, `$(shell `); its argument runs to the matching closing bracket.
+    #[serde(default)]
+    pub calls: Vec<String>,
+    /// The operand at this position (0-based, options and their values skipped) is code
+    /// (`sqlite3 DB SQL`: 1; `sed SCRIPT FILE`: 0).
+    #[serde(default)]
+    pub operand: Option<usize>,
+    /// The command starts at this option's value and runs to the end (`ksu -e CMD ARGS`,
+    /// `pidstat -e CMD ARGS`, `start-stop-daemon -x CMD`).
+    #[serde(default)]
+    pub start_options: Vec<String>,
+    /// With `argv`: the words that must come first for the rest to be a command (`perf stat
+    /// CMD`, `npm exec CMD`, `codex sandbox linux CMD`); each entry may be several words.
+    #[serde(default)]
+    pub subcommands: Vec<String>,
     /// When the program reads its code from stdin (here-strings, heredocs, pipes of known text).
     #[serde(default)]
     pub stdin: Option<Stdin>,
@@ -50,12 +79,20 @@ pub struct RunnerSpec {
     #[serde(default)]
     pub stdin_options: Vec<String>,
     pub kind: Kind,
+    /// Whether a bare shell run here is a shell escape (the default); `false` where starting a
+    /// shell is the program's ordinary use (`ssh HOST bash`).
+    #[serde(default = "yes")]
+    pub escape: bool,
     pub why: String,
     /// Where the behaviour is documented.
     pub source: String,
     /// Commands in which this row must find code to check.
     #[serde(rename = "match")]
     pub matches: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// When a runner's stdin is its program.
@@ -87,6 +124,8 @@ pub struct Found {
     /// The row's first code option, when the code came from stdin: the check judges it as
     /// `PROG OPTION CODE`, so rules on the program's arguments see it too.
     pub inline: Option<String>,
+    /// A bare shell here is a shell escape.
+    pub escape: bool,
 }
 
 /// Most code pieces taken from one program.
@@ -143,6 +182,7 @@ impl Runners {
                             code: v.to_string(),
                             kind: row.kind,
                             inline: None,
+                            escape: row.escape,
                         });
                     }
                 }
@@ -158,12 +198,13 @@ impl Runners {
                         code: code.to_string(),
                         kind: row.kind,
                         inline: row.options.first().cloned(),
+                        escape: row.escape,
                     });
                 }
                 continue;
             }
             if row.kind == Kind::Argv {
-                if let Some(start) = args.iter().position(|a| !a.starts_with('-')) {
+                if let Some(start) = argv_start(row, args) {
                     out.push(Found {
                         code: args[start..]
                             .iter()
@@ -172,11 +213,32 @@ impl Runners {
                             .join(" "),
                         kind: Kind::Shell,
                         inline: None,
+                        escape: row.escape,
                     });
                 }
                 continue;
             }
-            for v in option_values(row, args) {
+            if let Some(at) = row.start_options.iter().find_map(|o| {
+                args.iter()
+                    .position(|a| a == o)
+                    .filter(|&at| at + 1 < args.len())
+            }) {
+                out.push(Found {
+                    code: args[at + 1..]
+                        .iter()
+                        .map(|a| super::wrappers::shell_quote(a))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    kind: Kind::Shell,
+                    inline: None,
+                    escape: row.escape,
+                });
+            }
+            let mut values = option_values(row, args);
+            if let Some(n) = row.operand {
+                values.extend(nth_operand(row, args, n));
+            }
+            for v in values {
                 let value = match row.keys.is_empty() {
                     true => Some(v),
                     false => key_value(&row.keys, &v),
@@ -186,13 +248,245 @@ impl Runners {
                         code,
                         kind: row.kind,
                         inline: None,
+                        escape: row.escape,
                     });
                 }
             }
         }
-        out.truncate(MAX_FOUND);
-        out
+        let mut found = Vec::new();
+        for f in out {
+            let Found {
+                code,
+                kind,
+                inline,
+                escape,
+            } = f;
+            let pieces = match kind {
+                Kind::Calls => {
+                    let rows = self.by_program.get(name).into_iter().flatten();
+                    let openers: Vec<&str> = rows
+                        .flat_map(|&i| self.rows[i].calls.iter().map(String::as_str))
+                        .collect();
+                    call_arguments(&openers, &code)
+                }
+                Kind::Sed => sed_commands(&code),
+                Kind::Tcl => tcl_commands(&code),
+                _ => {
+                    found.push(Found {
+                        code,
+                        kind,
+                        inline,
+                        escape,
+                    });
+                    continue;
+                }
+            };
+            found.extend(pieces.into_iter().map(|code| Found {
+                code,
+                kind: Kind::Shell,
+                inline: None,
+                escape,
+            }));
+        }
+        found.truncate(MAX_FOUND);
+        found
     }
+}
+
+/// The `n`th operand of `args` (0-based), options and the values of `value_options` skipped.
+fn nth_operand(row: &RunnerSpec, args: &[String], n: usize) -> Option<String> {
+    let mut i = 0;
+    let mut seen = 0;
+    let mut options_done = false;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if !options_done && a == "--" {
+            options_done = true;
+        } else if !options_done && a.starts_with('-') && a.len() > 1 {
+            if row.value_options.iter().any(|o| o == a) || row.options.iter().any(|o| o == a) {
+                i += 1;
+            }
+        } else {
+            if seen == n {
+                return Some(a.to_string());
+            }
+            seen += 1;
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Most bytes of code scanned for calls, sed or Tcl commands.
+const MAX_SCAN: usize = 64 * 1024;
+
+/// The arguments of every call that starts with one of `openers`, each up to the bracket
+/// that closes the opener's last bracket (nested brackets of that kind counted).
+pub fn call_arguments(openers: &[&str], code: &str) -> Vec<String> {
+    let code = &code[..floor_char_boundary(code, MAX_SCAN)];
+    let mut out = Vec::new();
+    for opener in openers {
+        let Some((open, close)) = opener.chars().rev().find_map(|c| match c {
+            '(' => Some(('(', ')')),
+            '{' => Some(('{', '}')),
+            '[' => Some(('[', ']')),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let mut rest = code;
+        let word = opener.starts_with(|c: char| c.is_ascii_alphanumeric());
+        while let Some(at) = rest.find(opener) {
+            let body = &rest[at + opener.len()..];
+            // `syscmd(` inside `esyscmd(` is not a call of its own.
+            let inside_word = word
+                && rest[..at]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            if inside_word {
+                rest = body;
+                continue;
+            }
+            let mut depth = 1usize;
+            let mut end = body.len();
+            for (i, c) in body.char_indices() {
+                if c == open {
+                    depth += 1;
+                } else if c == close {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                }
+            }
+            let arg = body[..end].trim();
+            if !arg.is_empty() && out.len() < MAX_FOUND {
+                out.push(arg.to_string());
+            }
+            rest = &body[end..];
+        }
+    }
+    out
+}
+
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    (0..=max)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
+/// The commands of a sed script's `e COMMAND` commands (GNU sed(1): "e command: executes
+/// command and sends its output to the output stream"), after any address.
+pub fn sed_commands(script: &str) -> Vec<String> {
+    let script = &script[..floor_char_boundary(script, MAX_SCAN)];
+    let mut out = Vec::new();
+    for part in script.split(['\n', ';']) {
+        // An address: line numbers, `$`, `/regex/`, ranges, `!`.
+        let mut p = part.trim_start();
+        loop {
+            let before = p;
+            p = p.trim_start_matches(|c: char| {
+                c.is_ascii_digit() || matches!(c, '$' | ',' | '!' | '~' | '+')
+            });
+            if let Some(rest) = p.strip_prefix('/') {
+                p = rest.split_once('/').map_or("", |(_, r)| r);
+            }
+            p = p.trim_start();
+            if p == before {
+                break;
+            }
+        }
+        if let Some(cmd) = p.strip_prefix('e') {
+            if cmd.starts_with([' ', '\t']) && !cmd.trim().is_empty() && out.len() < MAX_FOUND {
+                out.push(cmd.trim().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The commands Tcl or expect code starts: the words after `exec` or `spawn` up to the end of
+/// the Tcl command (`;`, a newline or a closing `]`), quotes and braces taken off.
+pub fn tcl_commands(code: &str) -> Vec<String> {
+    let code = &code[..floor_char_boundary(code, MAX_SCAN)];
+    let mut out = Vec::new();
+    for verb in ["exec", "spawn"] {
+        let mut rest = code;
+        while let Some(at) = rest.find(verb) {
+            let before_ok = rest[..at]
+                .chars()
+                .next_back()
+                .map_or(true, |c| matches!(c, ' ' | '\t' | '\n' | ';' | '[' | '{'));
+            let body = &rest[at + verb.len()..];
+            rest = body;
+            if !before_ok || !body.starts_with([' ', '\t']) {
+                continue;
+            }
+            let end = body.find([';', '\n', ']']).unwrap_or(body.len());
+            let words: Vec<&str> = body[..end]
+                .split_whitespace()
+                .map(|w| w.trim_matches(|c| matches!(c, '"' | '{' | '}')))
+                .filter(|w| !w.is_empty() && *w != "--")
+                .collect();
+            if !words.is_empty() && out.len() < MAX_FOUND {
+                out.push(words.join(" "));
+            }
+        }
+    }
+    out
+}
+
+/// Where an `argv` row's command starts in `args`: after the options (and the values of
+/// `value_options`), the row's subcommand words and its `positional` operands; `--` ends the
+/// options.
+fn argv_start(row: &RunnerSpec, args: &[String]) -> Option<usize> {
+    let mut i = 0;
+    let mut words: Vec<&str> = Vec::new();
+    let want = |w: &[&str]| {
+        row.subcommands
+            .iter()
+            .any(|s| s.split_whitespace().eq(w.iter().copied()))
+    };
+    let mut positional = row.positional;
+    let mut options_done = false;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if !options_done && a == "--" {
+            options_done = true;
+            i += 1;
+            continue;
+        }
+        if !options_done && a.starts_with('-') && a.len() > 1 {
+            let takes_value = row.value_options.iter().any(|o| o == a);
+            i += 1 + usize::from(takes_value);
+            continue;
+        }
+        if !row.subcommands.is_empty() && !want(&words) {
+            words.push(a);
+            let prefix = row.subcommands.iter().any(|s| {
+                let s: Vec<&str> = s.split_whitespace().collect();
+                s.len() >= words.len() && s[..words.len()] == words[..]
+            });
+            if !prefix {
+                return None;
+            }
+            i += 1;
+            continue;
+        }
+        if positional > 0 {
+            positional -= 1;
+            i += 1;
+            continue;
+        }
+        return Some(i);
+    }
+    None
 }
 
 /// Names of stdin as a file operand.
@@ -284,6 +578,13 @@ pub fn ex_commands(value: &str) -> Vec<String> {
             .or_else(|| p.strip_prefix("se shell="))
         {
             shell = Some(s.trim().to_string());
+        } else if let Some(cmd) = p
+            .strip_prefix("terminal ")
+            .or_else(|| p.strip_prefix("term "))
+            .filter(|c| !c.trim().is_empty())
+        {
+            // vim's `:terminal CMD` runs CMD in a terminal window.
+            out.push(cmd.trim().to_string());
         } else if let Some(cmd) = p.strip_prefix("shell ").filter(|c| !c.trim().is_empty()) {
             // gdb's `shell CMD` (vim's `:shell` takes no command).
             out.push(cmd.to_string());
@@ -322,5 +623,32 @@ mod tests {
         assert_eq!(ex_commands("\\! /bin/sh"), [" /bin/sh"]);
         assert_eq!(ex_commands(".shell id"), ["id"]);
         assert_eq!(ex_commands("shell nsenter -t 1"), ["nsenter -t 1"]);
+        assert_eq!(ex_commands(":terminal nsenter -t 1"), ["nsenter -t 1"]);
+    }
+
+    #[test]
+    fn calls_sed_and_tcl() {
+        assert_eq!(
+            call_arguments(&["esyscmd(", "syscmd("], "esyscmd(id (x))dnl syscmd(ls)"),
+            ["id (x)", "ls"]
+        );
+        assert_eq!(
+            call_arguments(&["\\write18{"], r"\immediate\write18{nsenter -t 1 {x}}\end"),
+            ["nsenter -t 1 {x}"]
+        );
+        assert_eq!(
+            call_arguments(&["$(shell "], "$(shell id $(x))"),
+            ["id $(x)"]
+        );
+        assert!(call_arguments(&["esyscmd("], "esyscmd(").is_empty());
+        assert_eq!(sed_commands("1e exec sh 1>&0"), ["exec sh 1>&0"]);
+        assert_eq!(sed_commands("/x/e id; $e ls"), ["id", "ls"]);
+        assert!(sed_commands("s/e/f/g; 1d; 2echo").is_empty());
+        assert_eq!(
+            tcl_commands("spawn nsenter -t 1 -m sh;interact"),
+            ["nsenter -t 1 -m sh"]
+        );
+        assert_eq!(tcl_commands("set x [exec id]; puts $x"), ["id"]);
+        assert!(tcl_commands("execute x; respawn y").is_empty());
     }
 }

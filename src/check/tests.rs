@@ -363,3 +363,43 @@ fn a_bare_shell_anywhere_in_a_runners_script_is_a_spawned_shell() {
         assert_eq!(decide(cmd), Decision::Allow, "{cmd}");
     }
 }
+
+#[test]
+fn gtfobins_runners_hand_their_command_to_the_check() {
+    // A payload in the place GTFOBins puts `/bin/sh` is judged as the command it is.
+    for cmd in [
+        "aa-exec nsenter -t 1 -m sh",
+        "cpulimit -l 100 -f -- nsenter -t 1 -m sh",
+        "perf stat -e cycles nsenter -t 1 -m sh",
+        "npm exec nsenter -t 1 -m sh",
+        "ssh -p 22 localhost nsenter -t 1 -m sh",
+        "ksu -q -e nsenter -t 1 -m sh",
+        "echo 'esyscmd(nsenter -t 1 -m sh)' | m4",
+        r"pdftex --shell-escape '\write18{nsenter -t 1 -m sh}\end'",
+        "make --eval='$(shell nsenter -t 1 -m sh 1>&0)' .",
+        "rpm --eval '%(nsenter -t 1 -m sh 1>&2)'",
+        "sed -n '1e exec nsenter -t 1 -m sh 1>&0' /etc/hosts",
+        "expect -c 'spawn nsenter -t 1 -m sh;interact'",
+        "sqlite3 /dev/null '.shell nsenter -t 1 -m sh'",
+        "RESTIC_PASSWORD_COMMAND='nsenter -t 1 -m sh' restic backup",
+        "vi -c ':terminal nsenter -t 1 -m sh'",
+        "/proc/1/root/bin/sh -p",
+        "time /proc/1/root/bin/sh",
+    ] {
+        assert_eq!(decide(cmd), Decision::Deny, "{cmd}");
+    }
+    // The same programs doing their ordinary work.
+    for cmd in [
+        "ssh user@server /bin/bash",
+        "npm run build",
+        "perf stat ls",
+        "sed -n '1p;$p' /etc/hosts",
+        "sed 's/e/f/' file",
+        "m4 macros.m4",
+        "rpm --eval '%{_libdir}'",
+        "[a-z][3-9]",
+        "/usr/bin/env python3 x.py",
+    ] {
+        assert_eq!(decide(cmd), Decision::Allow, "{cmd}");
+    }
+}

@@ -512,14 +512,8 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
                     args[i].strip_prefix('+')
                 };
                 if let Some(v) = v {
-                    let v = v.trim_start_matches(':').trim();
-                    if let Some(cmd) = v.strip_prefix('!') {
-                        scripts.push(cmd.to_string());
-                    } else if let Some(cmd) = v.strip_prefix("shell") {
-                        if cmd.trim().is_empty() {
-                            scripts.push("sh".to_string());
-                        }
-                    }
+                    // `:!cmd`, `:shell`, `:set shell=X | shell`, `:terminal cmd`, `:py3 ...`.
+                    scripts.extend(super::runners::ex_commands(v));
                 }
                 i += 1;
             }
