@@ -626,6 +626,22 @@ mod tests {
         assert_eq!(ex_commands(":terminal nsenter -t 1"), ["nsenter -t 1"]);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn code_scanners_are_total_and_bounded(code in "[a-z ;(){}\\[\\]$%!e\n]{0,300}") {
+            for pieces in [
+                call_arguments(&["esyscmd(", "\\write18{", "$(shell ", "%("], &code),
+                sed_commands(&code),
+                tcl_commands(&code),
+            ] {
+                proptest::prop_assert!(pieces.len() <= MAX_FOUND);
+                for p in pieces {
+                    proptest::prop_assert!(p.len() <= code.len());
+                }
+            }
+        }
+    }
+
     #[test]
     fn calls_sed_and_tcl() {
         assert_eq!(
