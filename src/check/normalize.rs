@@ -763,7 +763,11 @@ impl Walker<'_> {
             match shell_input(&fields[1..]) {
                 ShellInput::Arg(i) => {
                     let f = &fields[1 + i];
-                    self.run_script(f.known().then(|| f.text.clone()), f.flags, vars, depth);
+                    // A string with pieces that cannot be known (`sh -c "echo 0 > $d/x"`) is
+                    // still judged, its unknown expansions left as written (unknown again when
+                    // parsed); decoded or fetched text that is not known is judged as such.
+                    let judged = f.known() || f.flags & (DECODED | FETCHED) == 0;
+                    self.run_script(judged.then(|| f.text.clone()), f.flags, vars, depth);
                 }
                 ShellInput::Stdin => {
                     if let Some(o) = &stdin {
@@ -1432,9 +1436,13 @@ const NET_TOOLS: &[&str] = &[
 fn decoded_host(name: &str, operand: &str) -> Option<(String, String)> {
     let host = if let Some((_, rest)) = operand.split_once("://") {
         let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-        rest.split(['/', '?', '#']).next().unwrap_or("")
+        // An expansion after the host (`http://2852039170$CREDS_PATH`) is the path's.
+        rest.split(['/', '?', '#', '$', '`']).next().unwrap_or("")
     } else if NET_TOOLS.contains(&name) && !operand.starts_with('-') {
-        operand.split(['/', '?', '#']).next().unwrap_or("")
+        operand
+            .split(['/', '?', '#', '$', '`'])
+            .next()
+            .unwrap_or("")
     } else {
         return None;
     };

@@ -403,3 +403,28 @@ fn gtfobins_runners_hand_their_command_to_the_check() {
         assert_eq!(decide(cmd), Decision::Allow, "{cmd}");
     }
 }
+
+#[test]
+fn partly_known_strings_and_hosts_are_still_judged() {
+    for cmd in [
+        // The shell string's unknown piece stays unknown; the rest is judged.
+        r#"sh -c "echo 0 > $d/w/cgroup.procs""#,
+        r#"bash -c "nsenter -t 1 -m $SHELL""#,
+        // The expansion after a decimal host is the URL's path.
+        "curl -s http://2852039170$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "kubectl exec -it pod -- nsenter --target 1 --mount sh",
+        "docker exec -it c nsenter -t 1 -m sh",
+        "runc exec --cwd /proc/self/fd/7 web sh",
+    ] {
+        assert_ne!(decide(cmd), Decision::Allow, "{cmd}");
+    }
+    for cmd in [
+        r#"sh -c "echo $HOME""#,
+        r#"bash -c "cd $dir && make""#,
+        "curl -s http://example.com$path",
+        "kubectl exec -it pod -- bash",
+        "docker exec -it web sh",
+    ] {
+        assert_eq!(decide(cmd), Decision::Allow, "{cmd}");
+    }
+}
