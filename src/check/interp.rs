@@ -290,6 +290,10 @@ pub fn shell_strings(lang: Lang, code: &str) -> Vec<String> {
         if words.len() >= 2 && (call.contains("execl") || call.contains("spawnl")) {
             words.remove(1);
         }
+        if call.contains("popen") || call.contains("proc_open") {
+            // `popen(CMD, "r")`: one command line, then the mode (or descriptors).
+            words.truncate(1);
+        }
         if words.len() == 1 {
             out.push(words.remove(0));
         } else {

@@ -607,7 +607,18 @@ pub fn ex_commands(value: &str) -> Vec<String> {
 
 /// String literals of the code, as commands (`(term "/bin/sh")`, `(shell-command "id")`).
 pub fn string_commands(value: &str) -> Vec<String> {
-    super::interp::literals(value)
+    let mut out = super::interp::literals(value);
+    // Backtick commands: julia's run(`cmd`), groovy's and Perl's `cmd`.
+    let mut rest = &value[..floor_char_boundary(value, MAX_SCAN)];
+    while let Some(start) = rest.find('`') {
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('`') else { break };
+        if !after[..end].trim().is_empty() && out.len() < MAX_FOUND {
+            out.push(after[..end].to_string());
+        }
+        rest = &after[end + 1..];
+    }
+    out
 }
 
 #[cfg(test)]

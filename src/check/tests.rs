@@ -385,6 +385,10 @@ fn gtfobins_runners_hand_their_command_to_the_check() {
         "vi -c ':terminal nsenter -t 1 -m sh'",
         "/proc/1/root/bin/sh -p",
         "time /proc/1/root/bin/sh",
+        "julia -e 'run(`nsenter -t 1 -m sh`)'",
+        r#"php -r '$h=@popen("nsenter -t 1 -m sh -i","r");'"#,
+        "echo x | msgfilter -P nsenter -t 1 -m sh",
+        "setarch -3 nsenter -t 1 -m sh",
     ] {
         assert_eq!(decide(cmd), Decision::Deny, "{cmd}");
     }

@@ -533,6 +533,10 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
     };
     let mut i = 0;
     let mut positional = spec.positional;
+    if name == "setarch" && args.first().is_some_and(|a| a.starts_with('-')) {
+        // util-linux 2.33 and later: the architecture is optional (`setarch -3 CMD`).
+        positional = 0;
+    }
     // `runuser USER -c`: without -u the first operand is the user.
     let mut user_operand = name == "runuser" && !args.iter().any(|a| a == "-u" || a == "--user");
     let mut script_found = false;
