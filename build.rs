@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 fn main() {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env("OUT_DIR"));
+    rules_as_json(&manifest_dir, &out_dir);
     let target = env("TARGET");
     for path in [
         "agent/src",
@@ -106,4 +107,38 @@ fn is_static_elf(bytes: &[u8]) -> bool {
         // A static-pie keeps PT_DYNAMIC for its own relocations, but names no interpreter.
         u32_at(at) != PT_INTERP
     })
+}
+
+/// Writes `builtin_rules_json.rs`: a function from each builtin rule file's name to its content
+/// as JSON. The rules are still written, reviewed and verified as TOML; the JSON form only
+/// spares every start-up the TOML parse. A file that does not parse here is left out, and the
+/// TOML text then reports the error at start-up as it always has.
+fn rules_as_json(manifest_dir: &Path, out_dir: &Path) {
+    let dir = manifest_dir.join("profiles/rules");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    names.sort();
+    let mut code = String::from(
+        "/// The builtin rule file `name` as JSON, converted from its TOML at build time.\n\
+         pub fn builtin_json(name: &str) -> Option<&'static str> {\n    match name {\n",
+    );
+    for name in names {
+        let path = dir.join(&name);
+        println!("cargo:rerun-if-changed={}", path.display());
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let Ok(value) = text.parse::<toml::Table>() else {
+            continue;
+        };
+        let json = serde_json::to_string(&value).expect("a TOML table is JSON");
+        code.push_str(&format!("        {name:?} => Some({json:?}),\n"));
+    }
+    code.push_str("        _ => None,\n    }\n}\n");
+    std::fs::write(out_dir.join("builtin_rules_json.rs"), code)
+        .expect("write builtin_rules_json.rs");
 }

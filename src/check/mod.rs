@@ -245,6 +245,18 @@ pub const BUILTIN_RULES: &[(&str, &str)] = &[
     ),
 ];
 
+include!(concat!(env!("OUT_DIR"), "/builtin_rules_json.rs"));
+
+/// The builtin rule files as JSON (converted at build time, see build.rs), for the start-up of
+/// every command: the same rules as [`BUILTIN_RULES`], which the test suite verifies (and
+/// `json_form_is_the_toml_form` holds the two to each other).
+fn builtin_json_sources() -> Vec<(String, String)> {
+    BUILTIN_RULES
+        .iter()
+        .map(|(n, t)| (n.to_string(), builtin_json(n).unwrap_or(t).to_string()))
+        .collect()
+}
+
 fn builtin_sources() -> Vec<(String, String)> {
     BUILTIN_RULES
         .iter()
@@ -284,7 +296,7 @@ impl Checker {
     /// suite compiles every set and runs every example ([`Checker::builtin_verified`]), and so
     /// does `stockade rules check`, so a shipped binary's rules have passed them.
     pub fn builtin() -> Result<Self, CheckError> {
-        Self::compile_sources(&builtin_sources(), Build::OnFirstUse)
+        Self::compile_sources(&builtin_json_sources(), Build::OnFirstUse)
     }
 
     /// The builtin rules with every set compiled, the examples not yet run (for

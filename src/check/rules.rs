@@ -430,10 +430,18 @@ pub fn compile(sources: &[(String, String)], build: Build) -> Result<Compiled, C
                 size: text.len(),
             });
         }
-        let file: RuleFile = toml::from_str(text).map_err(|source| CheckError::Parse {
-            path: name.clone(),
-            source: Box::new(source),
-        })?;
+        // A TOML document cannot start with `{`; a builtin file converted at build time does.
+        let file: RuleFile = if text.starts_with('{') {
+            serde_json::from_str(text).map_err(|e| CheckError::Parse {
+                path: name.clone(),
+                source: Box::new(<toml::de::Error as serde::de::Error>::custom(e)),
+            })?
+        } else {
+            toml::from_str(text).map_err(|source| CheckError::Parse {
+                path: name.clone(),
+                source: Box::new(source),
+            })?
+        };
         for (set, members) in file.sets {
             if sets.insert(set.clone(), members).is_some() {
                 return Err(CheckError::DuplicateSet { set });

@@ -432,3 +432,28 @@ fn partly_known_strings_and_hosts_are_still_judged() {
         assert_eq!(decide(cmd), Decision::Allow, "{cmd}");
     }
 }
+
+#[test]
+fn json_form_is_the_toml_form() {
+    // Start-up reads the builtin rules as JSON made at build time; they are the TOML files'.
+    for (name, toml_text) in BUILTIN_RULES {
+        let json = builtin_json(name).unwrap_or_else(|| panic!("{name} has no JSON form"));
+        let from_toml: rules::RuleFile = toml::from_str(toml_text).unwrap();
+        let from_json: rules::RuleFile = serde_json::from_str(json).unwrap();
+        assert_eq!(format!("{from_toml:?}"), format!("{from_json:?}"), "{name}");
+    }
+    let fast = Checker::builtin().unwrap();
+    let verified = checker();
+    assert_eq!(fast.rules().len(), verified.rules().len());
+    for cmd in [
+        "nsenter -t 1 -m sh",
+        "ls -la",
+        "npm exec nsenter -t 1 -m sh",
+    ] {
+        assert_eq!(
+            fast.check(cmd, &Policy::default()),
+            verified.check(cmd, &Policy::default()),
+            "{cmd}"
+        );
+    }
+}
