@@ -52,6 +52,10 @@ pub struct RunnerSpec {
     /// With `argv`: options that take the next argument as their value (`cpulimit -l 100`).
     #[serde(default)]
     pub value_options: Vec<String>,
+    /// With `argv`: the command's words are joined with spaces as they are, not quoted (ssh
+    /// sends them to the remote shell that way: `ssh HOST 'a; b'` runs `a; b`).
+    #[serde(default)]
+    pub joined: bool,
     /// With `argv`: operands before the command (`logsave FILE CMD`, `ssh HOST CMD`).
     #[serde(default)]
     pub positional: usize,
@@ -206,11 +210,16 @@ impl Runners {
             if row.kind == Kind::Argv {
                 if let Some(start) = argv_start(row, args) {
                     out.push(Found {
-                        code: args[start..]
-                            .iter()
-                            .map(|a| super::wrappers::shell_quote(a))
-                            .collect::<Vec<_>>()
-                            .join(" "),
+                        // ssh hands the remote shell its words joined, not quoted.
+                        code: if row.joined {
+                            args[start..].join(" ")
+                        } else {
+                            args[start..]
+                                .iter()
+                                .map(|a| super::wrappers::shell_quote(a))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        },
                         kind: Kind::Shell,
                         inline: None,
                         escape: row.escape,
@@ -218,13 +227,25 @@ impl Runners {
                 }
                 continue;
             }
-            if let Some(at) = row.start_options.iter().find_map(|o| {
-                args.iter()
-                    .position(|a| a == o)
-                    .filter(|&at| at + 1 < args.len())
+            if let Some((at, attached)) = row.start_options.iter().find_map(|o| {
+                args.iter().enumerate().find_map(|(at, a)| {
+                    if a == o && at + 1 < args.len() {
+                        Some((at + 1, None))
+                    } else {
+                        a.strip_prefix(o.as_str())
+                            .and_then(|v| v.strip_prefix('='))
+                            .map(|v| (at + 1, Some(v.to_string())))
+                    }
+                })
             }) {
+                // `start-stop-daemon -x PROG -- ARGS`: the `--` only ends its options.
+                let mut words: Vec<String> = attached.into_iter().collect();
+                words.extend(args[at..].iter().cloned());
+                if let Some(dd) = words.iter().skip(1).position(|w| w == "--") {
+                    words.remove(dd + 1);
+                }
                 out.push(Found {
-                    code: args[at + 1..]
+                    code: words
                         .iter()
                         .map(|a| super::wrappers::shell_quote(a))
                         .collect::<Vec<_>>()
@@ -235,7 +256,8 @@ impl Runners {
                 });
             }
             let mut values = option_values(row, args);
-            if let Some(n) = row.operand {
+            // The operand is the code unless an option gave it (`sed -e SCRIPT FILE`).
+            if let Some(n) = row.operand.filter(|_| values.is_empty()) {
                 values.extend(nth_operand(row, args, n));
             }
             for v in values {
@@ -343,7 +365,7 @@ pub fn call_arguments(openers: &[&str], code: &str) -> Vec<String> {
                 && rest[..at]
                     .chars()
                     .next_back()
-                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                    .is_some_and(|c| c.is_ascii_alphanumeric());
             if inside_word {
                 rest = body;
                 continue;
@@ -381,34 +403,106 @@ fn floor_char_boundary(s: &str, max: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// The commands of a sed script's `e COMMAND` commands (GNU sed(1): "e command: executes
-/// command and sends its output to the output stream"), after any address.
+/// The commands a sed script runs (GNU sed(1)): `e COMMAND`, which takes the rest of its line
+/// (space after `e` optional, `;` part of the command), after any address (`1`, `$`, `/re/I`,
+/// `\,re,`, ranges, `!`, `{`); and the replacement of an `s` command with the `e` flag, which
+/// is run as a command.
 pub fn sed_commands(script: &str) -> Vec<String> {
     let script = &script[..floor_char_boundary(script, MAX_SCAN)];
     let mut out = Vec::new();
-    for part in script.split(['\n', ';']) {
-        // An address: line numbers, `$`, `/regex/`, ranges, `!`.
-        let mut p = part.trim_start();
-        loop {
-            let before = p;
-            p = p.trim_start_matches(|c: char| {
-                c.is_ascii_digit() || matches!(c, '$' | ',' | '!' | '~' | '+')
-            });
-            if let Some(rest) = p.strip_prefix('/') {
-                p = rest.split_once('/').map_or("", |(_, r)| r);
-            }
-            p = p.trim_start();
-            if p == before {
-                break;
-            }
-        }
-        if let Some(cmd) = p.strip_prefix('e') {
-            if cmd.starts_with([' ', '\t']) && !cmd.trim().is_empty() && out.len() < MAX_FOUND {
-                out.push(cmd.trim().to_string());
+    for line in script.split('\n') {
+        let mut p = line;
+        while !p.trim().is_empty() && out.len() < MAX_FOUND {
+            p = skip_address(p);
+            let Some(c) = p.chars().next() else { break };
+            match c {
+                'e' => {
+                    let cmd = p[1..].trim();
+                    if !cmd.is_empty() {
+                        out.push(cmd.to_string());
+                    }
+                    break;
+                }
+                's' => {
+                    let Some((replacement, flags, rest)) = substitution(&p[1..]) else {
+                        break;
+                    };
+                    if flags.contains('e') && !replacement.trim().is_empty() {
+                        out.push(replacement.to_string());
+                    }
+                    p = rest;
+                }
+                // Commands whose argument is the rest of the line.
+                'a' | 'i' | 'c' | 'r' | 'R' | 'w' | 'W' | 'b' | 't' | 'T' | ':' | '#' => break,
+                _ => {
+                    // Any other command ends at `;` or `}`.
+                    match p.find([';', '}']) {
+                        Some(at) => p = &p[at + 1..],
+                        None => break,
+                    }
+                }
             }
         }
     }
     out
+}
+
+/// The script after a sed address and the separators before a command.
+fn skip_address(mut p: &str) -> &str {
+    loop {
+        let before = p;
+        p = p.trim_start_matches(|c: char| {
+            c.is_ascii_whitespace()
+                || c.is_ascii_digit()
+                || matches!(c, '$' | ',' | '!' | '~' | '+' | ';' | '{' | '}')
+        });
+        if let Some(rest) = p.strip_prefix('/') {
+            p = rest.split_once('/').map_or("", |(_, r)| r);
+            p = p.trim_start_matches(['I', 'M']);
+        } else if let Some(rest) = p.strip_prefix('\\') {
+            // `\cREGEXc` with a delimiter of one's choosing.
+            let mut chars = rest.chars();
+            if let Some(d) = chars.next() {
+                let rest = chars.as_str();
+                p = rest.split_once(d).map_or("", |(_, r)| r);
+                p = p.trim_start_matches(['I', 'M']);
+            }
+        }
+        if p == before {
+            return p;
+        }
+    }
+}
+
+/// An `s` command after its `s`: the replacement, the flags and the script after them.
+fn substitution(p: &str) -> Option<(&str, &str, &str)> {
+    let d = p.chars().next()?;
+    if d == '\\' || d == '\n' || d.is_whitespace() {
+        return None;
+    }
+    let body = &p[d.len_utf8()..];
+    let mut parts = Vec::with_capacity(2);
+    let mut start = 0;
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == d {
+            parts.push(&body[start..i]);
+            start = i + c.len_utf8();
+            if parts.len() == 2 {
+                break;
+            }
+        }
+    }
+    if parts.len() < 2 {
+        return None;
+    }
+    let after = &body[start..];
+    let end = after.find([';', '}', ' ']).unwrap_or(after.len());
+    Some((parts[1], &after[..end], &after[end..]))
 }
 
 /// The commands Tcl or expect code starts: the words after `exec` or `spawn` up to the end of
@@ -416,9 +510,12 @@ pub fn sed_commands(script: &str) -> Vec<String> {
 pub fn tcl_commands(code: &str) -> Vec<String> {
     let code = &code[..floor_char_boundary(code, MAX_SCAN)];
     let mut out = Vec::new();
-    for verb in ["exec", "spawn"] {
+    for verb in ["exec", "spawn", "exp_spawn", "system"] {
         let mut rest = code;
         while let Some(at) = rest.find(verb) {
+            if out.len() >= MAX_FOUND {
+                return out;
+            }
             let before_ok = rest[..at]
                 .chars()
                 .next_back()
@@ -428,18 +525,44 @@ pub fn tcl_commands(code: &str) -> Vec<String> {
             if !before_ok || !body.starts_with([' ', '\t']) {
                 continue;
             }
-            let end = body.find([';', '\n', ']']).unwrap_or(body.len());
+            // One Tcl command: up to `;`, a newline or `]`, and never past the next verb (so
+            // a run of verbs with no terminator costs linear time).
+            let bound = body[1..].find(verb).map_or(body.len(), |i| i + 1);
+            let end = body[..bound].find([';', '\n', ']']).unwrap_or(bound);
             let words: Vec<&str> = body[..end]
                 .split_whitespace()
                 .map(|w| w.trim_matches(|c| matches!(c, '"' | '{' | '}')))
-                .filter(|w| !w.is_empty() && *w != "--")
+                .filter(|w| !w.is_empty())
+                // exec's and spawn's own options (`-ignorestderr`, `-noecho`, `--`).
+                .skip_while(|w| w.starts_with('-'))
                 .collect();
-            if !words.is_empty() && out.len() < MAX_FOUND {
+            if !words.is_empty() {
                 out.push(words.join(" "));
             }
         }
     }
     out
+}
+
+/// Whether option word `a` takes the next argument as its value: one of `value_options`, or a
+/// cluster of short options whose last one is (`-qi KEY`, `-itu USER`); a short option with
+/// its value attached (`-ikey`, `--user=x`) does not.
+fn takes_value(row: &RunnerSpec, a: &str) -> bool {
+    if row.value_options.iter().any(|o| o == a) {
+        return true;
+    }
+    if a.starts_with("--") || a.contains('=') {
+        return false;
+    }
+    for (i, c) in a.char_indices().skip(1) {
+        let mut short = String::from("-");
+        short.push(c);
+        if row.value_options.contains(&short) {
+            // A value option inside the cluster takes the rest of the word as its value.
+            return i + c.len_utf8() == a.len();
+        }
+    }
+    false
 }
 
 /// Where an `argv` row's command starts in `args`: after the options (and the values of
@@ -463,8 +586,7 @@ fn argv_start(row: &RunnerSpec, args: &[String]) -> Option<usize> {
             continue;
         }
         if !options_done && a.starts_with('-') && a.len() > 1 {
-            let takes_value = row.value_options.iter().any(|o| o == a);
-            i += 1 + usize::from(takes_value);
+            i += 1 + usize::from(takes_value(row, a));
             continue;
         }
         if !row.subcommands.is_empty() && !want(&words) {
@@ -669,13 +791,24 @@ mod tests {
         );
         assert!(call_arguments(&["esyscmd("], "esyscmd(").is_empty());
         assert_eq!(sed_commands("1e exec sh 1>&0"), ["exec sh 1>&0"]);
-        assert_eq!(sed_commands("/x/e id; $e ls"), ["id", "ls"]);
-        assert!(sed_commands("s/e/f/g; 1d; 2echo").is_empty());
+        assert_eq!(sed_commands("/x/e id\n$e ls"), ["id", "ls"]);
+        // GNU sed: `e` takes the rest of its line, `;` included, with or without a space.
+        assert_eq!(sed_commands("1e echo;nsenter -t 1"), ["echo;nsenter -t 1"]);
+        assert_eq!(sed_commands("2echo"), ["cho"]);
+        assert_eq!(sed_commands("1{e id\n}"), ["id"]);
+        assert_eq!(sed_commands("/x/Ie id"), ["id"]);
+        assert_eq!(sed_commands("\\,x,e id"), ["id"]);
+        assert_eq!(sed_commands("s/.*/nsenter -t 1/e"), ["nsenter -t 1"]);
+        assert_eq!(sed_commands("s,a,b,g; 3e id"), ["id"]);
+        assert!(sed_commands("s/e/f/g; 1d; y/abc/xyz/").is_empty());
+        assert!(sed_commands("/foo/a\\ e text").is_empty());
         assert_eq!(
             tcl_commands("spawn nsenter -t 1 -m sh;interact"),
             ["nsenter -t 1 -m sh"]
         );
         assert_eq!(tcl_commands("set x [exec id]; puts $x"), ["id"]);
         assert!(tcl_commands("execute x; respawn y").is_empty());
+        assert_eq!(tcl_commands("spawn -noecho nsenter -t 1"), ["nsenter -t 1"]);
+        assert_eq!(tcl_commands("exec a exec b"), ["a", "b"]);
     }
 }

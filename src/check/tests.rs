@@ -457,3 +457,58 @@ fn json_form_is_the_toml_form() {
         );
     }
 }
+
+#[test]
+fn runner_forms_found_in_review_are_judged() {
+    // Spellings an attacker reaches for once the plain form is caught.
+    for cmd in [
+        "ssh h 'ls; nsenter -t 1 -m sh'",
+        "ssh -qi key root@h nsenter -t 1 -m sh",
+        "docker exec -itu root c nsenter -t 1 -m sh",
+        "kubectl exec -itc app pod -- nsenter -t 1 -m sh",
+        "kubectl -v 6 exec pod -- nsenter -t 1 -m sh",
+        "docker --log-level debug exec c nsenter -t 1 -m sh",
+        "docker compose exec web nsenter -t 1 -m sh",
+        "cpulimit -l 50 -f nsenter -t 1 -m sh",
+        "sshpass -e nsenter -t 1 -m sh",
+        "npm --loglevel silent exec nsenter -t 1 -m sh",
+        "uv run --extra x nsenter -t 1 -m sh",
+        "npm exec -c 'nsenter -t 1 -m sh'",
+        "npx nsenter -t 1 -m sh",
+        "start-stop-daemon -S -x /bin/sh -- -c 'nsenter -t 1 -m sh'",
+        "start-stop-daemon -S --exec=/usr/bin/nsenter -- -t 1 -m sh",
+        "sed -n '1ensenter -t 1 -m sh' f",
+        "sed '1e echo;nsenter -t 1 -m sh' f",
+        "sed 's/.*/nsenter -t 1 -m sh/e' f",
+        "expect -c 'spawn -noecho nsenter -t 1 -m sh'",
+        "m4 -P <<< 'm4_esyscmd(nsenter -t 1 -m sh)'",
+        "make -E '$(shell nsenter -t 1 -m sh)'",
+        r"pdflatex -shell-escape -interaction nonstopmode '\immediate\write18{nsenter -t 1 -m sh}'",
+        "FZF_DEFAULT_COMMAND='nsenter -t 1 -m sh' fzf",
+    ] {
+        assert_eq!(decide(cmd), Decision::Deny, "{cmd}");
+    }
+    // An image build relinks /bin/sh: a warning, not a refusal; the payload is refused.
+    assert_eq!(decide("ln -sf bash /bin/sh"), Decision::Warn);
+    assert_eq!(
+        decide("printf '#!/proc/self/exe\\n' > /bin/sh"),
+        Decision::Deny
+    );
+    for cmd in [
+        "ssh user@server /bin/bash",
+        "sed -e 's/a/b/' edit.txt",
+        "docker exec -it web bash",
+        "cargo run --release -- --help",
+    ] {
+        assert_eq!(decide(cmd), Decision::Allow, "{cmd}");
+    }
+}
+
+#[test]
+fn a_run_of_tcl_verbs_is_scanned_once() {
+    // Each command ends at the next verb, and scanning stops at the cap on pieces.
+    let code = "exec ".repeat(12_000);
+    let pieces = runners::tcl_commands(&code);
+    assert!(pieces.len() <= 32, "{}", pieces.len());
+    assert!(pieces.iter().all(|p| !p.contains("exec")));
+}
