@@ -510,6 +510,18 @@ fn substitution(p: &str) -> Option<(&str, &str, &str)> {
 pub fn tcl_commands(code: &str) -> Vec<String> {
     let code = &code[..floor_char_boundary(code, MAX_SCAN)];
     let mut out = Vec::new();
+    // `open {|cmd args} r+`, `open "|cmd args"`: a command pipeline opened as a channel.
+    for (opener, close) in [("{|", '}'), ("\"|", '"')] {
+        let mut rest = code;
+        while let Some(at) = rest.find(opener) {
+            let body = &rest[at + opener.len()..];
+            let end = body.find(close).unwrap_or(body.len());
+            if !body[..end].trim().is_empty() && out.len() < MAX_FOUND {
+                out.push(body[..end].trim().to_string());
+            }
+            rest = &body[end..];
+        }
+    }
     for verb in ["exec", "spawn", "exp_spawn", "system"] {
         let mut rest = code;
         while let Some(at) = rest.find(verb) {
@@ -660,11 +672,31 @@ fn option_values(row: &RunnerSpec, args: &[String]) -> Vec<String> {
                 } else if let Some(v) = v.strip_prefix('=') {
                     out.push(v.to_string());
                 }
+            } else if let Some(v) = abbreviated(o, a, args.get(i + 1)) {
+                out.push(v);
             }
         }
         i += 1;
     }
+    out.dedup();
     out
+}
+
+/// The value of long option `o` given abbreviated (`--pre-h CMD`, `--on-download-comp=CMD`):
+/// getopt_long and argparse take any unambiguous prefix, and a prefix that is ambiguous for the
+/// program only makes it refuse to run. At least three letters after `--`.
+fn abbreviated(o: &str, a: &str, next: Option<&String>) -> Option<String> {
+    if !o.starts_with("--") || !a.starts_with("--") {
+        return None;
+    }
+    let (name, value) = match a.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (a, None),
+    };
+    if name.len() < 5 || name.len() >= o.len() || !o.starts_with(name) {
+        return None;
+    }
+    value.map(str::to_string).or_else(|| next.cloned())
 }
 
 /// The value of `KEY=VALUE` (or `KEY VALUE`) when KEY starts with one of `keys`.
@@ -759,6 +791,20 @@ mod tests {
         assert_eq!(ex_commands(":terminal nsenter -t 1"), ["nsenter -t 1"]);
     }
 
+    #[test]
+    fn long_options_may_be_abbreviated() {
+        let next = "id".to_string();
+        assert_eq!(
+            abbreviated("--pre-hook", "--pre-h", Some(&next)),
+            Some("id".into())
+        );
+        assert_eq!(abbreviated("--eval", "--ev=x", None), None);
+        assert_eq!(abbreviated("--eval", "--eva=x", None), Some("x".into()));
+        assert_eq!(abbreviated("--filter", "--filt=x", None), Some("x".into()));
+        assert_eq!(abbreviated("--exec", "--exec", Some(&next)), None);
+        assert_eq!(abbreviated("-e", "-ex", Some(&next)), None);
+    }
+
     proptest::proptest! {
         #[test]
         fn code_scanners_are_total_and_bounded(code in "[a-z ;(){}\\[\\]$%!e\n]{0,300}") {
@@ -810,5 +856,9 @@ mod tests {
         assert!(tcl_commands("execute x; respawn y").is_empty());
         assert_eq!(tcl_commands("spawn -noecho nsenter -t 1"), ["nsenter -t 1"]);
         assert_eq!(tcl_commands("exec a exec b"), ["a", "b"]);
+        assert_eq!(
+            tcl_commands("set f [open {|nsenter -t 1} r+]"),
+            ["nsenter -t 1"]
+        );
     }
 }
