@@ -56,6 +56,9 @@ pub struct RunnerSpec {
     /// sends them to the remote shell that way: `ssh HOST 'a; b'` runs `a; b`).
     #[serde(default)]
     pub joined: bool,
+    /// With `argv`: options that stand for the `positional` operands (`podman exec --latest`).
+    #[serde(default)]
+    pub no_operand_with: Vec<String>,
     /// With `argv`: operands before the command (`logsave FILE CMD`, `ssh HOST CMD`).
     #[serde(default)]
     pub positional: usize,
@@ -588,7 +591,16 @@ fn argv_start(row: &RunnerSpec, args: &[String]) -> Option<usize> {
             .iter()
             .any(|s| s.split_whitespace().eq(w.iter().copied()))
     };
-    let mut positional = row.positional;
+    // `podman exec --latest CMD`, `kubectl exec -f pod.yaml -- CMD`: an option names the
+    // target, and no operand comes before the command.
+    let mut positional = if args
+        .iter()
+        .any(|a| row.no_operand_with.iter().any(|o| o == a))
+    {
+        0
+    } else {
+        row.positional
+    };
     let mut options_done = false;
     while i < args.len() {
         let a = args[i].as_str();

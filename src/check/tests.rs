@@ -469,6 +469,8 @@ fn runner_forms_found_in_review_are_judged() {
         "kubectl -v 6 exec pod -- nsenter -t 1 -m sh",
         "docker --log-level debug exec c nsenter -t 1 -m sh",
         "docker compose exec web nsenter -t 1 -m sh",
+        "podman exec -l nsenter -t 1 -m sh",
+        "kubectl exec -f pod.yaml -- nsenter -t 1 -m sh",
         "cpulimit -l 50 -f nsenter -t 1 -m sh",
         "sshpass -e nsenter -t 1 -m sh",
         "npm --loglevel silent exec nsenter -t 1 -m sh",
