@@ -523,8 +523,13 @@ fn limits_are_credited_to_their_command(env: &Env, no_agent: bool) {
         "blamed on the next command: {v}"
     );
     assert_eq!(v["stdout"], "1\n", "the bomb outlived its command: {v}");
-    // A memory bomb in a pipeline the shell shrugs off.
-    let (code, v) = run("head -c 700m /dev/zero | tail > /dev/null; true");
+    // A memory bomb in a pipeline the shell shrugs off. The subshell makes itself the memory
+    // killer's choice before it forks the pipeline: the agent raises the command's score only
+    // once it has exec'd, and a pipeline forked before that write would keep the lower score
+    // and leave the shell to be taken first.
+    let (code, v) = run(
+        "(echo 1000 > /proc/self/oom_score_adj; head -c 700m /dev/zero | tail) > /dev/null; true",
+    );
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["oom_killed"], true, "{v}");
     let (code, v) = run("false");
