@@ -386,7 +386,8 @@ pub fn literals(code: &str) -> Vec<String> {
         .collect()
 }
 
-fn cut(s: &str, max: usize) -> &str {
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub(super) fn cut(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -348,7 +348,7 @@ const MAX_SCAN: usize = 64 * 1024;
 /// The arguments of every call that starts with one of `openers`, each up to the bracket
 /// that closes the opener's last bracket (nested brackets of that kind counted).
 pub fn call_arguments(openers: &[&str], code: &str) -> Vec<String> {
-    let code = &code[..floor_char_boundary(code, MAX_SCAN)];
+    let code = super::interp::cut(code, MAX_SCAN);
     let mut out = Vec::new();
     for opener in openers {
         let Some((open, close)) = opener.chars().rev().find_map(|c| match c {
@@ -396,22 +396,12 @@ pub fn call_arguments(openers: &[&str], code: &str) -> Vec<String> {
     out
 }
 
-fn floor_char_boundary(s: &str, max: usize) -> usize {
-    if s.len() <= max {
-        return s.len();
-    }
-    (0..=max)
-        .rev()
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(0)
-}
-
 /// The commands a sed script runs (GNU sed(1)): `e COMMAND`, which takes the rest of its line
 /// (space after `e` optional, `;` part of the command), after any address (`1`, `$`, `/re/I`,
 /// `\,re,`, ranges, `!`, `{`); and the replacement of an `s` command with the `e` flag, which
 /// is run as a command.
 pub fn sed_commands(script: &str) -> Vec<String> {
-    let script = &script[..floor_char_boundary(script, MAX_SCAN)];
+    let script = super::interp::cut(script, MAX_SCAN);
     let mut out = Vec::new();
     for line in script.split('\n') {
         let mut p = line;
@@ -511,7 +501,7 @@ fn substitution(p: &str) -> Option<(&str, &str, &str)> {
 /// The commands Tcl or expect code starts: the words after `exec` or `spawn` up to the end of
 /// the Tcl command (`;`, a newline or a closing `]`), quotes and braces taken off.
 pub fn tcl_commands(code: &str) -> Vec<String> {
-    let code = &code[..floor_char_boundary(code, MAX_SCAN)];
+    let code = super::interp::cut(code, MAX_SCAN);
     let mut out = Vec::new();
     // `open {|cmd args} r+`, `open "|cmd args"`: a command pipeline opened as a channel.
     for (opener, close) in [("{|", '}'), ("\"|", '"')] {
@@ -775,7 +765,7 @@ pub fn ex_commands(value: &str) -> Vec<String> {
 pub fn string_commands(value: &str) -> Vec<String> {
     let mut out = super::interp::literals(value);
     // Backtick commands: julia's run(`cmd`), groovy's and Perl's `cmd`.
-    let mut rest = &value[..floor_char_boundary(value, MAX_SCAN)];
+    let mut rest = super::interp::cut(value, MAX_SCAN);
     while let Some(start) = rest.find('`') {
         let after = &rest[start + 1..];
         let Some(end) = after.find('`') else { break };
