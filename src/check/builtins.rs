@@ -237,6 +237,10 @@ fn declare(args: &[Field], vars: &mut Vars) {
         let Some((n, v)) = f.text.split_once('=') else {
             continue;
         };
+        let (n, append) = match n.strip_suffix('+') {
+            Some(n) => (n, true),
+            None => (n, false),
+        };
         if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             continue;
         }
@@ -245,7 +249,13 @@ fn declare(args: &[Field], vars: &mut Vars) {
                 vars.set_ref(n, v);
             }
         } else {
-            vars.set(n, f.known().then(|| v.to_string()));
+            let value = f.known().then(|| v.to_string());
+            let value = if append {
+                super::expand::appended(vars.get(n), value)
+            } else {
+                value
+            };
+            vars.set(n, value);
         }
     }
 }

@@ -389,6 +389,8 @@ pub fn fields(word: &Word, ctx: &Ctx<'_>) -> Vec<Field> {
 /// `a=(x y)`, its elements (`None` inside: some element is unknown).
 pub struct Assigned {
     pub name: String,
+    /// `name+=value`: the value (or the elements) are added to what `name` holds.
+    pub append: bool,
     pub value: Field,
     pub elements: Option<Option<Vec<String>>>,
 }
@@ -399,6 +401,7 @@ pub fn assignments(assigns: &[super::parse::Assign], ctx: &Ctx<'_>) -> Vec<Assig
         .iter()
         .map(|a| Assigned {
             name: a.name.clone(),
+            append: a.append,
             value: text(&a.value, ctx),
             elements: a.elements.as_ref().map(|words| {
                 let fs: Vec<Field> = words.iter().flat_map(|w| fields(w, ctx)).collect();
@@ -414,13 +417,41 @@ pub fn assignments(assigns: &[super::parse::Assign], ctx: &Ctx<'_>) -> Vec<Assig
 pub fn assign_all(assigned: Vec<Assigned>, vars: &mut Vars) {
     for a in assigned {
         match a.elements {
+            Some(Some(elements)) if a.append => {
+                let before = match vars.get(&a.name) {
+                    Lookup::Unset => Some(Vec::new()),
+                    _ => vars.array(&a.name),
+                };
+                let joined = before.map(|mut b| {
+                    b.extend(elements);
+                    b
+                });
+                vars.set_array(&a.name, joined);
+            }
             Some(elements) => vars.set_array(&a.name, elements),
             None => {
-                let known = a.value.known();
-                vars.set(&a.name, known.then_some(a.value.text));
+                let value = a.value.known().then_some(a.value.text);
+                let value = if a.append {
+                    appended(vars.get(&a.name), value)
+                } else {
+                    value
+                };
+                vars.set(&a.name, value);
             }
         }
     }
+}
+
+/// `name+=value` for a scalar: the old value (empty when unset) followed by `value`, unknown when
+/// either is, and unknown rather than longer than [`MAX_FIELD_BYTES`].
+pub fn appended(before: Lookup<'_>, value: Option<String>) -> Option<String> {
+    let before = match before {
+        Lookup::Known(b) => b,
+        Lookup::Unset => "",
+        Lookup::Unknown => return None,
+    };
+    let value = value?;
+    (before.len() + value.len() <= MAX_FIELD_BYTES).then(|| format!("{before}{value}"))
 }
 
 /// A word expanded as one string (assignment values, redirect targets, heredoc bodies).

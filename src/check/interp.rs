@@ -50,7 +50,9 @@ pub fn code(lang: Lang, args: &[String], stdin: Option<&str>) -> Option<Code> {
         })
         .or_else(|| {
             // No inline code and no script operand: the program comes from stdin.
-            let has_operand = args.iter().any(|a| !a.starts_with('-'));
+            // `python3 -mjson.tool` runs a module, not a program from stdin.
+            let has_operand = args.iter().any(|a| !a.starts_with('-'))
+                || (lang == Lang::Python && args.iter().any(|a| a.starts_with("-m")));
             let stdin_operand = args.iter().any(|a| is_stdin_name(a));
             // `awk -f -` and `awk -f /dev/stdin` read the awk program from stdin.
             let awk_stdin = lang == Lang::Awk
@@ -140,8 +142,19 @@ fn call_re() -> &'static Regex {
         Regex::new(concat!(
             r"(?:\b(?:system|popen|popen2|popen3|exec|execSync|execFileSync|execFile|spawn|spawnSync|shell_exec|passthru|proc_open|pcntl_exec",
             r"|check_output|check_call|getoutput|getstatusoutput|call|run|Popen|execute|execl|execlp|execle|execv|execvp|execvpe",
-            r"|spawnl|spawnlp|spawnv|spawnvp|capture2|capture2e|capture3)\b|%x|\bqx)",
-            r#"\s*[\(\[{]?\s*\[?\s*((?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')(?:\s*,\s*(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'))*)"#
+            r"|spawnl|spawnlp|spawnv|spawnvp|capture2|capture2e|capture3|Command|ProcessBuilder|StartProcess)\b|%x|\bqx)",
+            r#"\s*[\(\[{]?\s*\[?\s*((?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')(?:\s*,\s*(?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'))*)"#
+        ))
+        .expect("static regex")
+    })
+}
+
+fn rust_command_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(concat!(
+            r#"Command::new\(\s*"((?:[^"\\]|\\.)*)"\s*\)"#,
+            r#"((?:\s*\.\s*args?\(\s*(?:&?\[[^\]]*\]|"(?:[^"\\]|\\.)*")\s*\))*)"#
         ))
         .expect("static regex")
     })
@@ -305,6 +318,24 @@ pub fn shell_strings(lang: Lang, code: &str) -> Vec<String> {
                     .join(" "),
             );
         }
+    }
+    // Rust's `Command::new("prog").arg("a").args(["b", "c"])`: the program, then its arguments.
+    for cap in rust_command_re().captures_iter(code) {
+        let mut words = vec![unescape(&cap[1])];
+        if let Some(chain) = cap.get(2) {
+            words.extend(
+                literal_re()
+                    .captures_iter(chain.as_str())
+                    .filter_map(|c| c.get(1).or_else(|| c.get(2)).map(|m| unescape(m.as_str()))),
+            );
+        }
+        out.push(
+            words
+                .iter()
+                .map(|w| super::wrappers::shell_quote(w))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
     }
     if matches!(lang, Lang::Perl | Lang::Ruby | Lang::Php) {
         // Backtick command execution.

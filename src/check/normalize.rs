@@ -116,6 +116,26 @@ fn runnable_file(path: &str) -> bool {
     )
 }
 
+/// The compiler that stands for a source file of a compiled language, by its extension: its
+/// code is judged as that program's argument once written.
+fn source_compiler(path: &str) -> Option<&'static str> {
+    let name = basename(path).to_ascii_lowercase();
+    let ext = name.rsplit_once('.').map(|(_, e)| e)?;
+    Some(match ext {
+        "c" | "h" => "cc",
+        "cc" | "cpp" | "cxx" | "hpp" => "c++",
+        "go" => "go",
+        "rs" => "rustc",
+        "java" => "javac",
+        "kt" => "kotlinc",
+        "swift" => "swiftc",
+        "zig" => "zig",
+        "nim" => "nim",
+        "cs" => "csc",
+        _ => return None,
+    })
+}
+
 /// Whether a glob names at least one character outright (a literal, or a bracket of one or two
 /// characters: `ns*er`, `[n]senter`), unlike `[a-z][3-9]`, a pattern that happens to fit `m4`.
 fn pins_a_letter(glob: &str) -> bool {
@@ -824,12 +844,16 @@ impl Walker<'_> {
                 self.run_script(Some(s), 0, vars, depth);
             }
         } else if let (Some(lang), Some(o)) = (interp::lang(&name), &stdin) {
-            if lang != interp::Lang::Awk
-                && o.text.is_none()
-                && o.flags & DECODED != 0
-                && !args.iter().any(|a| !a.starts_with('-'))
-            {
-                self.signal(signals::UNRESOLVED_DECODE_EXEC, &name);
+            // Stdin is the program (`curl URL | python3 -`, `base64 -d <<< X | perl`) and its
+            // text cannot be known.
+            let module = lang == interp::Lang::Python && args.iter().any(|a| a.starts_with("-m"));
+            let program_on_stdin =
+                !module && args.iter().all(|a| a.starts_with('-') || is_stdin_path(a));
+            if lang != interp::Lang::Awk && o.text.is_none() && program_on_stdin {
+                self.run_script(None, o.flags, vars, depth);
+                if o.flags & DECODED != 0 {
+                    self.signal(signals::UNRESOLVED_DECODE_EXEC, &name);
+                }
             }
         }
         super::builtins::apply(&name, &fields, stdin.as_ref(), vars);
@@ -916,7 +940,29 @@ impl Walker<'_> {
     /// script, a build file): its commands are judged now, as shell and as the code-spawning
     /// calls of any language, so a payload planted for later is seen when it is planted.
     fn planted(&mut self, text: &str, writes: &[String], vars: &Vars, depth: u8) {
-        if text.len() > MAX_WRITTEN_FILE_BYTES || !writes.iter().any(|w| runnable_file(w)) {
+        if text.len() > MAX_WRITTEN_FILE_BYTES {
+            return;
+        }
+        if let Some(compiler) = writes.iter().find_map(|w| source_compiler(w)) {
+            // Source of a compiled language: what it will do once built is the rules' to judge
+            // as that language's code (`cc CODE`), and the commands its process-spawning calls
+            // name (`system("...")`, `exec.Command("...")`) are judged as commands.
+            let inv = Invocation {
+                name: compiler.to_string(),
+                args: vec![text.to_string()],
+                operands: Vec::new(),
+                writes: Vec::new(),
+                env: Vec::new(),
+                depth,
+            };
+            if self.push(inv) {
+                for s in interp::shell_strings(interp::Lang::Python, text) {
+                    self.run_script(Some(s), 0, vars, depth);
+                }
+            }
+            return;
+        }
+        if !writes.iter().any(|w| runnable_file(w)) {
             return;
         }
         self.script_text(text, vars, depth + 1);

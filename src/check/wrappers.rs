@@ -457,22 +457,24 @@ pub fn unwrap(name: &str, args: &[String]) -> Option<Inner> {
             let mut scripts = Vec::new();
             for w in args.windows(2) {
                 if w[0] == "-c" {
-                    if let Some((k, v)) = w[1].split_once('=') {
-                        let k = k.to_ascii_lowercase();
-                        if matches!(
-                            k.as_str(),
-                            "core.pager"
-                                | "core.sshcommand"
-                                | "core.editor"
-                                | "core.fsmonitor"
-                                | "core.hookspath"
-                                | "sequence.editor"
-                                | "diff.external"
-                        ) || k.starts_with("alias.") && v.starts_with('!')
-                        {
-                            scripts.push(v.trim_start_matches('!').to_string());
-                        }
+                    if let Some(code) = w[1].split_once('=').and_then(|(k, v)| git_code(k, v)) {
+                        scripts.push(code);
                     }
+                }
+            }
+            // `git config [--global|--file F|...] KEY VALUE`, `git config set KEY VALUE`: the
+            // command is stored and run by a later git.
+            if let Some(at) = args.iter().position(|a| a == "config") {
+                let mut rest = args[at + 1..].iter().filter(|a| !a.starts_with('-'));
+                let mut key = rest.next();
+                if matches!(key.map(String::as_str), Some("set" | "--add")) {
+                    key = rest.next();
+                }
+                let file_option = args[at + 1..].windows(2).any(|w| {
+                    matches!(w[0].as_str(), "-f" | "--file" | "--blob") && Some(&w[1]) == key
+                });
+                if let (Some(k), Some(v), false) = (key, rest.next(), file_option) {
+                    scripts.extend(git_code(k, v));
                 }
             }
             return (!scripts.is_empty()).then(|| Inner {
@@ -789,6 +791,36 @@ pub fn shell_quote(s: &str) -> String {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The command a git configuration key runs, if `key` is one that git starts as a command
+/// (git-config(1): core.pager, core.editor, core.sshCommand, core.fsmonitor, core.askPass,
+/// core.gitProxy, sequence.editor, diff.external, pager.*, gpg.program, filter drivers, textconv
+/// and diff drivers, merge drivers, uploadpack.packObjectsHook; aliases and credential helpers
+/// that start with `!`).
+fn git_code(key: &str, value: &str) -> Option<String> {
+    let k = key.to_ascii_lowercase();
+    let last = k.rsplit('.').next().unwrap_or("");
+    let command = matches!(
+        k.as_str(),
+        "core.pager"
+            | "core.sshcommand"
+            | "core.editor"
+            | "core.fsmonitor"
+            | "core.hookspath"
+            | "core.askpass"
+            | "core.gitproxy"
+            | "sequence.editor"
+            | "diff.external"
+            | "gpg.program"
+            | "uploadpack.packobjectshook"
+    ) || k.starts_with("pager.")
+        || (k.starts_with("gpg.") && last == "program")
+        || (k.starts_with("filter.") && matches!(last, "smudge" | "clean" | "process"))
+        || (k.starts_with("diff.") && matches!(last, "textconv" | "command"))
+        || (k.starts_with("merge.") && last == "driver");
+    let bang = (k.starts_with("alias.") || k.starts_with("credential.")) && value.starts_with('!');
+    (command || bang).then(|| value.trim_start_matches('!').to_string())
 }
 
 #[cfg(test)]
