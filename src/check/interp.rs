@@ -2,6 +2,7 @@
 //! `awk '...'`): find the code, and the shell commands it hands to `system`, `popen`, `exec`,
 //! backticks and the like so they are checked as commands too.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use regex::Regex;
@@ -186,7 +187,7 @@ fn char_code_re() -> &'static Regex {
 fn map_chr_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
-        Regex::new(r"\bmap\(\s*chr\s*,\s*[\[\(]([0-9 ,]+)[\]\)]\s*\)|\bsprintf\(\s*\x22(?:%c)+\x22\s*,\s*([0-9 ,]+)\)")
+        Regex::new(r"\bmap\(\s*chr\s*,\s*[\[\(]([0-9 ,]+)[\]\)]\s*\)|\bsprintf\(\s*\x22((?:[^\x22%\\]|%c|%%)*)\x22\s*,\s*([0-9 ,]+)\)")
             .expect("static regex")
     })
 }
@@ -241,16 +242,31 @@ pub fn fold_strings(code: &str) -> String {
     });
     // `''.join(map(chr, [...]))` is the joined literal once the codes are.
     let coded = map_chr_re().replace_all(&coded, |c: &regex::Captures<'_>| {
-        let codes = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
-        let text: String = codes
+        let codes = c.get(1).or_else(|| c.get(3)).map_or("", |m| m.as_str());
+        let mut chars = codes
             .split(',')
             .filter_map(|n| n.trim().parse().ok())
-            .filter_map(char::from_u32)
-            .collect();
+            .filter_map(char::from_u32);
+        let Some(format) = c.get(2) else {
+            return quote_literal(&chars.collect::<String>());
+        };
+        // `sprintf("%c%c /tmp/x", 105, 110)`: each `%c` takes the next code.
+        let mut text = String::new();
+        let mut rest = format.as_str();
+        while let Some(at) = rest.find('%') {
+            text.push_str(&rest[..at]);
+            match rest[at..].get(..2) {
+                Some("%c") => text.extend(chars.next()),
+                _ => text.push('%'),
+            }
+            rest = rest.get(at + 2..).unwrap_or("");
+        }
+        text.push_str(rest);
         quote_literal(&text)
     });
     let coded = join_re().replace_all(&coded, "$1");
-    let code = coded.as_ref();
+    let coded = substitute_names(&coded);
+    let code = coded.as_str();
     let mut out = String::with_capacity(code.len());
     let mut pending: Option<String> = None;
     let mut last = 0;
@@ -277,6 +293,92 @@ pub fn fold_strings(code: &str) -> String {
     }
     if let Some(p) = pending.take() {
         out.push_str(&quote_literal(&p));
+    }
+    out.push_str(&code[last..]);
+    out
+}
+
+/// Most names [`substitute_names`] tracks in one piece of code.
+const MAX_NAMES: usize = 64;
+/// Most bytes the code may grow to once names are replaced by their literals.
+const MAX_SUBSTITUTED_BYTES: usize = 2 * MAX_CODE_BYTES;
+
+fn name_assign_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(concat!(
+            r#"(?:^|[;{(\s])((?:my\s+|local\s+|var\s+|let\s+|const\s+)?\$?[A-Za-z_][A-Za-z0-9_]*)"#,
+            r#"\s*=\s*("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')\s*(?:;|\n|\)|$)"#
+        ))
+        .expect("static regex")
+    })
+}
+
+fn name_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r#""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|\$?[A-Za-z_][A-Za-z0-9_]*"#)
+            .expect("static regex")
+    })
+}
+
+/// The code with each use of a name replaced by the literal last assigned to it before that
+/// point (`c = "nsenter"`, `my $c = '...'`, awk's `c=sprintf("%c..", ...)` once its codes are
+/// folded), so `system(c " -t 1 -m sh")` reads as the command it runs. After an assignment that
+/// is not a literal (`c = f()`, `c += x`) the name is not known until the next literal one. The
+/// code is read straight through: a branch or loop may run it in another order.
+fn substitute_names(code: &str) -> String {
+    let mut literal_at: HashMap<usize, &str> = HashMap::new();
+    for cap in name_assign_re().captures_iter(code) {
+        if literal_at.len() >= MAX_NAMES * 4 {
+            break;
+        }
+        let (Some(lhs), Some(value)) = (cap.get(1), cap.get(2)) else {
+            continue;
+        };
+        let name = lhs
+            .as_str()
+            .rsplit(char::is_whitespace)
+            .next()
+            .unwrap_or("");
+        literal_at.insert(lhs.end() - name.len(), value.as_str());
+    }
+    if literal_at.is_empty() {
+        return code.to_string();
+    }
+    let mut current: HashMap<&str, Option<&str>> = HashMap::new();
+    let mut out = String::with_capacity(code.len());
+    let mut last = 0;
+    for m in name_re().find_iter(code) {
+        let token = m.as_str();
+        if token.starts_with(['"', '\'']) {
+            continue;
+        }
+        let after = code[m.end()..].trim_start();
+        let assigns = after.starts_with('=') && !after.starts_with("==")
+            || after.starts_with("+=")
+            || after.starts_with(".=");
+        if assigns {
+            let value = literal_at.get(&m.start()).copied();
+            if current.len() < MAX_NAMES || current.contains_key(token) {
+                current.insert(token, value.filter(|_| !after.starts_with(['+', '.'])));
+            }
+            continue;
+        }
+        let Some(Some(value)) = current.get(token) else {
+            continue;
+        };
+        let before = code[..m.start()].chars().next_back();
+        if matches!(before, Some('.' | ':' | '-' | '>')) && !token.starts_with('$') {
+            continue;
+        }
+        if out.len() + value.len() > MAX_SUBSTITUTED_BYTES {
+            // Many uses of a long literal: the rest stays as written.
+            break;
+        }
+        out.push_str(&code[last..m.start()]);
+        out.push_str(value);
+        last = m.end();
     }
     out.push_str(&code[last..]);
     out
@@ -655,5 +757,26 @@ mod written_tests {
         );
         assert!(w(Lang::Python, r#"open("/etc/passwd").read()"#).is_empty());
         assert!(w(Lang::Python, r#"open("/etc/hosts", "r")"#).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod substitution_props {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the code, replacing names by literals ends, stays bounded and leaves code
+        /// without assignments as it was.
+        #[test]
+        fn substitution_is_bounded(code in "[a-c$=;\"' %0-9(),.+]{0,200}", long in 0usize..2000) {
+            let folded = super::fold_strings(&code);
+            prop_assert!(folded.len() <= 4 * super::MAX_CODE_BYTES);
+            let value = "x".repeat(long);
+            let many = format!("c=\"{value}\"; system({})", "c ".repeat(4000));
+            prop_assert!(super::substitute_names(&many).len() <= super::MAX_SUBSTITUTED_BYTES + many.len());
+            if !code.contains('=') {
+                prop_assert_eq!(super::substitute_names(&code), code);
+            }
+        }
     }
 }

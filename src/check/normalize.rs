@@ -26,6 +26,8 @@ pub const MAX_WRAP_DEPTH: u8 = 8;
 pub const MAX_INVOCATIONS: usize = 4096;
 /// Most sensitive paths one globbed operand is resolved to.
 pub const MAX_GLOB_MATCHES: usize = 4;
+/// Most URLs of one source file taken as its operands.
+const MAX_SOURCE_URLS: usize = 16;
 
 /// Where system programs live: running one of those is running the program, not a file the
 /// session wrote.
@@ -116,22 +118,39 @@ fn runnable_file(path: &str) -> bool {
     )
 }
 
-/// The compiler that stands for a source file of a compiled language, by its extension: its
-/// code is judged as that program's argument once written.
-fn source_compiler(path: &str) -> Option<&'static str> {
+/// The language a compiler that can read its source from stdin builds.
+fn compiler_language(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "gcc" | "cc" | "clang" | "tcc" | "musl-gcc" => "c",
+        "g++" | "c++" | "clang++" => "c++",
+        "go" => "go",
+        "rustc" => "rust",
+        _ => return None,
+    })
+}
+
+/// The language of a source file, by its extension, and whether it is compiled (then the file
+/// is not also judged as a script).
+fn source_language(path: &str) -> Option<(&'static str, bool)> {
     let name = basename(path).to_ascii_lowercase();
     let ext = name.rsplit_once('.').map(|(_, e)| e)?;
     Some(match ext {
-        "c" | "h" => "cc",
-        "cc" | "cpp" | "cxx" | "hpp" => "c++",
-        "go" => "go",
-        "rs" => "rustc",
-        "java" => "javac",
-        "kt" => "kotlinc",
-        "swift" => "swiftc",
-        "zig" => "zig",
-        "nim" => "nim",
-        "cs" => "csc",
+        "c" | "h" => ("c", true),
+        "cc" | "cpp" | "cxx" | "hpp" => ("c++", true),
+        "go" => ("go", true),
+        "rs" => ("rust", true),
+        "java" => ("java", true),
+        "kt" => ("kotlin", true),
+        "swift" => ("swift", true),
+        "zig" => ("zig", true),
+        "nim" => ("nim", true),
+        "cs" => ("csharp", true),
+        "py" | "pyw" => ("python", false),
+        "pl" | "pm" => ("perl", false),
+        "rb" => ("ruby", false),
+        "js" | "mjs" | "cjs" | "ts" => ("javascript", false),
+        "php" => ("php", false),
+        "lua" => ("lua", false),
         _ => return None,
     })
 }
@@ -778,6 +797,12 @@ impl Walker<'_> {
 
         let stdin_text = stdin.as_ref().and_then(|o| o.text.as_deref());
         self.runner_code(&name, &args, &env, stdin_text, vars, depth);
+        if let (Some(lang), Some(text)) = (compiler_language(&name), stdin_text) {
+            // `gcc -x c -`, `tcc -run -`, `go run - <<EOF`: the source is on stdin.
+            if args.iter().any(|a| a == "-" || a == "/dev/stdin") {
+                self.source_code(lang, text, vars, depth);
+            }
+        }
 
         if SHELLS.contains(&name.as_str()) {
             match shell_input(&fields[1..]) {
@@ -943,24 +968,11 @@ impl Walker<'_> {
         if text.len() > MAX_WRITTEN_FILE_BYTES {
             return;
         }
-        if let Some(compiler) = writes.iter().find_map(|w| source_compiler(w)) {
-            // Source of a compiled language: what it will do once built is the rules' to judge
-            // as that language's code (`cc CODE`), and the commands its process-spawning calls
-            // name (`system("...")`, `exec.Command("...")`) are judged as commands.
-            let inv = Invocation {
-                name: compiler.to_string(),
-                args: vec![text.to_string()],
-                operands: Vec::new(),
-                writes: Vec::new(),
-                env: Vec::new(),
-                depth,
-            };
-            if self.push(inv) {
-                for s in interp::shell_strings(interp::Lang::Python, text) {
-                    self.run_script(Some(s), 0, vars, depth);
-                }
+        if let Some((lang, compiled)) = writes.iter().find_map(|w| source_language(w)) {
+            self.source_code(lang, text, vars, depth);
+            if compiled {
+                return;
             }
-            return;
         }
         if !writes.iter().any(|w| runnable_file(w)) {
             return;
@@ -975,6 +987,32 @@ impl Walker<'_> {
                 .into_iter()
                 .filter(|l| l.contains(' ') || l.contains('/'))
             {
+                self.run_script(Some(s), 0, vars, depth);
+            }
+        }
+    }
+
+    /// Source code of a program that will be built or run (a file written with it, a compiler
+    /// reading stdin): judged as the argument of a `source:LANG` program, so the rules on source
+    /// code (`@source_files`) see it whole; the URLs it names are its operands, and the commands
+    /// its process-spawning calls name (`system("...")`, `exec.Command("...")`,
+    /// `Command::new("...")`) are judged as commands.
+    fn source_code(&mut self, lang: &str, text: &str, vars: &Vars, depth: u8) {
+        let operands = interp::literals(text)
+            .into_iter()
+            .filter(|l| l.contains("://"))
+            .take(MAX_SOURCE_URLS)
+            .collect();
+        let inv = Invocation {
+            name: format!("source:{lang}"),
+            args: vec![text.to_string()],
+            operands,
+            writes: Vec::new(),
+            env: Vec::new(),
+            depth,
+        };
+        if self.push(inv) {
+            for s in interp::shell_strings(interp::Lang::Python, text) {
                 self.run_script(Some(s), 0, vars, depth);
             }
         }
@@ -1350,6 +1388,13 @@ fn operands(name: &str, args: &[String]) -> Vec<String> {
         }
         return out;
     }
+    if name == "socat" {
+        // socat(1) addresses: `FILE:/etc/shadow`, `OPEN:...,rdonly`, `UNIX-CONNECT:/run/x.sock`
+        // name the files and sockets it reads and writes.
+        let mut out = args.to_vec();
+        out.extend(args.iter().filter_map(|a| socat_path(a)));
+        return out;
+    }
     if !PATTERN_FIRST.contains(&name) {
         return args.to_vec();
     }
@@ -1405,6 +1450,33 @@ fn operands(name: &str, args: &[String]) -> Vec<String> {
         i += 1;
     }
     out
+}
+
+/// The file or socket a socat address names, if it is a file-system address.
+fn socat_path(address: &str) -> Option<String> {
+    let (kind, rest) = address.split_once(':')?;
+    let file_kinds = [
+        "FILE",
+        "OPEN",
+        "GOPEN",
+        "CREATE",
+        "CREAT",
+        "PIPE",
+        "UNIX",
+        "UNIX-CONNECT",
+        "UNIX-CLIENT",
+        "UNIX-SENDTO",
+        "UNIX-RECV",
+        "UNIX-RECVFROM",
+        "UNIX-LISTEN",
+        "UNIX-L",
+        "LOCAL",
+    ];
+    if !file_kinds.iter().any(|k| kind.eq_ignore_ascii_case(k)) {
+        return None;
+    }
+    let path = rest.split(',').next().unwrap_or("");
+    (!path.is_empty()).then(|| path.to_string())
 }
 
 /// Files a program writes by its arguments.
