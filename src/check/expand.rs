@@ -32,6 +32,9 @@ pub const FETCHED: u16 = 1 << 9;
 pub const PARAM_OP: u16 = 1 << 10;
 /// Text came from the network (`curl`, `wget`, `nc`), a subset of [`FETCHED`].
 pub const NETWORK: u16 = 1 << 11;
+/// The word joined an expansion with other text or another expansion (`$a$b`, `n${x}`), rather
+/// than being one expansion alone (`$PY`, `"$DOCKER"`).
+pub const MIXED: u16 = 1 << 12;
 
 /// Most bytes a single expansion may produce; longer values are cut (and flagged unknown).
 pub const MAX_FIELD_BYTES: usize = 64 * 1024;
@@ -380,6 +383,23 @@ pub fn fields(word: &Word, ctx: &Ctx<'_>) -> Vec<Field> {
     if spliced {
         for f in &mut out {
             f.flags |= SPLICED;
+        }
+    }
+    let meaningful = word
+        .parts
+        .iter()
+        .filter(|p| !matches!(p, Part::Quoted(q) if q.is_empty()))
+        .count();
+    // Split on a changed IFS (`IFS=]; b=wget]host; $b`): the words were hidden in one value.
+    let custom_ifs =
+        out.len() > 1 && !matches!(ctx.vars.get("IFS"), Lookup::Known(" \t\n") | Lookup::Unset);
+    let expansion = word
+        .parts
+        .iter()
+        .any(|p| !matches!(p, Part::Lit(_) | Part::Quoted(_)));
+    if expansion && (meaningful > 1 || custom_ifs) {
+        for f in &mut out {
+            f.flags |= MIXED;
         }
     }
     out

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use super::eval::{self, Output};
 use super::expand::{
-    self, Ctx, Field, Vars, ANSI_C, BRACE, CMDSUB, DECODED, FETCHED, GLOB, IFS, NETWORK, PARAM_OP,
-    SPLICED, UNKNOWN, VAR,
+    self, Ctx, Field, Vars, ANSI_C, BRACE, CMDSUB, DECODED, FETCHED, GLOB, IFS, MIXED, NETWORK,
+    PARAM_OP, SPLICED, UNKNOWN, VAR,
 };
 use super::interp;
 use super::parse::{
@@ -1102,7 +1102,11 @@ impl Walker<'_> {
         }
         const TRICKS: u16 =
             SPLICED | ANSI_C | VAR | CMDSUB | DECODED | IFS | GLOB | BRACE | PARAM_OP;
+        // A program kept whole in a variable (`PY=python3; $PY -m pytest`, `$DOCKER ps`) is
+        // ordinary script style, not a disguise; its own rules still judge it.
+        let plain_variable = f.flags & TRICKS == VAR && f.flags & MIXED == 0;
         if f.flags & TRICKS != 0
+            && !plain_variable
             && (self.watched.contains(&name) || SHELLS.contains(&name.as_str()))
         {
             self.signal(signals::OBFUSCATED_NAME, &f.text);
