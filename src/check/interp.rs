@@ -51,23 +51,26 @@ pub fn code(lang: Lang, args: &[String], stdin: Option<&str>) -> Option<Code> {
         })
         .or_else(|| {
             // No inline code and no script operand: the program comes from stdin.
-            // `python3 -mjson.tool` runs a module, not a program from stdin.
-            let has_operand = args.iter().any(|a| !a.starts_with('-'))
-                || (lang == Lang::Python && args.iter().any(|a| a.starts_with("-m")));
-            let stdin_operand = args.iter().any(|a| is_stdin_name(a));
-            // `awk -f -` and `awk -f /dev/stdin` read the awk program from stdin.
-            let awk_stdin = lang == Lang::Awk
-                && args
-                    .windows(2)
-                    .any(|w| matches!(w[0].as_str(), "-f" | "--file") && is_stdin_name(&w[1]));
-            if awk_stdin || (lang != Lang::Awk && (!has_operand || stdin_operand)) {
-                return stdin.map(|t| Code {
-                    text: t.to_string(),
-                    from_stdin: true,
-                });
-            }
-            None
+            let text = stdin.filter(|_| program_on_stdin(lang, args))?;
+            Some(Code {
+                text: text.to_string(),
+                from_stdin: true,
+            })
         })
+}
+
+/// Whether the interpreter, given no inline code, reads its program from stdin: no script
+/// operand, or stdin named as the script (`python3 -`, `perl /dev/stdin`); for awk only
+/// `-f -`. `python3 -mjson.tool` runs a module, not a program from stdin.
+pub fn program_on_stdin(lang: Lang, args: &[String]) -> bool {
+    if lang == Lang::Awk {
+        return args
+            .windows(2)
+            .any(|w| matches!(w[0].as_str(), "-f" | "--file") && is_stdin_name(&w[1]));
+    }
+    let has_operand = args.iter().any(|a| !a.starts_with('-'))
+        || (lang == Lang::Python && args.iter().any(|a| a.starts_with("-m")));
+    !has_operand || args.iter().any(|a| is_stdin_name(a))
 }
 
 /// Names of stdin as a program file (`python3 -`, `perl /dev/stdin`).
@@ -384,6 +387,15 @@ fn substitute_names(code: &str) -> String {
     out
 }
 
+/// An argument vector as the shell command line that runs it.
+fn command_line(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| super::wrappers::shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Shell command strings the code passes to a process-spawning call.
 pub fn shell_strings(lang: Lang, code: &str) -> Vec<String> {
     let folded = fold_strings(code);
@@ -412,13 +424,7 @@ pub fn shell_strings(lang: Lang, code: &str) -> Vec<String> {
         if words.len() == 1 {
             out.push(words.remove(0));
         } else {
-            out.push(
-                words
-                    .iter()
-                    .map(|w| super::wrappers::shell_quote(w))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            );
+            out.push(command_line(&words));
         }
     }
     // Rust's `Command::new("prog").arg("a").args(["b", "c"])`: the program, then its arguments.
@@ -431,13 +437,7 @@ pub fn shell_strings(lang: Lang, code: &str) -> Vec<String> {
                     .filter_map(|c| c.get(1).or_else(|| c.get(2)).map(|m| unescape(m.as_str()))),
             );
         }
-        out.push(
-            words
-                .iter()
-                .map(|w| super::wrappers::shell_quote(w))
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
+        out.push(command_line(&words));
     }
     if matches!(lang, Lang::Perl | Lang::Ruby | Lang::Php) {
         // Backtick command execution.

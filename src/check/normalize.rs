@@ -871,10 +871,10 @@ impl Walker<'_> {
         } else if let (Some(lang), Some(o)) = (interp::lang(&name), &stdin) {
             // Stdin is the program (`curl URL | python3 -`, `base64 -d <<< X | perl`) and its
             // text cannot be known.
-            let module = lang == interp::Lang::Python && args.iter().any(|a| a.starts_with("-m"));
-            let program_on_stdin =
-                !module && args.iter().all(|a| a.starts_with('-') || is_stdin_path(a));
-            if lang != interp::Lang::Awk && o.text.is_none() && program_on_stdin {
+            if lang != interp::Lang::Awk
+                && o.text.is_none()
+                && interp::program_on_stdin(lang, &args)
+            {
                 self.run_script(None, o.flags, vars, depth);
                 if o.flags & DECODED != 0 {
                     self.signal(signals::UNRESOLVED_DECODE_EXEC, &name);
